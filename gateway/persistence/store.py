@@ -1,0 +1,332 @@
+"""The gateway's database: append-only FIX/audit records plus the order and allocation state.
+
+One `Database` serves every thread: the quickfix threads append wire records and fills
+(synchronously, before their callbacks return), and the dispatcher writes orders and
+allocations. Each write is its own short transaction. SQLite runs in WAL mode with
+`synchronous=FULL` by default so a committed row survives power loss; PostgreSQL is the
+production backend and runs the same code.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from gateway.persistence import tables as t
+
+_transient = retry(
+    retry=retry_if_exception_type((OperationalError, InterfaceError)),
+    stop=stop_after_attempt(5),
+    wait=wait_exponential(multiplier=0.05, max=1.0),
+    reraise=True,
+)
+
+
+class ReportOutcome(enum.Enum):
+    NEW = "new"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"  # same key, different economics: alert, never apply
+
+
+@dataclass(frozen=True)
+class RecordedReport:
+    outcome: ReportOutcome
+    report_id: int
+    existing: Mapping[str, Any] | None = None
+
+
+_ECONOMICS = ("exec_type", "last_qty", "last_px")
+
+
+def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+
+class Database:
+    """Typed access to the tables; no ORM session state is shared between threads."""
+
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
+        self.url = url
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(
+                url, connect_args={"check_same_thread": False, "timeout": 10}, pool_size=8
+            )
+            _sqlite_pragmas(self.engine, sqlite_synchronous)
+        else:
+            self.engine = create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def migrate(self) -> None:
+        """Bring the schema to the latest Alembic revision."""
+        from gateway.persistence.migrate import upgrade_to_head
+
+        upgrade_to_head(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # -- append-only records -------------------------------------------------------------
+
+    @_transient
+    def append_wire(
+        self,
+        *,
+        session_id: str,
+        direction: str,
+        msg_type: str,
+        seq_num: int | None,
+        poss_dup: bool,
+        raw: str,
+        recorded_at: datetime,
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                insert(t.fix_messages).values(
+                    session_id=session_id,
+                    direction=direction,
+                    msg_type=msg_type,
+                    seq_num=seq_num,
+                    poss_dup=poss_dup,
+                    raw=raw,
+                    recorded_at=recorded_at,
+                )
+            )
+
+    @_transient
+    def append_event(
+        self,
+        kind: str,
+        *,
+        recorded_at: datetime,
+        severity: str = "info",
+        session_id: str | None = None,
+        order_id: str | None = None,
+        alloc_id: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                insert(t.audit_events).values(
+                    recorded_at=recorded_at,
+                    kind=kind,
+                    severity=severity,
+                    session_id=session_id,
+                    order_id=order_id,
+                    alloc_id=alloc_id,
+                    detail_json=json.dumps(detail or {}, sort_keys=True, default=str),
+                )
+            )
+
+    @_transient
+    def save_rulebook_version(
+        self,
+        *,
+        version: str,
+        loaded_at: datetime,
+        actor: str,
+        source: str,
+        content_json: str,
+        diff_summary: str | None,
+    ) -> bool:
+        """Store a rulebook version once; returns False when that version is already stored."""
+        with self._tx() as conn:
+            exists = conn.execute(
+                select(t.rulebook_versions.c.version).where(t.rulebook_versions.c.version == version)
+            ).first()
+            if exists:
+                return False
+            conn.execute(
+                insert(t.rulebook_versions).values(
+                    version=version,
+                    loaded_at=loaded_at,
+                    actor=actor,
+                    source=source,
+                    content_json=content_json,
+                    diff_summary=diff_summary,
+                )
+            )
+            return True
+
+    # -- orders ---------------------------------------------------------------------------
+
+    @_transient
+    def insert_order(self, row: Mapping[str, Any]) -> bool:
+        """Insert a new block order; False if the OMS already used that ClOrdID."""
+        try:
+            with self._tx() as conn:
+                conn.execute(insert(t.orders).values(**row))
+        except IntegrityError:
+            return False
+        return True
+
+    @_transient
+    def update_order(self, order_id: str, **values: Any) -> None:
+        with self._tx() as conn:
+            conn.execute(update(t.orders).where(t.orders.c.order_id == order_id).values(**values))
+
+    def load_orders(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.orders).order_by(t.orders.c.created_at)).mappings()
+            return [dict(r) for r in rows]
+
+    # -- execution reports ----------------------------------------------------------------
+
+    @_transient
+    def record_broker_report(self, row: Mapping[str, Any]) -> RecordedReport:
+        """Insert an ER keyed by (session, OrderID, ExecID, trade date), or classify the repeat."""
+        try:
+            with self._tx() as conn:
+                result = conn.execute(insert(t.broker_reports).values(**row))
+                pk = result.inserted_primary_key
+                return RecordedReport(ReportOutcome.NEW, int(pk[0]) if pk else 0)
+        except IntegrityError:
+            pass
+        with self.engine.connect() as conn:
+            existing = (
+                conn.execute(
+                    select(t.broker_reports).where(
+                        t.broker_reports.c.session_id == row["session_id"],
+                        t.broker_reports.c.broker_order_id == row["broker_order_id"],
+                        t.broker_reports.c.exec_id == row["exec_id"],
+                        t.broker_reports.c.trade_date == row["trade_date"],
+                    )
+                )
+                .mappings()
+                .one()
+            )
+        same = all(str(existing[k]) == str(row[k]) for k in _ECONOMICS)
+        outcome = ReportOutcome.DUPLICATE if same else ReportOutcome.CONFLICT
+        return RecordedReport(outcome, int(existing["id"]), dict(existing))
+
+    @_transient
+    def mark_relayed(self, report_id: int, at: datetime) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                update(t.broker_reports)
+                .where(t.broker_reports.c.id == report_id)
+                .values(relayed_at=at)
+            )
+
+    def load_reports(self, order_id: str | None = None) -> list[dict[str, Any]]:
+        query = select(t.broker_reports).order_by(t.broker_reports.c.id)
+        if order_id is not None:
+            query = query.where(t.broker_reports.c.order_id == order_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    # -- allocations ----------------------------------------------------------------------
+
+    @_transient
+    def save_allocation(
+        self,
+        decision: Mapping[str, Any],
+        allocation: Mapping[str, Any],
+        lines: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """Store the decision, the allocation and its lines atomically, before any J is sent."""
+        with self._tx() as conn:
+            known = conn.execute(
+                select(t.decisions.c.decision_id).where(
+                    t.decisions.c.decision_id == decision["decision_id"]
+                )
+            ).first()
+            if not known:
+                conn.execute(insert(t.decisions).values(**decision))
+            conn.execute(insert(t.allocations).values(**allocation))
+            if lines:
+                conn.execute(insert(t.allocation_lines), [dict(x) for x in lines])
+
+    @_transient
+    def update_allocation(self, alloc_id: str, **values: Any) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                update(t.allocations).where(t.allocations.c.alloc_id == alloc_id).values(**values)
+            )
+
+    def load_allocations(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.allocations).order_by(t.allocations.c.created_at))
+            return [dict(r) for r in rows.mappings()]
+
+    def load_allocation_lines(self, alloc_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.allocation_lines)
+                .where(t.allocation_lines.c.alloc_id == alloc_id)
+                .order_by(t.allocation_lines.c.individual_alloc_id)
+            )
+            return [dict(r) for r in rows.mappings()]
+
+    def load_decision(self, decision_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.decisions).where(t.decisions.c.decision_id == decision_id)
+            ).mappings().first()
+            return dict(row) if row else None
+
+    # -- audit queries --------------------------------------------------------------------
+
+    def wire_messages(
+        self, *, session_id: str | None = None, direction: str | None = None,
+        msg_type: str | None = None,
+    ) -> list[dict[str, Any]]:
+        query = select(t.fix_messages).order_by(t.fix_messages.c.id)
+        if session_id is not None:
+            query = query.where(t.fix_messages.c.session_id == session_id)
+        if direction is not None:
+            query = query.where(t.fix_messages.c.direction == direction)
+        if msg_type is not None:
+            query = query.where(t.fix_messages.c.msg_type == msg_type)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def sent_message_contains(self, session_id: str, msg_type: str, needle: str) -> bool:
+        """Whether an outbound message of this type already carried `needle` (e.g. '\x0170=ID\x01')."""
+        query = select(func.count()).where(
+            t.fix_messages.c.session_id == session_id,
+            t.fix_messages.c.direction == "out",
+            t.fix_messages.c.msg_type == msg_type,
+            t.fix_messages.c.raw.contains(needle),
+        )
+        with self.engine.connect() as conn:
+            return bool(conn.execute(query).scalar_one())
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        query = select(t.audit_events).order_by(t.audit_events.c.id)
+        if kind is not None:
+            query = query.where(t.audit_events.c.kind == kind)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def count(self, table: str) -> int:
+        tbl = t.metadata.tables[table]
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(tbl)).scalar_one())
