@@ -1,0 +1,56 @@
+"""fixalloc allocation engine: pure, deterministic, Decimal end to end."""
+
+from __future__ import annotations
+
+from engine.allocator import (
+    PARALLEL_MIN_ACCOUNTS,
+    allocate,
+    evaluate_eligibility,
+    inputs_hash,
+)
+from engine.decision import AllocationDecision
+from engine.errors import AllocationError, InvariantViolation, RulebookError
+from engine.executor import Executor, InProcessExecutor
+from engine.invariants import check_decision
+from engine.model import (
+    Account,
+    AccountResult,
+    AllocationLine,
+    AllocationRequest,
+    EligibilityReport,
+    LotRelief,
+    OrderIntent,
+    Reason,
+    Security,
+    Side,
+    TaxLot,
+)
+from engine.rulebook import Restriction, Rulebook, Scheme
+
+__all__ = [
+    "PARALLEL_MIN_ACCOUNTS",
+    "Account",
+    "AccountResult",
+    "AllocationDecision",
+    "AllocationError",
+    "AllocationLine",
+    "AllocationRequest",
+    "EligibilityReport",
+    "Executor",
+    "InProcessExecutor",
+    "InvariantViolation",
+    "LotRelief",
+    "OrderIntent",
+    "Reason",
+    "Restriction",
+    "Rulebook",
+    "RulebookError",
+    "Scheme",
+    "Security",
+    "Side",
+    "TaxLot",
+    "allocate",
+    "check_decision",
+    "evaluate_eligibility",
+    "inputs_hash",
+]

@@ -1,0 +1,315 @@
+"""Eligibility and caps per account, evaluated in chunks (in-process or in pool workers).
+
+The hot path is shaped for large books: everything that depends only on the security
+and side (does an exclusion match? is a side forbidden?) is decided once per decision in
+`build_context`; per account the worker only looks up the rules that apply to it and
+does the arithmetic that needs its own numbers (NAV, cash, holdings). Accounts travel to
+workers as tuples of primitives because pickling dataclasses costs several times more.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any
+
+import cel
+
+from engine.errors import AllocationError
+from engine.model import Account, Security, Side
+from engine.rulebook import Restriction, Rulebook
+
+ENGINE_RULE_VERSION = "engine-1"
+
+# Built-in restrictions always apply; they are versioned with the engine itself.
+SYS_STATUS = "SYS-STATUS"
+SYS_BUYING_POWER = "SYS-BUYING-POWER"
+SYS_HOLDINGS = "SYS-HOLDINGS"
+
+# (account_id, book, status, nav, cash, position, issuer exposure, CEL attributes): a tuple
+# so that chunks pickle cheaply.
+Row = tuple[str, str, str, Decimal, Decimal, Decimal, Decimal, tuple[Any, ...]]
+# Worker output per account: (account_id, exclusions, caps, minimum) where exclusions are
+# rule keys (int index into the rulebook or a SYS-* id), caps are (key, max shares) and
+# minimum is (min_qty shares, min_notional, key) or None.
+Verdict = tuple[
+    str,
+    tuple[int | str, ...],
+    tuple[tuple[int | str, int], ...],
+    tuple[int, Decimal, int] | None,
+]
+
+_CEL_ACCOUNT_FIELDS = (
+    "account_id", "book", "status", "tier", "strategy", "vehicle", "custodian",
+    "prime_broker", "scheme", "nav", "cash", "position",
+)
+_ACCOUNT_REF = re.compile(r"\baccount\b")
+_ACCOUNT_FIELD_REF = re.compile(r"\baccount\.([A-Za-z_]\w*)")
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionContext:
+    rulebook_version: str
+    symbol: str
+    side: Side
+    price: Decimal
+    lot_size: int
+    # rule index -> (reason code, what matched), for rules that fire on this trade
+    excluding: Mapping[int, tuple[str, str]]
+    caps: Mapping[int, Decimal]  # rule index -> max % of NAV
+    minimums: Mapping[int, tuple[Decimal | None, Decimal | None]]
+    cel_rules: frozenset[int]
+    cel_security: Mapping[str, Any]
+    cel_order: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkTask:
+    context: DecisionContext
+    rows: tuple[Row, ...]
+
+
+def lookthrough_chain(symbol: str, securities: Mapping[str, Security]) -> tuple[Security, ...]:
+    """The security and every instrument it refers to via `related_to`, nearest first."""
+    chain: list[Security] = []
+    seen: set[str] = set()
+    cur: str | None = symbol
+    while cur is not None and cur not in seen:
+        seen.add(cur)
+        sec = securities.get(cur)
+        if sec is None:
+            if not chain:
+                raise AllocationError(f"unknown security {cur!r}")
+            break
+        chain.append(sec)
+        cur = sec.related_to
+    return tuple(chain)
+
+
+def ultimate_issuer(symbol: str, securities: Mapping[str, Security]) -> str:
+    return lookthrough_chain(symbol, securities)[-1].issuer
+
+
+_MATCH_LABEL = {
+    "symbols": ("SECURITY", "security"),
+    "issuers": ("ISSUER", "issuer"),
+    "sectors": ("SECTOR", "sector"),
+    "countries": ("COUNTRY", "country"),
+    "esg_tags": ("ESG_TAG", "ESG tag"),
+}
+
+
+def _exclusion_hit(r: Restriction, chain: Sequence[Security]) -> tuple[str, str] | None:
+    """(code suffix, human detail) of the first match along the look-through chain."""
+    candidates = chain if r.look_through else chain[:1]
+    for depth, sec in enumerate(candidates):
+        attrs = {
+            "symbols": {sec.symbol},
+            "issuers": {sec.issuer},
+            "sectors": {sec.sector},
+            "countries": {sec.country},
+            "esg_tags": sec.esg_tags,
+        }
+        for key, values in sorted(r.match.items()):
+            found = sorted(values & attrs[key])
+            if found:
+                code, label = _MATCH_LABEL[key]
+                via = f" (look-through from {chain[0].symbol} to {sec.symbol})" if depth else ""
+                return code, f"{label} {found[0]}{via}"
+    return None
+
+
+def build_context(
+    rulebook: Rulebook, symbol: str, side: Side, price: Decimal,
+    securities: Mapping[str, Security],
+) -> DecisionContext:
+    """Decide every security-only predicate once per decision."""
+    chain = lookthrough_chain(symbol, securities)
+    sec = chain[0]
+    excluding: dict[int, tuple[str, str]] = {}
+    caps: dict[int, Decimal] = {}
+    minimums: dict[int, tuple[Decimal | None, Decimal | None]] = {}
+    cel_rules: set[int] = set()
+    for i, r in enumerate(rulebook.restrictions):
+        if r.kind == "exclude":
+            hit = _exclusion_hit(r, chain)
+            if hit is not None:
+                excluding[i] = ("EXCLUDED_" + hit[0], hit[1])
+        elif r.kind == "side":
+            hit = _exclusion_hit(r, chain) if r.match else ("", f"any {symbol}")
+            if side in r.forbid and hit is not None:
+                excluding[i] = ("SIDE_FORBIDDEN", hit[1])
+        elif r.kind == "issuer_cap":
+            if side is Side.BUY and r.max_pct_nav is not None:
+                caps[i] = r.max_pct_nav
+        elif r.kind == "min_allocation":
+            minimums[i] = (r.min_qty, r.min_notional)
+        elif r.kind == "cel":
+            cel_rules.add(i)
+    return DecisionContext(
+        rulebook_version=rulebook.version,
+        symbol=symbol,
+        side=side,
+        price=price,
+        lot_size=sec.lot_size,
+        excluding=excluding,
+        caps=caps,
+        minimums=minimums,
+        cel_rules=frozenset(cel_rules),
+        cel_security={
+            "symbol": sec.symbol,
+            "issuer": sec.issuer,
+            "ultimate_issuer": chain[-1].issuer,
+            "sector": sec.sector,
+            "country": sec.country,
+            "esg_tags": sorted(set().union(*(s.esg_tags for s in chain))),
+            "lot_size": sec.lot_size,
+            "related_to": sec.related_to or "",
+        },
+        cel_order={"side": side.value, "symbol": symbol},
+    )
+
+
+def issuer_symbols(symbol: str, securities: Mapping[str, Security]) -> dict[str, Decimal | None]:
+    """Symbols whose ultimate issuer is the traded one, with the price to value them at."""
+    issuer = ultimate_issuer(symbol, securities)
+    return {
+        s: sec.price
+        for s, sec in securities.items()
+        if ultimate_issuer(s, securities) == issuer
+    }
+
+
+def account_row(a: Account, symbol: str, price: Decimal, issuer_syms: Mapping[str, Decimal | None]
+                ) -> Row:
+    positions = a.positions
+    pos = a.position(symbol)
+    exposure = Decimal(0)
+    for s, qty in positions.items():
+        if s in issuer_syms:
+            # The traded symbol is valued at the fill price; related holdings at their
+            # reference price, or the fill price when none is known.
+            px = price if s == symbol else (issuer_syms[s] or price)
+            exposure += qty * px
+    attrs = (a.tier, a.strategy, a.vehicle, a.custodian, a.prime_broker, a.scheme)
+    return (a.account_id, a.book, a.status, a.nav, a.cash, pos, exposure, attrs)
+
+
+# CEL programs are not picklable; each process compiles once per rulebook version.
+_COMPILED: dict[str, tuple[Rulebook, dict[int, Any], dict[int, tuple[str, ...] | None]]] = {}
+_MAX_VERSIONS = 8
+
+
+def install(rulebook: Rulebook) -> None:
+    """Make `rulebook` available in this process, compiling its CEL rules once."""
+    if rulebook.version in _COMPILED:
+        return
+    programs: dict[int, Any] = {}
+    keys: dict[int, tuple[str, ...] | None] = {}
+    for i, r in enumerate(rulebook.restrictions):
+        if r.kind == "cel" and r.expr:
+            programs[i] = cel.compile(r.expr)
+            fields = _ACCOUNT_FIELD_REF.findall(r.expr)
+            # Memoise on the account fields the expression reads; if it reaches the
+            # account any other way (e.g. indexing) fall back to the whole account.
+            if len(fields) == len(_ACCOUNT_REF.findall(r.expr)):
+                keys[i] = tuple(sorted(set(fields)))
+            else:
+                keys[i] = None
+    while len(_COMPILED) >= _MAX_VERSIONS:
+        _COMPILED.pop(next(iter(_COMPILED)))
+    _COMPILED[rulebook.version] = (rulebook, programs, keys)
+
+
+def installed(version: str) -> bool:
+    return version in _COMPILED
+
+
+def _cel_account(row: Row) -> dict[str, Any]:
+    acct_id, book, status, nav, cash, pos, _exposure, attrs = row
+    tier, strategy, vehicle, custodian, prime_broker, scheme = attrs
+    # CEL has no decimal type; money and quantities are exposed as whole units (truncated)
+    # so expressions compare integers and no binary float is involved.
+    return {
+        "account_id": acct_id, "book": book, "status": status,
+        "tier": tier, "strategy": strategy, "vehicle": vehicle, "custodian": custodian,
+        "prime_broker": prime_broker, "scheme": scheme,
+        "nav": int(nav), "cash": int(cash), "position": int(pos),
+    }
+
+
+def evaluate_chunk(task: ChunkTask) -> list[Verdict]:
+    """Evaluate every restriction for a chunk of accounts (top-level so pools can pickle it)."""
+    ctx = task.context
+    entry = _COMPILED.get(ctx.rulebook_version)
+    if entry is None:
+        raise AllocationError(
+            f"rulebook {ctx.rulebook_version[:12]} is not installed in this process"
+        )
+    rulebook, programs, memo_keys = entry
+    rules_for = rulebook.rules_for
+    excluding, caps, minimums, cel_rules = ctx.excluding, ctx.caps, ctx.minimums, ctx.cel_rules
+    is_buy = ctx.side is Side.BUY
+    is_sell = ctx.side is Side.SELL
+    price = ctx.price
+    memo: dict[tuple[Any, ...], bool | str] = {}
+    out: list[Verdict] = []
+    for row in task.rows:
+        acct_id, book, status, nav, cash, pos, exposure, _attrs = row
+        excl: list[int | str] = []
+        cap_list: list[tuple[int | str, int]] = []
+        minimum: tuple[int, Decimal, int] | None = None
+        if status != "active":
+            excl.append(SYS_STATUS)
+        cel_acct: dict[str, Any] | None = None
+        for i in rules_for(acct_id, book):
+            if i in excluding:
+                excl.append(i)
+            elif i in caps:
+                room = caps[i] * nav / 100 - exposure
+                cap_list.append((i, _shares(room, price)))
+            elif i in minimums:
+                mq, mn = minimums[i]
+                q = int(mq) if mq is not None else 0
+                n = mn if mn is not None else Decimal(0)
+                if minimum is None or (q, n) > minimum[:2]:
+                    minimum = (q, n, i)
+            elif i in cel_rules:
+                if cel_acct is None:
+                    cel_acct = _cel_account(row)
+                fields = memo_keys[i]
+                key = (i, *(cel_acct.get(f) for f in fields)) if fields is not None else (
+                    i, *cel_acct.values())
+                hit = memo.get(key)
+                if hit is None:
+                    hit = _run_cel(programs[i], cel_acct, ctx)
+                    memo[key] = hit
+                if hit is not False:
+                    excl.append(i if hit is True else f"CEL_ERROR:{i}:{hit}")
+        if is_buy:
+            cap_list.append((SYS_BUYING_POWER, _shares(cash, price)))
+        elif is_sell:
+            cap_list.append((SYS_HOLDINGS, max(int(pos), 0)))
+        out.append((acct_id, tuple(excl), tuple(cap_list), minimum))
+    return out
+
+
+def _shares(money: Decimal, price: Decimal) -> int:
+    if money <= 0:
+        return 0
+    return int((money / price).to_integral_value(rounding=ROUND_FLOOR))
+
+
+def _run_cel(program: Any, account: dict[str, Any], ctx: DecisionContext) -> bool | str:
+    try:
+        result = program.execute(
+            {"account": account, "security": dict(ctx.cel_security), "order": dict(ctx.cel_order)}
+        )
+    except (ValueError, RuntimeError, TypeError, KeyError) as e:
+        # Fail closed: a rule that cannot be evaluated excludes rather than silently passes.
+        return (str(e).splitlines() or [type(e).__name__])[0][:200]
+    if not isinstance(result, bool):
+        return f"expression returned {type(result).__name__}, not a boolean"
+    return result

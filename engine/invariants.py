@@ -1,0 +1,61 @@
+"""Hard checks on a decision before any J leaves (DESIGN.md contract 3)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from engine.decision import AllocationDecision
+from engine.errors import InvariantViolation
+
+
+def check_decision(decision: AllocationDecision) -> None:
+    """Raise InvariantViolation unless the decision is internally consistent."""
+    total = sum((line.qty for line in decision.lines), Decimal(0))
+    if total != decision.allocated_qty:
+        raise InvariantViolation(
+            f"sum of lines {total} != allocated_qty {decision.allocated_qty}"
+        )
+    if decision.allocated_qty != decision.executed_qty - decision.unallocated_qty:
+        raise InvariantViolation(
+            f"allocated_qty {decision.allocated_qty} != executed_qty {decision.executed_qty}"
+            f" - unallocated_qty {decision.unallocated_qty}"
+        )
+    if decision.unallocated_qty < 0:
+        raise InvariantViolation(f"negative unallocated_qty {decision.unallocated_qty}")
+    if decision.unallocated_qty > 0 and not decision.unallocated_reason:
+        raise InvariantViolation("unallocated shares without a reason")
+    results = {r.account_id: r for r in decision.results}
+    if len(results) != len(decision.results):
+        raise InvariantViolation("duplicate account in results")
+    seen: set[str] = set()
+    odd_lines = 0
+    for line in decision.lines:
+        if line.account_id in seen:
+            raise InvariantViolation(f"two lines for account {line.account_id}")
+        seen.add(line.account_id)
+        if line.qty <= 0:
+            raise InvariantViolation(f"non-positive line for {line.account_id}: {line.qty}")
+        if line.avg_px != decision.avg_px:
+            raise InvariantViolation(f"line for {line.account_id} not at the block avg price")
+        r = results.get(line.account_id)
+        if r is None or r.status not in ("allocated", "capped"):
+            raise InvariantViolation(f"line for {line.account_id} which is not allocated")
+        if r.qty != line.qty:
+            raise InvariantViolation(f"result and line disagree for {line.account_id}")
+        if line.qty % decision.lot_size:
+            odd_lines += 1
+        if line.lots:
+            relieved = sum((lot.quantity for lot in line.lots), Decimal(0))
+            if relieved > line.qty or any(lot.quantity <= 0 for lot in line.lots):
+                raise InvariantViolation(f"lot relief for {line.account_id} is inconsistent")
+    if odd_lines > 1:
+        raise InvariantViolation(f"{odd_lines} lines are not multiples of the lot size")
+    for r in decision.results:
+        if r.qty < 0:
+            raise InvariantViolation(f"negative quantity for {r.account_id}")
+        if r.status not in ("allocated", "capped") and r.qty != 0:
+            raise InvariantViolation(f"{r.status} account {r.account_id} has quantity {r.qty}")
+        if r.status in ("allocated", "capped") and r.qty > 0 and r.account_id not in seen:
+            raise InvariantViolation(f"allocated account {r.account_id} has no line")
+    if [line.account_id for line in decision.lines] != sorted(seen):
+        raise InvariantViolation("lines are not sorted by account id")

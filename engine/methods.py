@@ -1,0 +1,135 @@
+"""Allocation methods: each turns eligible accounts into integer weights, then splits.
+
+A method that finds no account with a positive weight is "not applicable" and the
+scheme's fallback order is tried next. Tiered sequencing fills priority tiers in order
+(tier 1 first), each up to its accounts' demand, splitting within a tier by a sub-method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from engine.model import Account, Side
+from engine.split import Entry, SplitResult, split
+
+
+@dataclass(frozen=True, slots=True)
+class MethodInput:
+    side: Side
+    price: Decimal
+    symbol: str
+    preallocations: Mapping[str, Decimal]
+
+
+@dataclass(slots=True)
+class Outcome:
+    alloc: dict[str, int] = field(default_factory=dict)
+    clipped: set[str] = field(default_factory=set)
+    extra_lot: set[str] = field(default_factory=set)
+    odd_lot: str | None = None
+    leftover: int = 0
+    weights: dict[str, int] = field(default_factory=dict)
+
+
+NOT_PARTICIPATING = {
+    "pro_rata": "it has no intended quantity for this block",
+    "pari_passu": "it has no positive NAV",
+    "target_weight": "it has no shortfall to its target weight (or no target weight)",
+    "equal": "",
+    "manual": "it is not named in the order's pre-allocation",
+}
+
+
+def raw_weight(method: str, a: Account, m: MethodInput) -> Decimal:
+    if method == "pro_rata":
+        return a.intended_qty if a.intended_qty is not None else Decimal(0)
+    if method == "pari_passu":
+        return a.nav
+    if method == "target_weight":
+        if a.target_weight is None:
+            return Decimal(0)
+        # Shortfall in money (target value minus held value) is proportional to the
+        # shortfall in shares at one price, and stays exact without a division.
+        target = a.target_weight * a.nav
+        held = a.position(m.symbol) * m.price
+        return target - held if m.side is Side.BUY else held - target
+    if method == "equal":
+        return Decimal(1)
+    if method == "manual":
+        return m.preallocations.get(a.account_id, Decimal(0))
+    raise ValueError(f"no weight for method {method!r}")
+
+
+def integer_weights(raw: Mapping[str, Decimal]) -> dict[str, int]:
+    """Scale positive Decimal weights to integers exactly (common power of ten)."""
+    pos = {k: v for k, v in raw.items() if v > 0}
+    if not pos:
+        return {}
+    exp = min(int(v.as_tuple().exponent) for v in pos.values())
+    shift = -exp if exp < 0 else 0
+    return {k: int(v.scaleb(shift)) for k, v in pos.items()}
+
+
+def run_flat(total: int, lot: int, weights: Mapping[str, int], caps: Mapping[str, int | None],
+             rank: dict[str, int]) -> Outcome:
+    entries = [Entry(a, w, caps.get(a)) for a, w in sorted(weights.items())]
+    return _outcome(split(total, lot, entries, rank), weights)
+
+
+def _outcome(res: SplitResult, weights: Mapping[str, int]) -> Outcome:
+    return Outcome(
+        alloc=res.alloc, clipped=res.clipped, extra_lot=res.extra_lot, odd_lot=res.odd_lot,
+        leftover=res.leftover, weights=dict(weights),
+    )
+
+
+def run_tiered(total: int, lot: int, accounts: Sequence[Account], weights: Mapping[str, int],
+               *, caps: Mapping[str, int | None], rank: dict[str, int]) -> Outcome:
+    """Fill tiers in ascending order; a tier takes up to its demand before the next one."""
+    by_tier: dict[int, list[Account]] = {}
+    for a in accounts:
+        if a.account_id in weights:
+            by_tier.setdefault(a.tier, []).append(a)
+    out = Outcome(weights=dict(weights))
+    remaining = total
+    for tier in sorted(by_tier):
+        if remaining <= 0:
+            break
+        members = by_tier[tier]
+        demand: dict[str, int | None] = {}
+        for a in members:
+            hard = caps.get(a.account_id)
+            want = int(a.intended_qty) if a.intended_qty is not None else None
+            demand[a.account_id] = want if hard is None else (hard if want is None else min(
+                want, hard))
+        unlimited = any(d is None for d in demand.values())
+        lot_demand = sum((d - d % lot) for d in demand.values() if d is not None)
+        give = remaining if unlimited or lot_demand >= remaining else lot_demand
+        entries = [Entry(a.account_id, weights[a.account_id], demand[a.account_id])
+                   for a in sorted(members, key=lambda x: x.account_id)]
+        res = split(give, lot, entries, rank)
+        out.alloc.update(res.alloc)
+        out.clipped |= {a for a in res.clipped if caps.get(a) is not None and res.alloc[a] + lot
+                        > (caps[a] or 0)}
+        out.extra_lot |= res.extra_lot
+        out.odd_lot = res.odd_lot or out.odd_lot
+        remaining -= give - res.leftover
+    if remaining > 0:
+        # Every tier got its demand and shares are left: spread them over all
+        # participants by weight, within their hard caps.
+        entries = []
+        for aid, w in sorted(weights.items()):
+            hard = caps.get(aid)
+            entries.append(Entry(aid, w, None if hard is None else hard - out.alloc.get(aid, 0)))
+        entries = [e for e in entries if e.cap is None or e.cap > 0]
+        res = split(remaining, lot, entries, rank)
+        for aid, q in res.alloc.items():
+            out.alloc[aid] = out.alloc.get(aid, 0) + q
+        out.clipped |= res.clipped
+        out.extra_lot |= res.extra_lot
+        out.odd_lot = res.odd_lot or out.odd_lot
+        remaining = res.leftover
+    out.leftover = remaining
+    return out
