@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 from engine import canonical, eligibility
@@ -139,7 +139,13 @@ def inputs_hash(req: AllocationRequest) -> str:
 def allocate(request: AllocationRequest, rulebook: Rulebook,
              executor: Executor | None = None) -> AllocationDecision:
     """Split the block's executed quantity over its accounts under `rulebook`."""
-    req = request
+    # A caller's decimal context (precision, traps) must not change the decision.
+    with localcontext(eligibility.DECIMAL_CONTEXT):
+        return _allocate(request, rulebook, executor)
+
+
+def _allocate(req: AllocationRequest, rulebook: Rulebook,
+              executor: Executor | None) -> AllocationDecision:
     total = _validate(req)
     lot = req.securities[req.symbol].lot_size
     price = req.avg_px
@@ -276,6 +282,13 @@ def evaluate_eligibility(order: OrderIntent, accounts: Sequence[Account],
                          securities: Mapping[str, Security], rulebook: Rulebook,
                          executor: Executor | None = None) -> EligibilityReport:
     """Pre-trade compliance: the same restrictions as allocate(), for an order intent."""
+    with localcontext(eligibility.DECIMAL_CONTEXT):
+        return _evaluate_eligibility(order, accounts, securities, rulebook, executor)
+
+
+def _evaluate_eligibility(order: OrderIntent, accounts: Sequence[Account],
+                          securities: Mapping[str, Security], rulebook: Rulebook,
+                          executor: Executor | None) -> EligibilityReport:
     if order.symbol not in securities:
         raise AllocationError(f"unknown security {order.symbol!r}")
     price = order.limit_px or securities[order.symbol].price

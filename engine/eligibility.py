@@ -12,7 +12,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_FLOOR, Decimal
+from decimal import (
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+    localcontext,
+)
 from typing import Any
 
 import cel
@@ -240,8 +247,53 @@ def _cel_account(row: Row) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the rules of one scope (book, or book + account rules) mean for this trade."""
+
+    excl: tuple[int, ...]
+    cap: tuple[Decimal, int] | None  # tightest issuer cap: (% of NAV, rule index)
+    minimum: tuple[int, Decimal, int] | None
+    cel: tuple[int, ...]
+
+
+def _plan(rules: Sequence[int], ctx: DecisionContext) -> _Plan:
+    excl: list[int] = []
+    cap: tuple[Decimal, int] | None = None
+    minimum: tuple[int, Decimal, int] | None = None
+    cel_list: list[int] = []
+    for i in rules:
+        if i in ctx.excluding:
+            excl.append(i)
+        elif i in ctx.caps:
+            if cap is None or ctx.caps[i] < cap[0]:
+                cap = (ctx.caps[i], i)
+        elif i in ctx.minimums:
+            mq, mn = ctx.minimums[i]
+            q = int(mq) if mq is not None else 0
+            n = mn if mn is not None else Decimal(0)
+            if minimum is None or (q, n) > minimum[:2]:
+                minimum = (q, n, i)
+        elif i in ctx.cel_rules:
+            cel_list.append(i)
+    return _Plan(tuple(excl), cap, minimum, tuple(cel_list))
+
+
+# Custom-rule results by (rulebook version, trade facts, rule, account fields it reads):
+# CEL is side-effect free, so a result can be reused across accounts and decisions.
+_CEL_RESULTS: dict[tuple[Any, ...], bool | str] = {}
+_CEL_RESULTS_MAX = 500_000
+DECIMAL_CONTEXT = Context(prec=34, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation,
+                                                                       DivisionByZero])
+
+
 def evaluate_chunk(task: ChunkTask) -> list[Verdict]:
     """Evaluate every restriction for a chunk of accounts (top-level so pools can pickle it)."""
+    with localcontext(DECIMAL_CONTEXT):
+        return _evaluate_chunk(task)
+
+
+def _evaluate_chunk(task: ChunkTask) -> list[Verdict]:
     ctx = task.context
     entry = _COMPILED.get(ctx.rulebook_version)
     if entry is None:
@@ -249,57 +301,51 @@ def evaluate_chunk(task: ChunkTask) -> list[Verdict]:
             f"rulebook {ctx.rulebook_version[:12]} is not installed in this process"
         )
     rulebook, programs, memo_keys = entry
-    rules_for = rulebook.rules_for
-    excluding, caps, minimums, cel_rules = ctx.excluding, ctx.caps, ctx.minimums, ctx.cel_rules
+    account_rules = rulebook.account_rules
     is_buy = ctx.side is Side.BUY
     is_sell = ctx.side is Side.SELL
     price = ctx.price
-    memo: dict[tuple[Any, ...], bool | str] = {}
+    plans: dict[tuple[str, str | None], _Plan] = {}
+    trade_key = (ctx.rulebook_version, *sorted(
+        (k, tuple(v) if isinstance(v, list) else v) for k, v in ctx.cel_security.items()),
+        *sorted(ctx.cel_order.items()))
+    if len(_CEL_RESULTS) > _CEL_RESULTS_MAX:
+        _CEL_RESULTS.clear()
     out: list[Verdict] = []
     for row in task.rows:
         acct_id, book, status, nav, cash, pos, exposure, _attrs = row
-        excl: list[int | str] = []
-        cap_list: list[tuple[int | str, int]] = []
-        minimum: tuple[int, Decimal, int] | None = None
+        scope = (book, acct_id if acct_id in account_rules else None)
+        plan = plans.get(scope)
+        if plan is None:
+            plan = plans[scope] = _plan(rulebook.rules_for(acct_id, book), ctx)
+        excl: list[int | str] = list(plan.excl)
         if status != "active":
-            excl.append(SYS_STATUS)
-        cel_acct: dict[str, Any] | None = None
-        for i in rules_for(acct_id, book):
-            if i in excluding:
-                excl.append(i)
-            elif i in caps:
-                room = caps[i] * nav / 100 - exposure
-                cap_list.append((i, _shares(room, price)))
-            elif i in minimums:
-                mq, mn = minimums[i]
-                q = int(mq) if mq is not None else 0
-                n = mn if mn is not None else Decimal(0)
-                if minimum is None or (q, n) > minimum[:2]:
-                    minimum = (q, n, i)
-            elif i in cel_rules:
-                if cel_acct is None:
-                    cel_acct = _cel_account(row)
+            excl.insert(0, SYS_STATUS)
+        if plan.cel:
+            cel_acct = _cel_account(row)
+            for i in plan.cel:
                 fields = memo_keys[i]
-                key = (i, *(cel_acct.get(f) for f in fields)) if fields is not None else (
-                    i, *cel_acct.values())
-                hit = memo.get(key)
+                key = (trade_key, i, *(cel_acct.get(f) for f in fields)) if fields is not None \
+                    else (trade_key, i, *cel_acct.values())
+                hit = _CEL_RESULTS.get(key)
                 if hit is None:
-                    hit = _run_cel(programs[i], cel_acct, ctx)
-                    memo[key] = hit
+                    hit = _CEL_RESULTS[key] = _run_cel(programs[i], cel_acct, ctx)
                 if hit is not False:
                     excl.append(i if hit is True else f"CEL_ERROR:{i}:{hit}")
+        caps: list[tuple[int | str, int]] = []
+        if plan.cap is not None:
+            caps.append((plan.cap[1], _shares(plan.cap[0] * nav / 100 - exposure, price)))
         if is_buy:
-            cap_list.append((SYS_BUYING_POWER, _shares(cash, price)))
+            caps.append((SYS_BUYING_POWER, _shares(cash, price)))
         elif is_sell:
-            cap_list.append((SYS_HOLDINGS, max(int(pos), 0)))
-        out.append((acct_id, tuple(excl), tuple(cap_list), minimum))
+            caps.append((SYS_HOLDINGS, max(int(pos), 0)))
+        out.append((acct_id, tuple(excl), tuple(caps), plan.minimum))
     return out
 
 
 def _shares(money: Decimal, price: Decimal) -> int:
-    if money <= 0:
-        return 0
-    return int((money / price).to_integral_value(rounding=ROUND_FLOOR))
+    # int() truncates toward zero, which is the floor for the positive values used here.
+    return int(money / price) if money > 0 else 0
 
 
 def _run_cel(program: Any, account: dict[str, Any], ctx: DecisionContext) -> bool | str:
