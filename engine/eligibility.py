@@ -255,9 +255,15 @@ class _Plan:
     cap: tuple[Decimal, int] | None  # tightest issuer cap: (% of NAV, rule index)
     minimum: tuple[int, Decimal, int] | None
     cel: tuple[int, ...]
+    cel_categorical: bool
 
 
-def _plan(rules: Sequence[int], ctx: DecisionContext) -> _Plan:
+_CATEGORICAL = frozenset({"tier", "strategy", "vehicle", "custodian", "prime_broker", "scheme",
+                          "book", "status"})
+
+
+def _plan(rules: Sequence[int], ctx: DecisionContext,
+          memo_keys: Mapping[int, tuple[str, ...] | None]) -> _Plan:
     excl: list[int] = []
     cap: tuple[Decimal, int] | None = None
     minimum: tuple[int, Decimal, int] | None = None
@@ -276,7 +282,10 @@ def _plan(rules: Sequence[int], ctx: DecisionContext) -> _Plan:
                 minimum = (q, n, i)
         elif i in ctx.cel_rules:
             cel_list.append(i)
-    return _Plan(tuple(excl), cap, minimum, tuple(cel_list))
+    categorical = all(
+        memo_keys.get(i) is not None and _CATEGORICAL.issuperset(memo_keys[i] or ())
+        for i in cel_list)
+    return _Plan(tuple(excl), cap, minimum, tuple(cel_list), categorical)
 
 
 # Custom-rule results by (rulebook version, trade facts, rule, account fields it reads):
@@ -306,6 +315,7 @@ def _evaluate_chunk(task: ChunkTask) -> list[Verdict]:
     is_sell = ctx.side is Side.SELL
     price = ctx.price
     plans: dict[tuple[str, str | None], _Plan] = {}
+    cel_by_attrs: dict[tuple[Any, ...], list[int | str]] = {}
     trade_key = (ctx.rulebook_version, *sorted(
         (k, tuple(v) if isinstance(v, list) else v) for k, v in ctx.cel_security.items()),
         *sorted(ctx.cel_order.items()))
@@ -317,21 +327,21 @@ def _evaluate_chunk(task: ChunkTask) -> list[Verdict]:
         scope = (book, acct_id if acct_id in account_rules else None)
         plan = plans.get(scope)
         if plan is None:
-            plan = plans[scope] = _plan(rulebook.rules_for(acct_id, book), ctx)
+            plan = plans[scope] = _plan(rulebook.rules_for(acct_id, book), ctx, memo_keys)
         excl: list[int | str] = list(plan.excl)
         if status != "active":
             excl.insert(0, SYS_STATUS)
-        if plan.cel:
-            cel_acct = _cel_account(row)
-            for i in plan.cel:
-                fields = memo_keys[i]
-                key = (trade_key, i, *(cel_acct.get(f) for f in fields)) if fields is not None \
-                    else (trade_key, i, *cel_acct.values())
-                hit = _CEL_RESULTS.get(key)
-                if hit is None:
-                    hit = _CEL_RESULTS[key] = _run_cel(programs[i], cel_acct, ctx)
-                if hit is not False:
-                    excl.append(i if hit is True else f"CEL_ERROR:{i}:{hit}")
+        if plan.cel and plan.cel_categorical:
+            # Every custom rule here reads only categorical account fields, so accounts
+            # that agree on them share one result.
+            ckey = (scope, status, _attrs)
+            hits = cel_by_attrs.get(ckey)
+            if hits is None:
+                hits = cel_by_attrs[ckey] = _cel_hits(plan, row, trade_key, programs, memo_keys,
+                                                      ctx=ctx)
+            excl.extend(hits)
+        elif plan.cel:
+            excl.extend(_cel_hits(plan, row, trade_key, programs, memo_keys, ctx=ctx))
         caps: list[tuple[int | str, int]] = []
         if plan.cap is not None:
             caps.append((plan.cap[1], _shares(plan.cap[0] * nav / 100 - exposure, price)))
@@ -341,6 +351,23 @@ def _evaluate_chunk(task: ChunkTask) -> list[Verdict]:
             caps.append((SYS_HOLDINGS, max(int(pos), 0)))
         out.append((acct_id, tuple(excl), tuple(caps), plan.minimum))
     return out
+
+
+def _cel_hits(plan: _Plan, row: Row, trade_key: tuple[Any, ...], programs: dict[int, Any],
+              memo_keys: dict[int, tuple[str, ...] | None], *, ctx: DecisionContext
+              ) -> list[int | str]:
+    cel_acct = _cel_account(row)
+    hits: list[int | str] = []
+    for i in plan.cel:
+        fields = memo_keys[i]
+        key = ((trade_key, i, *(cel_acct.get(f) for f in fields)) if fields is not None
+               else (trade_key, i, *cel_acct.values()))
+        hit = _CEL_RESULTS.get(key)
+        if hit is None:
+            hit = _CEL_RESULTS[key] = _run_cel(programs[i], cel_acct, ctx)
+        if hit is not False:
+            hits.append(i if hit is True else f"CEL_ERROR:{i}:{hit}")
+    return hits
 
 
 def _shares(money: Decimal, price: Decimal) -> int:

@@ -74,7 +74,7 @@ def integer_weights(raw: Mapping[str, Decimal]) -> dict[str, int]:
 
 def run_flat(total: int, lot: int, weights: Mapping[str, int], caps: Mapping[str, int | None],
              rank: dict[str, int]) -> Outcome:
-    entries = [Entry(a, w, caps.get(a)) for a, w in sorted(weights.items())]
+    entries = [Entry(a, w, caps.get(a)) for a, w in weights.items()]
     return _outcome(split(total, lot, entries, rank), weights)
 
 

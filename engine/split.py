@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
+    # A named tuple rather than a dataclass: it is built once per account per split.
     account_id: str
     weight: int
     cap: int | None = None  # maximum shares; None = unlimited
@@ -53,25 +54,32 @@ def split(total: int, lot: int, entries: Sequence[Entry], rank: dict[str, int]) 
     if total <= 0 or not entries:
         res.leftover = max(total, 0)
         return res
-    active = list(entries)
     remaining = total
-    while active:
-        wsum = sum(e.weight for e in active)
-        over = [e for e in active if e.cap is not None and remaining * e.weight > e.cap * wsum]
-        if not over:
-            break
-        for e in over:
+    wsum = sum(e.weight for e in entries)
+    # Water-filling: clipping an account raises everyone else's share, so visit capped
+    # accounts from the tightest cap per unit of weight and stop at the first that fits.
+    # The sort key is cap/weight scaled to an integer (exact ratios would cost a Fraction
+    # per account); the verification pass below makes the result exact regardless.
+    gone: set[str] = set()
+    pending = [e for e in entries if e.cap is not None]
+    while pending:
+        pending.sort(key=lambda e: ((e.cap or 0) << 64) // e.weight)
+        for e in pending:
             assert e.cap is not None
+            if remaining * e.weight <= e.cap * wsum:
+                break
             got = e.cap - e.cap % lot
             res.alloc[e.account_id] = got
             res.clipped.add(e.account_id)
             remaining -= got
-        gone = {e.account_id for e in over}
-        active = [e for e in active if e.account_id not in gone]
+            wsum -= e.weight
+            gone.add(e.account_id)
+        pending = [e for e in pending if e.account_id not in gone
+                   and remaining * e.weight > (e.cap or 0) * wsum]
+    active = [e for e in entries if e.account_id not in gone] if gone else list(entries)
     if not active:
         return _odd_into_clipped(res, remaining, lot, entries, rank)
 
-    wsum = sum(e.weight for e in active)
     unit = wsum * lot
     given = 0
     rems: list[tuple[int, int, Entry]] = []

@@ -59,9 +59,10 @@ def rulebook_mapping(n_books: int, rules_per_account: int, rnd: random.Random,
                 rule |= {"kind": "issuer_cap", "max_pct_nav": 5 + rnd.randint(0, 10)}
             elif slot == 1:
                 strategy = rnd.choice(_STRATEGIES)
+                sector = "Information Technology" if rnd.random() < 0.1 else rnd.choice(_SECTORS)
                 rule |= {"kind": "cel", "exclude_when":
-                         f"account.strategy == '{strategy}' && account.tier > {rnd.randint(2, 5)}"
-                         f" && security.sector == 'Information Technology'"}
+                         f"account.strategy == '{strategy}' && account.tier > 4"
+                         f" && security.sector == '{sector}'"}
             else:
                 # Most exclusions do not match the traded security, as in real books.
                 key = rnd.choice(["esg_tags", "sectors", "countries", "issuers"])
