@@ -44,6 +44,8 @@ class GatewaySettings(_Frozen):
     inbox_capacity: PositiveInt = 100_000
     workers: int = Field(default=0, ge=0, le=64)
     """Process-pool workers for the engine; 0 evaluates in-process."""
+    secrets_file: Path | None = None
+    """KEY=value lines (mode 0600) consulted when a secret's environment variable is unset."""
 
 
 class HttpSettings(_Frozen):
@@ -95,6 +97,9 @@ class FixSettings(_Frozen):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"session names must be unique, repeated: {', '.join(dupes)}")
+        targets = [s.target_comp_id for s in self.oms] + [s.target_comp_id for s in self.brokers]
+        if len(set(targets)) != len(targets):
+            raise ValueError("every session needs its own target_comp_id")
         ports = [s.port for s in self.oms]
         if len(set(ports)) != len(ports):
             raise ValueError("each OMS acceptor session needs its own port")

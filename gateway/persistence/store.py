@@ -192,6 +192,12 @@ class Database:
         with self._tx() as conn:
             conn.execute(update(t.orders).where(t.orders.c.order_id == order_id).values(**values))
 
+    def order_exists(self, order_id: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(t.orders.c.order_id).where(t.orders.c.order_id == order_id)
+            ).first() is not None
+
     def load_orders(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(t.orders).order_by(t.orders.c.created_at)).mappings()
@@ -275,6 +281,13 @@ class Database:
         with self.engine.connect() as conn:
             rows = conn.execute(select(t.allocations).order_by(t.allocations.c.created_at))
             return [dict(r) for r in rows.mappings()]
+
+    def load_allocation(self, alloc_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.allocations).where(t.allocations.c.alloc_id == alloc_id)
+            ).mappings().first()
+            return dict(row) if row else None
 
     def load_allocation_lines(self, alloc_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

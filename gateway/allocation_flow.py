@@ -1,0 +1,234 @@
+"""From a done order to an AllocationInstruction on the wire, and the broker's ack back.
+
+Runs on the dispatcher thread. The decision, the allocation and its lines are stored in
+one transaction *before* the J is handed to quickfix, and the allocation id is a pure
+function of the order, so a restart never produces a second J as New for the same block.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, is_dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import structlog
+
+import engine
+from gateway.clock import Clock, settlement_date
+from gateway.config import Config
+from gateway.events import AllocationAckReceived
+from gateway.fix.codec import ALLOC_TYPE_TO_FIX, JBlock, JLine
+from gateway.fix.outbound import FixOutbound
+from gateway.metrics import METRICS
+from gateway.orders import ALLOC_STATUS_FROM_P, InvalidTransition, Order, alloc_transition
+from gateway.persistence.store import Database
+from gateway.reference import ReferenceData
+
+log = structlog.get_logger("fixalloc.allocation")
+
+SIDES = {"buy": engine.Side.BUY, "sell": engine.Side.SELL, "sell_short": engine.Side.SELL_SHORT}
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in asdict(value).items()}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list | frozenset | set):
+        return [_plain(v) for v in value]
+    if isinstance(value, Decimal | date):
+        return str(value)
+    if hasattr(value, "value") and hasattr(value, "name"):
+        return value.value
+    return value
+
+
+class AllocationFlow:
+    def __init__(self, config: Config, db: Database, out: FixOutbound, refdata: ReferenceData,
+                 rulebooks: Any, executor: Any, clock: Clock) -> None:
+        self.config = config
+        self.db = db
+        self.out = out
+        self.refdata = refdata
+        self.rulebooks = rulebooks
+        self.executor = executor
+        self.clock = clock
+        self._config_hash = config.config_hash()
+
+    # -- pre-trade ------------------------------------------------------------------------
+
+    def pre_trade(self, order: Order) -> dict[str, Any]:
+        intent = engine.OrderIntent(block_id=order.order_id, symbol=order.symbol,
+                                    side=SIDES[order.side], qty=order.order_qty,
+                                    limit_px=order.price)
+        report = engine.evaluate_eligibility(intent, self.refdata.accounts_for(order.book),
+                                             self.refdata.securities, self.rulebooks.current(),
+                                             self.executor)
+        return {"eligible": list(report.eligible),
+                "excluded": [_plain(r) for r in report.excluded],
+                "rulebook_version": report.rulebook_version}
+
+    def eligibility_json(self, order: Order) -> str:
+        return json.dumps({"excluded": order.excluded}, sort_keys=True)
+
+    # -- allocation -----------------------------------------------------------------------
+
+    def allocate(self, order: Order) -> None:
+        bound = log.bind(cl_ord_id=order.oms_cl_ord_id, order_id=order.order_id)
+        book = self.config.book(order.book)
+        started = self.clock.now()
+        request = engine.AllocationRequest(
+            block_id=order.order_id, symbol=order.symbol, side=SIDES[order.side],
+            executed_qty=order.ledger.cum_qty, avg_px=order.ledger.avg_px,
+            trade_date=date.fromisoformat(order.trade_date),
+            accounts=self.refdata.accounts_for(order.book), securities=self.refdata.securities,
+            decided_at=started, method=book.method if book else None,
+        )
+        try:
+            decision = engine.allocate(request, self.rulebooks.current(), self.executor)
+            engine.check_decision(decision)
+        except Exception as exc:  # noqa: BLE001 - any engine failure is an exception for ops
+            order.alloc_status = "exception"
+            bound.error("allocation.failed", error=str(exc))
+            METRICS.alerts.labels(kind="allocation_failed").inc()
+            self.db.append_event("alert.allocation_failed", recorded_at=self.clock.now(),
+                                 severity="error", order_id=order.order_id,
+                                 detail={"error": str(exc)})
+            return
+        METRICS.decision_seconds.observe((self.clock.now() - started).total_seconds())
+        if decision.unallocated_qty > 0 or not decision.lines:
+            order.alloc_status = "exception"
+            bound.error("allocation.unallocated", unallocated=str(decision.unallocated_qty))
+            self.db.append_event("alert.unallocated_quantity", recorded_at=self.clock.now(),
+                                 severity="error", order_id=order.order_id,
+                                 detail={"unallocated_qty": str(decision.unallocated_qty),
+                                         "decision_id": decision.decision_id})
+            return
+        alloc_id = f"{order.order_id}-J1"
+        broker = self.config.broker(order.broker)
+        accounts = {a.account_id: a for a in self.refdata.accounts_for(order.book)}
+        now = self.clock.now()
+        settl = settlement_date(date.fromisoformat(order.trade_date)).isoformat()
+        lines = [
+            {"individual_alloc_id": f"{alloc_id}-{i:05d}", "alloc_id": alloc_id,
+             "account_id": ln.account_id, "qty": str(ln.qty), "avg_px": str(ln.avg_px),
+             "custodian": accounts[ln.account_id].custodian,
+             "prime_broker": accounts[ln.account_id].prime_broker,
+             "strategy": accounts[ln.account_id].strategy,
+             "vehicle": accounts[ln.account_id].vehicle,
+             "lots_json": json.dumps(_plain(ln.lots)) if ln.lots else None}
+            for i, ln in enumerate(decision.lines, start=1)
+        ]
+        self.db.save_allocation(
+            {"decision_id": decision.decision_id, "order_id": order.order_id,
+             "method": decision.method, "rulebook_version": decision.rulebook_version,
+             "inputs_hash": decision.inputs_hash, "config_hash": self._config_hash,
+             "decided_at": started, "canonical_json": decision.to_canonical_json()},
+            {"alloc_id": alloc_id, "order_id": order.order_id,
+             "decision_id": decision.decision_id, "broker": order.broker,
+             "alloc_trans_type": "0", "alloc_type": ALLOC_TYPE_TO_FIX[broker.alloc_type],
+             "quantity": str(decision.allocated_qty), "avg_px": str(decision.avg_px),
+             "trade_date": order.trade_date, "settl_date": settl, "status": "pending_send",
+             "created_at": now, "last_fill_at": order.ledger.last_fill_at},
+            lines,
+        )
+        order.alloc_id = alloc_id
+        order.alloc_status = "pending_send"
+        bound = bound.bind(alloc_id=alloc_id)
+        bound.info("allocation.decided", method=decision.method, accounts=len(lines),
+                   quantity=str(decision.allocated_qty), avg_px=str(decision.avg_px),
+                   decision_id=decision.decision_id, rulebook=decision.rulebook_version)
+        METRICS.allocations.labels(state="decided").inc()
+        self.send_pending(order)
+
+    def _j(self, order: Order, alloc: Mapping[str, Any], *, to_oms: bool) -> JBlock:
+        if to_oms:
+            cl_ord_id, order_ref = order.oms_cl_ord_id, order.order_id
+        else:
+            # A J quotes the latest ClOrdID of the chain at the broker (FIX_ALLOCATION §1.5).
+            cl_ord_id = (order.order_id if order.cancel_count == 0
+                         else f"{order.order_id}~C{order.cancel_count}")
+            order_ref = order.broker_order_id
+        return JBlock(
+            alloc_id=alloc["alloc_id"], alloc_trans_type=alloc["alloc_trans_type"],
+            alloc_type=alloc["alloc_type"], cl_ord_id=cl_ord_id, broker_order_id=order_ref,
+            order_qty=order.order_qty, side=order.side, symbol=order.symbol,
+            quantity=Decimal(alloc["quantity"]), avg_px=Decimal(alloc["avg_px"]),
+            trade_date=alloc["trade_date"], settl_date=alloc["settl_date"],
+            transact_time=self.clock.now(), secondary_alloc_id=order.order_id,
+        )
+
+    def send_pending(self, order: Order) -> None:
+        """Send whatever of this order's allocation has not been handed to quickfix yet.
+
+        Used right after the decision and again by startup recovery; the outbound wire
+        log decides whether a J already went out, so it is never sent twice as New.
+        """
+        if order.alloc_id is None:
+            return
+        alloc = self.db.load_allocation(order.alloc_id)
+        if alloc is None:
+            return
+        needle = f"\x0170={order.alloc_id}\x01"
+        rows = self.db.load_allocation_lines(order.alloc_id)
+        j_lines = [JLine(r["individual_alloc_id"], r["account_id"], Decimal(r["qty"]),
+                         Decimal(r["avg_px"]), r["custodian"], r["prime_broker"], r["strategy"],
+                         r["vehicle"]) for r in rows]
+        broker = self.config.broker(order.broker)
+        broker_key = self.out.broker_key(order.broker)
+        if alloc["sent_at"] is None:
+            if self.db.sent_message_contains(broker_key, "J", needle):
+                log.info("allocation.already_on_wire", alloc_id=order.alloc_id)
+            else:
+                self.out.allocation(broker_key, self._j(order, alloc, to_oms=False), j_lines,
+                                    send_udfs=broker.send_udfs)
+            sent = self.clock.now()
+            self.db.update_allocation(order.alloc_id, status="sent", sent_at=sent)
+            order.alloc_status = "sent"
+            METRICS.allocations.labels(state="sent").inc()
+            if order.ledger.last_fill_at is not None:
+                METRICS.allocation_seconds.observe(
+                    (sent - order.ledger.last_fill_at).total_seconds())
+            log.info("allocation.sent", alloc_id=order.alloc_id, broker=order.broker,
+                     cl_ord_id=order.oms_cl_ord_id, lines=len(j_lines))
+        if alloc["oms_sent_at"] is None:
+            if not self.db.sent_message_contains(order.oms_session, "J", needle):
+                self.out.allocation(order.oms_session, self._j(order, alloc, to_oms=True),
+                                    j_lines, send_udfs=True)
+            self.db.update_allocation(order.alloc_id, oms_sent_at=self.clock.now())
+            log.info("allocation.sent_to_oms", alloc_id=order.alloc_id,
+                     cl_ord_id=order.oms_cl_ord_id)
+
+    # -- acks -----------------------------------------------------------------------------
+
+    def on_ack(self, ev: AllocationAckReceived, orders: Mapping[str, Order]) -> None:
+        order = next((o for o in orders.values() if o.alloc_id == ev.alloc_id), None)
+        if order is None or order.alloc_status is None:
+            log.warning("allocation.ack_unknown", alloc_id=ev.alloc_id, session=ev.session)
+            self.db.append_event("alert.unknown_alloc_ack", recorded_at=self.clock.now(),
+                                 severity="warning", session_id=ev.session,
+                                 alloc_id=ev.alloc_id, detail={"status": ev.alloc_status})
+            return
+        target = ALLOC_STATUS_FROM_P.get(ev.alloc_status, "received")
+        try:
+            new = alloc_transition(order.alloc_status, target)
+        except InvalidTransition as exc:
+            log.error("allocation.invalid_transition", alloc_id=ev.alloc_id, error=str(exc))
+            return
+        order.alloc_status = new
+        self.db.update_allocation(ev.alloc_id, status=new, ack_status=ev.alloc_status,
+                                  rej_code=ev.rej_code, ack_text=ev.text,
+                                  acked_at=self.clock.now())
+        METRICS.allocations.labels(state=new).inc()
+        level = "warning" if "rejected" in new else "info"
+        getattr(log, level)("allocation.ack", alloc_id=ev.alloc_id, status=new,
+                            rej_code=ev.rej_code, text=ev.text, cl_ord_id=order.oms_cl_ord_id)
+        if "rejected" in new:
+            self.db.append_event(f"alert.allocation_{new}", recorded_at=self.clock.now(),
+                                 severity="error", session_id=ev.session, alloc_id=ev.alloc_id,
+                                 order_id=order.order_id,
+                                 detail={"rej_code": ev.rej_code, "text": ev.text,
+                                         "lines": [list(x) for x in ev.rejected_lines]})

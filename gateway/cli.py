@@ -1,0 +1,104 @@
+"""The `fixalloc` command: run the daemon, the demo, the simulators and the engine tools."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from gateway.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, ConfigError, SecretMissingError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+    from gateway.logging import configure
+
+    configure(args.log_format, args.log_level)
+    import structlog
+
+    log = structlog.get_logger("fixalloc")
+    try:
+        config = load_config(args.config)
+        if args.state_dir:
+            config = config.model_copy(update={"gateway": config.gateway.model_copy(
+                update={"state_dir": Path(args.state_dir).resolve()})})
+        from gateway.node import Node
+
+        node = Node(config)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        node.start()
+    except (ConfigError, SecretMissingError) as exc:
+        log.error("config.invalid", error=str(exc))
+        print(f"fixalloc: configuration error: {exc}", file=sys.stderr)  # noqa: T201
+        return EXIT_CONFIG
+    while not stop.wait(0.5):
+        pass
+    node.stop()
+    return EXIT_OK
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+    from gateway.reference import ReferenceData
+
+    try:
+        config = load_config(args.config)
+        ref = ReferenceData.load(config)
+    except ConfigError as exc:
+        print(f"{exc}", file=sys.stderr)  # noqa: T201
+        return EXIT_CONFIG
+    books = {b: len(a) for b, a in ref.accounts_by_book.items()}
+    print(f"ok: {config.source} hash {config.config_hash()[:12]}; "  # noqa: T201
+          f"{len(ref.securities)} securities; accounts per book {books}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fixalloc", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the gateway daemon")
+    run.add_argument("--config", required=True, help="gateway TOML file")
+    run.add_argument("--state-dir", help="override gateway.state_dir")
+    run.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
+    run.add_argument("--log-level", default=os.environ.get("FIXALLOC_LOG_LEVEL", "INFO"))
+    run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser("config", help="configuration tools").add_subparsers(
+        dest="config_command", required=True).add_parser("check", help="validate a config file")
+    check.add_argument("config")
+    check.set_defaults(func=_cmd_config_check)
+
+    from gateway import demo
+
+    demo.add_command(sub)
+    from gateway.fix.sim import cli as sim_cli
+
+    sim_cli.add_command(sub)
+    bench = sub.add_parser("bench", help="benchmarks that print their figures")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    try:
+        from gateway import engine_cli
+    except ImportError:  # pragma: no cover - only while the engine tools are being built
+        pass
+    else:
+        engine_cli.add_commands(sub, bench_sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

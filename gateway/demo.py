@@ -1,0 +1,297 @@
+"""`fixalloc demo`: the daemon, a simulated broker and a simulated OMS, end to end on 127.0.0.1.
+
+The daemon runs as its own process from the shipped config/ (ports moved to free ones so
+a running gateway is not disturbed); the simulators run in this process. One block buy is
+sent, fills stream in, the J goes out, and the summary is read back from the database the
+daemon wrote, so what it prints is what was persisted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from gateway.fix.sim.broker import BrokerSimulator, FillPlan
+from gateway.fix.sim.common import wait_for
+from gateway.fix.sim.oms import BlotterOrder, OmsSimulator
+from gateway.persistence.store import Database
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "config"
+
+
+class DemoFailed(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def demo_config(state: Path, *, oms_port: int, broker_port: int, http_port: int,
+                config_dir: Path = CONFIG_DIR) -> Path:
+    """The shipped config with the demo's state dir and free ports."""
+    text = f"""
+[gateway]
+name = "fixalloc-demo"
+state_dir = "{state / 'gateway'}"
+
+[http]
+host = "127.0.0.1"
+port = {http_port}
+
+[fix]
+sender_comp_id = "FIXALLOC"
+data_dictionary = "{ROOT / 'fix_specs' / 'FIX44.xml'}"
+reconnect_seconds = 1
+
+[[fix.oms]]
+name = "OMS1"
+target_comp_id = "OMS1"
+port = {oms_port}
+
+[[fix.brokers]]
+name = "BRKA"
+target_comp_id = "BRKA"
+host = "127.0.0.1"
+port = {broker_port}
+alloc_type = "calculated"
+
+[refdata]
+securities = "{config_dir / 'securities.csv'}"
+accounts = "{config_dir / 'accounts.csv'}"
+positions = "{config_dir / 'positions.csv'}"
+rules = "{config_dir / 'rules'}"
+watch_rules = false
+
+[[books]]
+name = "SMA-CORE"
+broker = "BRKA"
+"""
+    path = state / "demo.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@dataclass
+class Progress:
+    json_mode: bool
+    fills: int = 0
+    cum: Decimal = Decimal(0)
+    lines: list[str] = field(default_factory=list)
+
+    def say(self, text: str) -> None:
+        if not self.json_mode:
+            print(text, flush=True)  # noqa: T201
+
+    def on_oms(self, kind: str, payload: Any) -> None:
+        if kind == "execution" and payload.exec_type == "F":
+            self.fills += 1
+            self.cum = payload.cum_qty
+            self.say(f"  fill {self.fills:>3}: {payload.last_qty:>8,} @ {payload.last_px}  "
+                     f"cum {payload.cum_qty:>9,}  avg {payload.avg_px}")
+        elif kind == "execution" and payload.exec_type == "8":
+            self.say(f"  order rejected: {payload.text}")
+        elif kind == "allocation":
+            self.say(f"  J {payload.alloc_id} received by the OMS: {len(payload.lines)} accounts")
+
+
+def _http_json(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback URL we built
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+    except (urllib.error.URLError, OSError):
+        return 0, None
+
+
+def run_demo(*, state: Path, qty: Decimal, fills: int, interval_ms: int, price: Decimal,
+             json_mode: bool, timeout: float = 120.0) -> dict[str, Any]:
+    state.mkdir(parents=True, exist_ok=True)
+    oms_port, broker_port, http_port = free_port(), free_port(), free_port()
+    cfg = demo_config(state, oms_port=oms_port, broker_port=broker_port, http_port=http_port)
+    progress = Progress(json_mode)
+    progress.say(f"fixalloc demo: state in {state}")
+    broker = BrokerSimulator(port=broker_port, state_dir=state / "sim-broker",
+                             plan=FillPlan(fills=fills, interval_ms=interval_ms))
+    broker.start()
+    log_file = (state / "fixalloc.log").open("w", encoding="utf-8")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    daemon = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "gateway", "run", "--config", str(cfg), "--log-format", "json"],
+        stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=str(state))
+    oms = OmsSimulator(port=oms_port, state_dir=state / "sim-oms", on_message=progress.on_oms)
+    try:
+        progress.say(f"  daemon pid {daemon.pid}; waiting for its sessions (log: {log_file.name})")
+        ready = wait_for(lambda: daemon.poll() is not None
+                         or _http_json(f"http://127.0.0.1:{http_port}/healthz")[0] == 200, 60)
+        if daemon.poll() is not None or not ready:
+            raise DemoFailed(f"daemon did not start (exit {daemon.poll()}); see {log_file.name}")
+        oms.start()
+        if not wait_for(lambda: _http_json(f"http://127.0.0.1:{http_port}/readyz")[0] == 200, 30):
+            raise DemoFailed("sessions did not log on within 30 s")
+        order = BlotterOrder(cl_ord_id=f"DEMO-{int(time.time())}", book="SMA-CORE",
+                             symbol="AAPL", side="buy", qty=qty, ord_type="2", price=price)
+        progress.say(f"  sending block: buy {qty:,} AAPL limit {price} for book SMA-CORE")
+        oms.send_order(order)
+        if not oms.wait(lambda: oms.allocation_for(order.cl_ord_id) is not None
+                        or ((e := oms.last_execution(order.cl_ord_id)) is not None
+                            and e.ord_status == "8"), timeout):
+            raise DemoFailed("no allocation reached the OMS in time")
+        last = oms.last_execution(order.cl_ord_id)
+        if last is not None and last.ord_status == "8":
+            raise DemoFailed(f"the gateway rejected the order: {last.text}")
+        j = oms.allocation_for(order.cl_ord_id)
+        assert j is not None
+
+        def acked() -> bool:
+            code, body = _http_json(f"http://127.0.0.1:{http_port}/allocations/{j.alloc_id}")
+            return code == 200 and body["allocation"]["status"] in (
+                "accepted", "block_rejected", "account_rejected")
+
+        if not wait_for(acked, 30):
+            raise DemoFailed(f"no final AllocationInstructionAck for {j.alloc_id}")
+    finally:
+        oms.stop()
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+        broker.stop()
+        log_file.close()
+    if daemon.returncode != 0:
+        raise DemoFailed(f"daemon exited {daemon.returncode} on SIGTERM; see {log_file.name}")
+    return summarize(state, j.alloc_id, order.cl_ord_id, broker=broker)
+
+
+def summarize(state: Path, alloc_id: str, cl_ord_id: str, *, broker: BrokerSimulator) -> dict[str, Any]:
+    db = Database(f"sqlite:///{state / 'gateway' / 'fixalloc.db'}")
+    try:
+        alloc = db.load_allocation(alloc_id)
+        if alloc is None:
+            raise DemoFailed(f"allocation {alloc_id} is not in the database")
+        lines = db.load_allocation_lines(alloc_id)
+        decision_row = db.load_decision(alloc["decision_id"])
+        decision = json.loads(decision_row["canonical_json"]) if decision_row else {}
+        order = next(o for o in db.load_orders() if o["order_id"] == alloc["order_id"])
+        wire = db.wire_messages()
+        broker_key = "FIX.4.4:FIXALLOC->BRKA"
+        fills_in = [m for m in wire if m["session_id"] == broker_key and m["direction"] == "in"
+                    and m["msg_type"] == "8" and "\x01150=F\x01" in m["raw"]]
+        j_out = [m for m in wire if m["session_id"] == broker_key and m["direction"] == "out"
+                 and m["msg_type"] == "J"]
+        latency_ms = None
+        if fills_in and j_out:
+            delta = j_out[0]["recorded_at"] - fills_in[-1]["recorded_at"]
+            latency_ms = round(delta.total_seconds() * 1000, 1)
+        by_session: dict[str, dict[str, int]] = {}
+        for m in wire:
+            by_session.setdefault(m["session_id"], {"in": 0, "out": 0})[m["direction"]] += 1
+        excluded: dict[str, int] = {}
+        for result in decision.get("results", []):
+            if result.get("status") != "allocated":
+                reasons = result.get("reasons") or [{"text": result.get("status")}]
+                key = f"{result.get('status')}: {reasons[0].get('text')}"
+                excluded[key] = excluded.get(key, 0) + 1
+    finally:
+        db.dispose()
+    total = sum(Decimal(x["qty"]) for x in lines)
+    filled = Decimal(order["cum_qty"])
+    broker_filled = sum((o.cum_qty for o in broker.orders.values()), Decimal(0))
+    return {
+        "cl_ord_id": cl_ord_id,
+        "order_id": order["order_id"],
+        "order_status": order["status"],
+        "filled_qty": str(filled),
+        "broker_filled_qty": str(broker_filled),
+        "fills": len(fills_in),
+        "accounts_in_book": len(decision.get("results", [])),
+        "accounts_allocated": len(lines),
+        "total_allocated": str(total),
+        "allocated_equals_filled": total == filled == broker_filled,
+        "avg_px": alloc["avg_px"],
+        "method": decision.get("method"),
+        "rulebook_version": decision.get("rulebook_version"),
+        "alloc_id": alloc_id,
+        "p_status": alloc["status"],
+        "last_fill_to_j_ms": latency_ms,
+        "not_allocated": excluded,
+        "fix_messages_persisted": by_session,
+        "broker_received_j": [j.alloc_id for j in broker.allocations],
+        "database": str(state / "gateway" / "fixalloc.db"),
+    }
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    out = [
+        "",
+        "Summary",
+        f"  order               {s['cl_ord_id']} -> {s['order_id']} ({s['order_status']})",
+        f"  filled              {Decimal(s['filled_qty']):,} shares in {s['fills']} fills",
+        f"  accounts allocated  {s['accounts_allocated']} of {s['accounts_in_book']} "
+        f"(method {s['method']})",
+        f"  total allocated     {Decimal(s['total_allocated']):,} "
+        f"({'=' if s['allocated_equals_filled'] else '!='} total filled)",
+        f"  average price       {s['avg_px']}",
+        f"  AllocationInstr.    {s['alloc_id']}  P status: {s['p_status']}",
+        f"  last fill -> J      {s['last_fill_to_j_ms']} ms (wire log timestamps)",
+    ]
+    for reason, count in sorted(s["not_allocated"].items()):
+        out.append(f"  not allocated       {count} x {reason}")
+    for session, counts in sorted(s["fix_messages_persisted"].items()):
+        out.append(f"  persisted           {session}: {counts['in']} in, {counts['out']} out")
+    out.append(f"  database            {s['database']}")
+    print("\n".join(out), flush=True)  # noqa: T201
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    state = Path(args.state_dir).resolve() if args.state_dir else Path(
+        tempfile.mkdtemp(prefix="fixalloc-demo-"))
+    started = datetime.now()
+    try:
+        summary = run_demo(state=state, qty=Decimal(args.qty), fills=args.fills,
+                           interval_ms=args.interval_ms, price=Decimal(args.price),
+                           json_mode=args.json)
+    except DemoFailed as exc:
+        print(f"fixalloc demo failed: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    summary["elapsed_s"] = round((datetime.now() - started).total_seconds(), 2)
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))  # noqa: T201
+    else:
+        _print_summary(summary)
+    ok = summary["allocated_equals_filled"] and summary["p_status"] == "accepted"
+    if not ok:
+        print("fixalloc demo failed: allocation incomplete or not accepted", file=sys.stderr)  # noqa: T201
+    return 0 if ok else 1
+
+
+def add_command(sub: Any) -> None:
+    demo = sub.add_parser("demo", help="run the daemon with a simulated broker and OMS on 127.0.0.1")
+    demo.add_argument("--state-dir", help="keep the SQLite database and logs here")
+    demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    demo.add_argument("--qty", default="500000")
+    demo.add_argument("--price", default="190.50")
+    demo.add_argument("--fills", type=int, default=20)
+    demo.add_argument("--interval-ms", type=int, default=100)
+    demo.set_defaults(func=_cmd_demo)

@@ -1,0 +1,278 @@
+"""The single owner of mutable state: consumes the inbox, drives orders to allocation.
+
+Only this thread mutates orders and allocations. FIX threads persist and enqueue; the
+HTTP server reads `snapshot`, an immutable dict swapped in after every event.
+Startup recovery rebuilds state from the database and re-drives anything unfinished
+through the same code paths as live traffic.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import structlog
+
+from gateway.allocation_flow import AllocationFlow
+from gateway.clock import Clock
+from gateway.config import Config
+from gateway.events import (
+    AllocationAckReceived,
+    BlockOrderReceived,
+    BrokerReportReceived,
+    CancelRequested,
+    RulebookChanged,
+    SessionStateChanged,
+    Stop,
+)
+from gateway.fix.outbound import FixOutbound
+from gateway.inbox import Inbox
+from gateway.metrics import METRICS
+from gateway.orders import ORD_STATUS, InvalidTransition, Order
+from gateway.persistence.store import Database
+from gateway.reference import ReferenceData
+
+log = structlog.get_logger("fixalloc.dispatcher")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason_code: str  # OrdRejReason(103)
+    text: str
+
+
+class Dispatcher:
+    def __init__(self, config: Config, db: Database, inbox: Inbox, out: FixOutbound,
+                 refdata: ReferenceData, flow: AllocationFlow, clock: Clock) -> None:
+        self.config = config
+        self.db = db
+        self.inbox = inbox
+        self.out = out
+        self.refdata = refdata
+        self.flow = flow
+        self.clock = clock
+        self.orders: dict[str, Order] = {}
+        self.sessions_up: dict[str, bool] = {}
+        self.snapshot: Mapping[str, Any] = {"orders": [], "allocations": {}}
+        self._thread: threading.Thread | None = None
+        self.stopped = threading.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Drain everything queued so far, then stop."""
+        self.inbox.put(Stop())
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            event = self.inbox.get()
+            METRICS.inbox_depth.set(self.inbox.depth())
+            if isinstance(event, Stop):
+                self.stopped.set()
+                return
+            try:
+                self.handle(event)
+            except Exception:
+                # One bad event must never stop the gateway; it is logged with its context.
+                log.exception("dispatcher.event_failed", event_type=type(event).__name__)
+            self._publish()
+
+    def handle(self, event: object) -> None:
+        if isinstance(event, BlockOrderReceived):
+            self._on_block_order(event)
+        elif isinstance(event, BrokerReportReceived):
+            self._on_broker_report(event)
+        elif isinstance(event, CancelRequested):
+            self._on_cancel(event)
+        elif isinstance(event, AllocationAckReceived):
+            self.flow.on_ack(event, self.orders)
+        elif isinstance(event, SessionStateChanged):
+            self.sessions_up[event.session] = event.logged_on
+            METRICS.session_up.labels(session=event.session).set(1 if event.logged_on else 0)
+        elif isinstance(event, RulebookChanged):
+            log.info("rulebook.active", version=event.version)
+
+    def _publish(self) -> None:
+        allocations: dict[str, int] = {}
+        for order in self.orders.values():
+            if order.alloc_status:
+                allocations[order.alloc_status] = allocations.get(order.alloc_status, 0) + 1
+        self.snapshot = {
+            "orders": [o.summary() for o in self.orders.values()],
+            "allocations": allocations,
+            "inbox_depth": self.inbox.depth(),
+        }
+
+    # -- block orders from the OMS ---------------------------------------------------------
+
+    def _validate(self, ev: BlockOrderReceived) -> Rejection | None:
+        if ev.duplicate:
+            return Rejection("6", f"duplicate ClOrdID {ev.cl_ord_id!r} on this session")
+        if self.config.book(ev.book) is None:
+            known = ", ".join(b.name for b in self.config.books) or "none"
+            return Rejection("99", f"unknown book {ev.book!r} in Account(1); known books: {known}")
+        if ev.symbol not in self.refdata.securities:
+            return Rejection("1", f"unknown symbol {ev.symbol!r}: not in the security master")
+        if not self.refdata.accounts_for(ev.book):
+            return Rejection("99", f"book {ev.book!r} has no accounts")
+        if ev.order_qty != ev.order_qty.to_integral_value():
+            return Rejection("99", f"OrderQty {ev.order_qty} is not a whole number of shares")
+        return None
+
+    def _on_block_order(self, ev: BlockOrderReceived) -> None:
+        bound = log.bind(session=ev.session, cl_ord_id=ev.cl_ord_id, order_id=ev.order_id)
+        book = self.config.book(ev.book)
+        order = Order(
+            order_id=ev.order_id, oms_session=ev.session, oms_cl_ord_id=ev.cl_ord_id,
+            book=ev.book, symbol=ev.symbol, side=ev.side, order_qty=ev.order_qty,
+            ord_type=ev.ord_type, price=ev.price, time_in_force=ev.time_in_force,
+            broker=book.broker if book else "", trade_date=ev.trade_date,
+            leaves_qty=ev.order_qty,
+        )
+        rejection = self._validate(ev)
+        if rejection is None:
+            report = self.flow.pre_trade(order)
+            order.excluded = report["excluded"]
+            if not report["eligible"]:
+                reasons = "; ".join(
+                    f"{x['account_id']}: {x['reasons'][0]['text'] if x['reasons'] else x['status']}"
+                    for x in report["excluded"][:5]
+                )
+                rejection = Rejection("99", f"no eligible account in book {ev.book}: {reasons}")
+        if rejection is not None:
+            self._reject_to_oms(ev, order, rejection)
+            return
+        self.orders[order.order_id] = order
+        order.move_to("pending_new")
+        now = self.clock.now()
+        self.db.update_order(order.order_id, status=order.status, broker=order.broker,
+                             eligibility_json=self.flow.eligibility_json(order), updated_at=now)
+        bound.info("order.accepted", book=order.book, symbol=order.symbol, side=order.side,
+                   qty=str(order.order_qty), broker=order.broker,
+                   excluded=len(order.excluded))
+        METRICS.orders.labels(outcome="routed").inc()
+        self.out.new_order(order.broker, cl_ord_id=order.order_id, symbol=order.symbol,
+                           side=order.side, qty=order.order_qty, ord_type=order.ord_type,
+                           price=order.price, time_in_force=order.time_in_force, now=now)
+
+    def _reject_to_oms(self, ev: BlockOrderReceived, order: Order, rej: Rejection) -> None:
+        now = self.clock.now()
+        log.warning("order.rejected", session=ev.session, cl_ord_id=ev.cl_ord_id,
+                    reason=rej.text)
+        METRICS.orders.labels(outcome="rejected").inc()
+        if not ev.duplicate:
+            self.db.update_order(order.order_id, status="rejected", updated_at=now)
+        self.db.append_event("order.rejected", recorded_at=now, severity="warning",
+                             session_id=ev.session, order_id=order.order_id,
+                             detail={"cl_ord_id": ev.cl_ord_id, "text": rej.text})
+        self.out.execution_report(
+            ev.session, order_id=order.order_id if not ev.duplicate else "NONE",
+            cl_ord_id=ev.cl_ord_id, exec_id=f"{order.order_id}-REJ{ev.seq_num}", exec_type="8",
+            ord_status="8", symbol=ev.symbol, side=ev.side, order_qty=ev.order_qty,
+            last_qty=Decimal(0), last_px=Decimal(0), cum_qty=Decimal(0), avg_px=Decimal(0),
+            leaves_qty=Decimal(0), book=ev.book, transact_time=now, text=rej.text,
+            ord_rej_reason=rej.reason_code,
+        )
+
+    def _on_cancel(self, ev: CancelRequested) -> None:
+        order = next((o for o in self.orders.values()
+                      if o.oms_session == ev.session and o.oms_cl_ord_id == ev.orig_cl_ord_id),
+                     None)
+        if order is None or order.status in ("filled", "canceled", "expired", "rejected"):
+            text = ("unknown order" if order is None else f"order is {order.status}")
+            self.out.business_reject(ev.session, ref_seq_num=ev.seq_num, ref_msg_type="F",
+                                     reason="1" if order is None else "0",
+                                     text=f"cannot cancel {ev.orig_cl_ord_id}: {text}",
+                                     ref_id=ev.cl_ord_id)
+            return
+        order.cancel_count += 1
+        log.info("order.cancel_routed", cl_ord_id=ev.orig_cl_ord_id, order_id=order.order_id)
+        self.db.append_event("order.cancel_requested", recorded_at=self.clock.now(),
+                             session_id=ev.session, order_id=order.order_id,
+                             detail={"cl_ord_id": ev.cl_ord_id})
+        self.out.cancel(order.broker, cl_ord_id=f"{order.order_id}~C{order.cancel_count}",
+                        orig_cl_ord_id=order.order_id, broker_order_id=order.broker_order_id,
+                        symbol=order.symbol, side=order.side, qty=order.order_qty,
+                        now=self.clock.now())
+
+    # -- execution reports from brokers ----------------------------------------------------
+
+    def _on_broker_report(self, ev: BrokerReportReceived) -> None:
+        order = self.orders.get(ev.order_id) if ev.order_id else None
+        if order is None:
+            log.warning("fill.unknown_order", session=ev.session, cl_ord_id=ev.cl_ord_id,
+                        exec_id=ev.exec_id)
+            self.db.append_event("dk.unknown_order", recorded_at=self.clock.now(),
+                                 severity="warning", session_id=ev.session,
+                                 detail={"cl_ord_id": ev.cl_ord_id, "exec_id": ev.exec_id})
+            self.out.dont_know(ev.session, broker_order_id=ev.broker_order_id,
+                               exec_id=ev.exec_id,
+                               text=f"no matching order for ClOrdID {ev.cl_ord_id}")
+            return
+        self.apply_report(order, ev)
+        self.relay(order, ev, ev.report_id)
+        if order.done() and order.alloc_id is None:
+            self.flow.allocate(order)
+
+    def apply_report(self, order: Order, ev: BrokerReportReceived) -> None:
+        """Fold one ER into the order: shared by live traffic and startup recovery."""
+        bound = log.bind(cl_ord_id=order.oms_cl_ord_id, order_id=order.order_id,
+                         session=ev.session)
+        order.broker_order_id = order.broker_order_id or ev.broker_order_id
+        if ev.exec_type == "F" and ev.last_qty > 0:
+            order.ledger.apply_fill(ev.exec_id, ev.last_qty, ev.last_px)
+            order.ledger.last_fill_at = ev.ts_recv
+            METRICS.fills.labels(broker=order.broker).inc()
+        elif ev.exec_type in ("G", "H"):
+            self.db.append_event("alert.trade_correction_unsupported",
+                                 recorded_at=self.clock.now(), severity="error",
+                                 session_id=ev.session, order_id=order.order_id,
+                                 detail={"exec_id": ev.exec_id, "exec_type": ev.exec_type})
+            METRICS.alerts.labels(kind="trade_correction").inc()
+        order.ledger.observe_totals(ev.cum_qty, ev.avg_px)
+        order.leaves_qty = ev.leaves_qty
+        new_status = ORD_STATUS.get(ev.ord_status, order.status)
+        if ev.exec_type == "3":
+            new_status = "done_for_day"
+        old = order.status
+        try:
+            order.move_to(new_status)
+        except InvalidTransition as exc:
+            bound.error("order.invalid_transition", error=str(exc))
+        for problem in order.ledger.discrepancies():
+            METRICS.alerts.labels(kind="ledger_mismatch").inc()
+            bound.warning("ledger.mismatch", problem=problem, exec_id=ev.exec_id)
+            self.db.append_event("alert.ledger_mismatch", recorded_at=self.clock.now(),
+                                 severity="warning", session_id=ev.session,
+                                 order_id=order.order_id,
+                                 detail={"exec_id": ev.exec_id, "problem": problem})
+        self.db.update_order(order.order_id, status=order.status,
+                             broker_order_id=order.broker_order_id,
+                             cum_qty=str(order.ledger.cum_qty), avg_px=str(order.ledger.avg_px),
+                             leaves_qty=str(order.leaves_qty), updated_at=self.clock.now())
+        if old != order.status:
+            bound.info("order.state", old=old, new=order.status,
+                       cum_qty=str(order.ledger.cum_qty), avg_px=str(order.ledger.avg_px))
+
+    def relay(self, order: Order, ev: BrokerReportReceived, report_id: int,
+              *, poss_resend: bool = False) -> None:
+        """Relay a broker ER to the OMS under the OMS's own ClOrdID."""
+        self.out.execution_report(
+            order.oms_session, poss_resend=poss_resend, order_id=order.order_id,
+            cl_ord_id=order.oms_cl_ord_id, exec_id=f"{order.order_id}-E{report_id}",
+            exec_type=ev.exec_type, ord_status=ev.ord_status, symbol=order.symbol,
+            side=order.side, order_qty=order.order_qty, last_qty=ev.last_qty,
+            last_px=ev.last_px, cum_qty=ev.cum_qty, avg_px=ev.avg_px, leaves_qty=ev.leaves_qty,
+            book=order.book, transact_time=self.clock.now(), trade_date=ev.trade_date,
+            text=ev.text,
+        )
+        self.db.mark_relayed(report_id, self.clock.now())

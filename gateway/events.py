@@ -1,0 +1,91 @@
+"""Frozen events handed from the FIX threads to the dispatcher, and its own commands.
+
+Events are named in the past tense and carry `ts_recv` (our clock at receipt); the FIX
+edge converts wire messages into these so the dispatcher never touches a quickfix object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+
+@dataclass(frozen=True)
+class BlockOrderReceived:
+    """A block NewOrderSingle from the OMS, already stored as an order row (status received)."""
+
+    session: str
+    order_id: str
+    duplicate: bool
+    cl_ord_id: str
+    book: str
+    symbol: str
+    side: str  # "buy" | "sell" | "sell_short"
+    order_qty: Decimal
+    ord_type: str
+    price: Decimal | None
+    time_in_force: str | None
+    seq_num: int
+    ts_recv: datetime
+    trade_date: str
+
+
+@dataclass(frozen=True)
+class CancelRequested:
+    session: str
+    cl_ord_id: str
+    orig_cl_ord_id: str
+    seq_num: int
+    ts_recv: datetime
+
+
+@dataclass(frozen=True)
+class BrokerReportReceived:
+    """An ExecutionReport from a broker, already persisted and deduplicated."""
+
+    session: str
+    report_id: int
+    order_id: str | None
+    cl_ord_id: str
+    broker_order_id: str
+    exec_id: str
+    exec_type: str
+    ord_status: str
+    last_qty: Decimal
+    last_px: Decimal
+    cum_qty: Decimal
+    avg_px: Decimal
+    leaves_qty: Decimal
+    text: str | None
+    trade_date: str
+    poss_dup: bool
+    ts_recv: datetime
+
+
+@dataclass(frozen=True)
+class AllocationAckReceived:
+    session: str
+    alloc_id: str
+    alloc_status: str
+    rej_code: str | None
+    text: str | None
+    rejected_lines: tuple[tuple[str, str], ...] = ()  # (IndividualAllocID, code)
+    ts_recv: datetime = field(default_factory=lambda: datetime.min)
+
+
+@dataclass(frozen=True)
+class SessionStateChanged:
+    session: str
+    logged_on: bool
+    ts_recv: datetime
+
+
+@dataclass(frozen=True)
+class RulebookChanged:
+    version: str
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Sentinel: the dispatcher drains what is queued before this, then exits."""

@@ -1,0 +1,61 @@
+"""The dispatcher's port for sending: domain values in, FIX messages out through quickfix."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+
+from gateway.fix import codec
+from gateway.fix import tags as T
+from gateway.fix.sessions import FixSessions
+
+
+class FixOutbound:
+    def __init__(self, sessions: FixSessions) -> None:
+        self._sessions = sessions
+
+    def broker_key(self, broker_name: str) -> str:
+        return self._sessions.key_of(broker_name)
+
+    def logged_on(self, key: str) -> bool:
+        return self._sessions.logged_on(key)
+
+    def new_order(self, broker: str, *, cl_ord_id: str, symbol: str, side: str, qty: Decimal,
+                  ord_type: str, price: Decimal | None, time_in_force: str | None,
+                  now: datetime) -> bool:
+        msg = codec.build_new_order_single(
+            cl_ord_id=cl_ord_id, symbol=symbol, side=side, qty=qty, ord_type=ord_type,
+            price=price, time_in_force=time_in_force, transact_time=now)
+        return self._sessions.send(self._sessions.key_of(broker), msg)
+
+    def cancel(self, broker: str, *, cl_ord_id: str, orig_cl_ord_id: str,
+               broker_order_id: str | None, symbol: str, side: str, qty: Decimal,
+               now: datetime) -> bool:
+        msg = codec.build_cancel_request(
+            cl_ord_id=cl_ord_id, orig_cl_ord_id=orig_cl_ord_id, broker_order_id=broker_order_id,
+            symbol=symbol, side=side, qty=qty, transact_time=now)
+        return self._sessions.send(self._sessions.key_of(broker), msg)
+
+    def execution_report(self, oms_key: str, *, poss_resend: bool = False, **fields: object) -> bool:
+        msg = codec.build_execution_report(**fields)  # type: ignore[arg-type]
+        if poss_resend:
+            msg.getHeader().setField(T.PossResend, "Y")
+        return self._sessions.send(oms_key, msg)
+
+    def dont_know(self, broker_key: str, *, broker_order_id: str, exec_id: str,
+                  text: str) -> bool:
+        msg = codec.build_dont_know_trade(broker_order_id=broker_order_id, exec_id=exec_id,
+                                          side=None, symbol=None, reason="D", text=text)
+        return self._sessions.send(broker_key, msg)
+
+    def business_reject(self, key: str, *, ref_seq_num: int, ref_msg_type: str, reason: str,
+                        text: str, ref_id: str | None = None) -> bool:
+        msg = codec.build_business_reject(ref_seq_num=ref_seq_num, ref_msg_type=ref_msg_type,
+                                          reason=reason, text=text, ref_id=ref_id)
+        return self._sessions.send(key, msg)
+
+    def allocation(self, key: str, block: codec.JBlock, lines: Sequence[codec.JLine], *,
+                   send_udfs: bool) -> bool:
+        msg = codec.build_allocation_instruction(block, lines, send_udfs=send_udfs)
+        return self._sessions.send(key, msg)

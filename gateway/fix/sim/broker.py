@@ -1,0 +1,251 @@
+"""`fixalloc sim broker`: a FIX 4.4 acceptor that behaves like an executing broker.
+
+It acknowledges orders, fills them in configurable partial fills at configurable prices,
+honours cancels, and answers each AllocationInstruction with P received then accepted
+(or a block reject when Σ AllocQty or the quantity does not match what it executed).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import ROUND_DOWN, Decimal
+from pathlib import Path
+from typing import Any
+
+import quickfix as fix
+
+from gateway.clock import trade_date_of
+from gateway.fix import codec
+from gateway.fix import tags as T
+from gateway.fix.sim.common import SimEngine
+
+
+@dataclass(frozen=True)
+class FillPlan:
+    fills: int = 10
+    interval_ms: int = 100
+    lot: int = 100
+    prices: tuple[Decimal, ...] = ()
+    """Prices cycled over the fills; empty means a small walk around the limit price."""
+    first_fill_delay_ms: int = 50
+    done_for_day_at: Decimal | None = None
+    """Stop filling at this fraction of the order and send DoneForDay (150=3)."""
+
+
+@dataclass
+class SimOrder:
+    broker_order_id: str
+    cl_ord_id: str
+    symbol: str
+    side: str
+    qty: Decimal
+    price: Decimal | None
+    cum_qty: Decimal = Decimal(0)
+    notional: Decimal = Decimal(0)
+    status: str = "0"
+    fills_sent: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def avg_px(self) -> Decimal:
+        return (self.notional / self.cum_qty).quantize(Decimal("0.000001")) if self.cum_qty else Decimal(0)
+
+
+class BrokerSimulator(fix.Application):  # type: ignore[misc]
+    def __init__(self, *, port: int, state_dir: Path, sender: str = "BRKA",
+                 target: str = "FIXALLOC", plan: FillPlan | None = None,
+                 dictionary: Path | None = None,
+                 on_message: Callable[[str, Any], None] | None = None) -> None:
+        super().__init__()
+        self.plan = plan or FillPlan()
+        self.orders: dict[str, SimOrder] = {}
+        self.allocations: list[codec.JReceived] = []
+        self.rejects: list[str] = []
+        self.dont_knows: list[tuple[str, str]] = []
+        self.sent_fills: list[fix.Message] = []
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._on_message = on_message or (lambda kind, payload: None)
+        self.engine = SimEngine(self, role="acceptor", sender=sender, target=target, port=port,
+                                state_dir=state_dir, dictionary=dictionary)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.engine.start()
+
+    def stop(self) -> None:
+        for order in self.orders.values():
+            order.stop.set()
+        self.engine.stop()
+
+    # -- quickfix callbacks (kept thin: fills run on their own thread) ---------------------
+
+    def onCreate(self, session_id: fix.SessionID) -> None:  # noqa: N802
+        return None
+
+    def onLogon(self, session_id: fix.SessionID) -> None:  # noqa: N802
+        self.engine.logged_on.set()
+        self._on_message("logon", session_id.toString())
+
+    def onLogout(self, session_id: fix.SessionID) -> None:  # noqa: N802
+        self.engine.logged_on.clear()
+        self._on_message("logout", session_id.toString())
+
+    def toAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:  # noqa: N802
+        return None
+
+    def fromAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:  # noqa: N802
+        if codec.msg_type(message) == "3":
+            self.rejects.append(message.toString().replace("\x01", "|"))
+
+    def toApp(self, message: fix.Message, session_id: fix.SessionID) -> None:  # noqa: N802
+        return None
+
+    def fromApp(self, message: fix.Message, session_id: fix.SessionID) -> None:  # noqa: N802
+        try:
+            mtype = codec.msg_type(message)
+            if mtype == "D":
+                self._on_new_order(message)
+            elif mtype == "F":
+                self._on_cancel(message)
+            elif mtype == "J":
+                self._on_allocation(message)
+            elif mtype == "Q":
+                self.dont_knows.append((codec.get_str(message, T.ExecID) or "",
+                                        codec.get_str(message, T.Text) or ""))
+            elif mtype == "j":
+                self.rejects.append(message.toString().replace("\x01", "|"))
+            else:
+                raise fix.UnsupportedMessageType()
+        except (fix.UnsupportedMessageType, fix.FieldNotFound, fix.IncorrectTagValue):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a simulator must not kill its process
+            self._on_message("error", repr(exc))
+
+    # -- behaviour ------------------------------------------------------------------------
+
+    def _on_new_order(self, message: fix.Message) -> None:
+        cl_ord_id = codec.require_str(message, T.ClOrdID)
+        with self._lock:
+            if cl_ord_id in self.orders:
+                return  # a resent D: the order already exists
+            order = SimOrder(
+                broker_order_id=f"BRK{next(self._ids):06d}", cl_ord_id=cl_ord_id,
+                symbol=codec.require_str(message, T.Symbol),
+                side=codec.SIDE_FROM_FIX[codec.require_str(message, T.Side)],
+                qty=codec.require_decimal(message, T.OrderQty),
+                price=codec.get_decimal(message, T.Price))
+            self.orders[cl_ord_id] = order
+        self._report(order, exec_type="0", last_qty=Decimal(0), last_px=Decimal(0))
+        self._on_message("order", cl_ord_id)
+        threading.Thread(target=self._fill_loop, args=(order,), daemon=True,
+                         name=f"sim-fills-{cl_ord_id}").start()
+
+    def fill_schedule(self, order: SimOrder) -> list[tuple[Decimal, Decimal]]:
+        """(qty, px) per fill: equal lot-rounded slices, the last takes the rest."""
+        plan = self.plan
+        target = order.qty
+        if plan.done_for_day_at is not None:
+            target = (order.qty * plan.done_for_day_at).quantize(Decimal(1), rounding=ROUND_DOWN)
+        n = max(1, plan.fills)
+        lot = Decimal(plan.lot)
+        slice_qty = ((target / n) / lot).quantize(Decimal(1), rounding=ROUND_DOWN) * lot
+        qtys = [slice_qty] * (n - 1) + [target - slice_qty * (n - 1)]
+        base = order.price if order.price is not None else Decimal("100.00")
+        offsets = [Decimal(x) / 100 for x in (-10, -4, -7, -2, -9, -5, -1, -8, -3, -6)]
+        prices = plan.prices or tuple(base + off for off in offsets)
+        return [(q, prices[i % len(prices)]) for i, q in enumerate(qtys) if q > 0]
+
+    def _fill_loop(self, order: SimOrder) -> None:
+        if order.stop.wait(self.plan.first_fill_delay_ms / 1000):
+            return
+        schedule = self.fill_schedule(order)
+        for i, (qty, px) in enumerate(schedule):
+            if i and order.stop.wait(self.plan.interval_ms / 1000):
+                return
+            with self._lock:
+                if order.status in ("2", "4", "3"):
+                    return
+                order.cum_qty += qty
+                order.notional += qty * px
+                order.fills_sent += 1
+                order.status = "2" if order.cum_qty >= order.qty else "1"
+            self.sent_fills.append(self._report(order, exec_type="F", last_qty=qty, last_px=px))
+        if self.plan.done_for_day_at is not None and order.status == "1":
+            order.status = "3"
+            self._report(order, exec_type="3", last_qty=Decimal(0), last_px=Decimal(0))
+
+    def _on_cancel(self, message: fix.Message) -> None:
+        orig = codec.require_str(message, T.OrigClOrdID)
+        order = self.orders.get(orig)
+        if order is None:
+            return
+        order.stop.set()
+        with self._lock:
+            order.status = "4"
+        self._report(order, exec_type="4", last_qty=Decimal(0), last_px=Decimal(0),
+                     cl_ord_id=codec.require_str(message, T.ClOrdID), orig_cl_ord_id=orig)
+
+    def _report(self, order: SimOrder, *, exec_type: str, last_qty: Decimal, last_px: Decimal,
+                cl_ord_id: str | None = None, orig_cl_ord_id: str | None = None) -> fix.Message:
+        now = datetime.now(UTC)
+        leaves = Decimal(0) if order.status in ("2", "3", "4") else order.qty - order.cum_qty
+        msg = codec.build_execution_report(
+            order_id=order.broker_order_id, cl_ord_id=cl_ord_id or order.cl_ord_id,
+            orig_cl_ord_id=orig_cl_ord_id, exec_id=f"{order.broker_order_id}-X{next(self._ids)}",
+            exec_type=exec_type, ord_status=order.status, symbol=order.symbol, side=order.side,
+            order_qty=order.qty, last_qty=last_qty, last_px=last_px, cum_qty=order.cum_qty,
+            avg_px=order.avg_px, leaves_qty=leaves, book=None, transact_time=now,
+            trade_date=trade_date_of(now).isoformat())
+        self.engine.send(msg)
+        return msg
+
+    def resend_as_duplicate(self, report: fix.Message, *, flag: int = T.PossDupFlag) -> None:
+        """Send a stored ER again under a new MsgSeqNum with PossDupFlag or PossResend set."""
+        copy = fix.Message(report.toString(), False)
+        header = copy.getHeader()
+        header.setField(flag, "Y")
+        if flag == T.PossDupFlag:
+            header.setField(T.OrigSendingTime, header.getField(T.SendingTime))
+        self.engine.send(copy)
+
+    def send_raw_report(self, order: SimOrder, *, exec_id: str, last_qty: Decimal,
+                        last_px: Decimal) -> None:
+        """Send a fill with a chosen ExecID (tests: conflicting repeats, unknown orders)."""
+        now = datetime.now(UTC)
+        msg = codec.build_execution_report(
+            order_id=order.broker_order_id, cl_ord_id=order.cl_ord_id, exec_id=exec_id,
+            exec_type="F", ord_status="1", symbol=order.symbol, side=order.side,
+            order_qty=order.qty, last_qty=last_qty, last_px=last_px,
+            cum_qty=order.cum_qty + last_qty, avg_px=last_px,
+            leaves_qty=order.qty - order.cum_qty - last_qty, book=None, transact_time=now,
+            trade_date=trade_date_of(now).isoformat())
+        self.engine.send(msg)
+
+    def _on_allocation(self, message: fix.Message) -> None:
+        j = codec.parse_allocation_instruction(message)
+        self.allocations.append(j)
+        now = datetime.now(UTC)
+        self.engine.send(codec.build_allocation_ack(alloc_id=j.alloc_id, status="3",
+                                                    transact_time=now))
+        executed = sum((o.cum_qty for o in self.orders.values()
+                        if o.cl_ord_id.split("~")[0] in {c.split("~")[0] for c in j.cl_ord_ids}),
+                       Decimal(0))
+        total = sum((Decimal(str(line["qty"])) for line in j.lines), Decimal(0))
+        if total != j.quantity:
+            ack = codec.build_allocation_ack(alloc_id=j.alloc_id, status="1", rej_code="8",
+                                             transact_time=now,
+                                             text=f"sum of AllocQty {total} != Quantity {j.quantity}")
+        elif j.quantity > executed:
+            ack = codec.build_allocation_ack(alloc_id=j.alloc_id, status="1", rej_code="1",
+                                             transact_time=now,
+                                             text=f"Quantity {j.quantity} > executed {executed}")
+        else:
+            ack = codec.build_allocation_ack(alloc_id=j.alloc_id, status="0", transact_time=now)
+        self.engine.send(ack)
+        self._on_message("allocation", j)

@@ -1,0 +1,66 @@
+"""Shared plumbing for the simulators: settings, start/stop, waiting for logon."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import quickfix as fix
+
+from gateway.fix import settings as qf_settings
+
+DEFAULT_DICTIONARY = Path(__file__).resolve().parents[3] / "fix_specs" / "FIX44.xml"
+
+
+class SimEngine:
+    """One quickfix engine (acceptor or initiator) with a single session."""
+
+    def __init__(self, app: fix.Application, *, role: str, sender: str, target: str,
+                 port: int, host: str = "127.0.0.1", state_dir: Path,
+                 dictionary: Path | None = None, heartbeat: int = 30,
+                 reconnect: int = 1) -> None:
+        defaults = qf_settings.common_defaults(
+            connection_type=role, store_dir=state_dir / "store",
+            dictionary=dictionary or DEFAULT_DICTIONARY, sender_comp_id=sender,
+            heartbeat=heartbeat)
+        session: dict[str, Any] = {"BeginString": "FIX.4.4", "TargetCompID": target}
+        if role == "acceptor":
+            session["SocketAcceptPort"] = port
+        else:
+            defaults["ReconnectInterval"] = reconnect
+            session["SocketConnectHost"] = host
+            session["SocketConnectPort"] = port
+        text = qf_settings.render(defaults, [session])
+        self.settings = qf_settings.load(text, state_dir / f"{role}.cfg")
+        self.store = fix.FileStoreFactory(self.settings)
+        cls = fix.ThreadedSocketAcceptor if role == "acceptor" else fix.ThreadedSocketInitiator
+        self.engine = cls(app, self.store, self.settings)
+        self.session_id = fix.SessionID("FIX.4.4", sender, target)
+        self.logged_on = threading.Event()
+
+    def start(self) -> None:
+        self.engine.start()
+
+    def stop(self) -> None:
+        self.engine.stop()
+
+    def send(self, message: fix.Message) -> bool:
+        return bool(fix.Session.sendToTarget(message, self.session_id))
+
+    def wait_logged_on(self, timeout: float = 30.0) -> bool:
+        return self.logged_on.wait(timeout)
+
+    def is_logged_on(self) -> bool:
+        session = fix.Session.lookupSession(self.session_id)
+        return bool(session is not None and session.isLoggedOn())
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

@@ -1,0 +1,184 @@
+"""`fixalloc sim oms`: a FIX 4.4 initiator that behaves like an order management system.
+
+It sends block orders (one at a time or from a CSV blotter), and records what comes back:
+every ExecutionReport under its ClOrdID and every AllocationInstruction.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import quickfix as fix
+
+from gateway.fix import codec
+from gateway.fix import tags as T
+from gateway.fix.sim.common import SimEngine
+
+
+@dataclass(frozen=True)
+class BlotterOrder:
+    cl_ord_id: str
+    book: str
+    symbol: str
+    side: str
+    qty: Decimal
+    ord_type: str = "2"
+    price: Decimal | None = None
+    time_in_force: str = "0"
+
+
+@dataclass(frozen=True)
+class ExecutionSeen:
+    cl_ord_id: str
+    order_id: str
+    exec_id: str
+    exec_type: str
+    ord_status: str
+    last_qty: Decimal
+    last_px: Decimal
+    cum_qty: Decimal
+    avg_px: Decimal
+    text: str | None
+    poss_resend: bool
+    received_at: datetime
+
+
+def read_blotter(path: Path) -> list[BlotterOrder]:
+    """CSV columns: cl_ord_id,book,symbol,side,qty,ord_type,price,time_in_force."""
+    orders = []
+    with path.open(newline="", encoding="utf-8") as fh:
+        for line, row in enumerate(csv.DictReader(fh), start=2):
+            try:
+                orders.append(BlotterOrder(
+                    cl_ord_id=row["cl_ord_id"], book=row["book"], symbol=row["symbol"],
+                    side=row["side"], qty=Decimal(row["qty"]),
+                    ord_type=row.get("ord_type") or ("2" if row.get("price") else "1"),
+                    price=Decimal(row["price"]) if row.get("price") else None,
+                    time_in_force=row.get("time_in_force") or "0"))
+            except (KeyError, ArithmeticError) as exc:
+                raise ValueError(f"{path}:{line}: invalid blotter row: {exc!r}") from exc
+    return orders
+
+
+class OmsSimulator(fix.Application):  # type: ignore[misc]
+    def __init__(self, *, port: int, state_dir: Path, host: str = "127.0.0.1",
+                 sender: str = "OMS1", target: str = "FIXALLOC", password: str | None = None,
+                 dictionary: Path | None = None,
+                 on_message: Callable[[str, Any], None] | None = None) -> None:
+        super().__init__()
+        self.password = password
+        self.executions: dict[str, list[ExecutionSeen]] = {}
+        self.allocations: list[codec.JReceived] = []
+        self.business_rejects: list[str] = []
+        self.session_rejects: list[str] = []
+        self.logouts: list[str] = []
+        self._cond = threading.Condition()
+        self._ids = itertools.count(1)
+        self._on_message = on_message or (lambda kind, payload: None)
+        self.engine = SimEngine(self, role="initiator", sender=sender, target=target, port=port,
+                                host=host, state_dir=state_dir, dictionary=dictionary)
+
+    def start(self) -> None:
+        self.engine.start()
+
+    def stop(self) -> None:
+        self.engine.stop()
+
+    def onCreate(self, session_id: fix.SessionID) -> None:  # noqa: N802
+        return None
+
+    def onLogon(self, session_id: fix.SessionID) -> None:  # noqa: N802
+        self.engine.logged_on.set()
+        self._on_message("logon", session_id.toString())
+
+    def onLogout(self, session_id: fix.SessionID) -> None:  # noqa: N802
+        self.engine.logged_on.clear()
+        self._on_message("logout", session_id.toString())
+
+    def toAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:  # noqa: N802
+        if self.password and codec.msg_type(message) == "A":
+            message.setField(T.Password, self.password)
+
+    def fromAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:  # noqa: N802
+        mtype = codec.msg_type(message)
+        if mtype == "3":
+            self.session_rejects.append(message.toString().replace("\x01", "|"))
+        elif mtype == "5":
+            self.logouts.append(codec.get_str(message, T.Text) or "")
+
+    def toApp(self, message: fix.Message, session_id: fix.SessionID) -> None:  # noqa: N802
+        return None
+
+    def fromApp(self, message: fix.Message, session_id: fix.SessionID) -> None:  # noqa: N802
+        try:
+            mtype = codec.msg_type(message)
+            if mtype == "8":
+                self._on_execution(message)
+            elif mtype == "J":
+                j = codec.parse_allocation_instruction(message)
+                with self._cond:
+                    self.allocations.append(j)
+                    self._cond.notify_all()
+                self._on_message("allocation", j)
+            elif mtype == "j":
+                text = message.toString().replace("\x01", "|")
+                with self._cond:
+                    self.business_rejects.append(text)
+                    self._cond.notify_all()
+                self._on_message("business_reject", text)
+            else:
+                raise fix.UnsupportedMessageType()
+        except (fix.UnsupportedMessageType, fix.FieldNotFound, fix.IncorrectTagValue):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a simulator must not kill its process
+            self._on_message("error", repr(exc))
+
+    def _on_execution(self, message: fix.Message) -> None:
+        f = codec.parse_execution_report(message)
+        header = message.getHeader()
+        seen = ExecutionSeen(
+            cl_ord_id=f.cl_ord_id, order_id=f.broker_order_id, exec_id=f.exec_id,
+            exec_type=f.exec_type, ord_status=f.ord_status, last_qty=f.last_qty,
+            last_px=f.last_px, cum_qty=f.cum_qty, avg_px=f.avg_px, text=f.text,
+            poss_resend=header.isSetField(T.PossResend) and header.getField(T.PossResend) == "Y",
+            received_at=datetime.now(UTC))
+        with self._cond:
+            self.executions.setdefault(f.cl_ord_id, []).append(seen)
+            self._cond.notify_all()
+        self._on_message("execution", seen)
+
+    # -- actions --------------------------------------------------------------------------
+
+    def send_order(self, order: BlotterOrder) -> bool:
+        msg = codec.build_new_order_single(
+            cl_ord_id=order.cl_ord_id, symbol=order.symbol, side=order.side, qty=order.qty,
+            ord_type=order.ord_type, price=order.price, time_in_force=order.time_in_force,
+            transact_time=datetime.now(UTC))
+        msg.setField(T.Account, order.book)
+        return self.engine.send(msg)
+
+    def send_cancel(self, order: BlotterOrder) -> bool:
+        msg = codec.build_cancel_request(
+            cl_ord_id=f"{order.cl_ord_id}-CXL{next(self._ids)}", orig_cl_ord_id=order.cl_ord_id,
+            broker_order_id=None, symbol=order.symbol, side=order.side, qty=order.qty,
+            transact_time=datetime.now(UTC))
+        return self.engine.send(msg)
+
+    def wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout)
+
+    def allocation_for(self, cl_ord_id: str) -> codec.JReceived | None:
+        return next((j for j in self.allocations if cl_ord_id in j.cl_ord_ids), None)
+
+    def last_execution(self, cl_ord_id: str) -> ExecutionSeen | None:
+        seen = self.executions.get(cl_ord_id)
+        return seen[-1] if seen else None

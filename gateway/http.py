@@ -1,0 +1,91 @@
+"""HTTP: /healthz, /readyz, /status, /metrics, and allocation lookups, with generated OpenAPI.
+
+Handlers read immutable snapshots published by the dispatcher and the session manager;
+they take no locks and never touch dispatcher state.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, HTTPException, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.metrics import METRICS
+from gateway.persistence.store import Database
+
+
+def build_app(
+    *, status: Callable[[], dict[str, Any]], ready: Callable[[], tuple[bool, list[str]]],
+    db: Database,
+) -> FastAPI:
+    app = FastAPI(title="fixalloc", version="0.1.0",
+                  description="Block allocation gateway: health, status, allocations, metrics")
+
+    @app.get("/healthz", summary="The process is alive and serving")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Ready when every configured FIX session is logged on")
+    def readyz(response: Response) -> dict[str, Any]:
+        ok, waiting = ready()
+        if not ok:
+            response.status_code = 503
+        return {"ready": ok, "sessions_not_logged_on": waiting}
+
+    @app.get("/status", summary="Sessions, open orders and allocations by state")
+    def get_status() -> dict[str, Any]:
+        return status()
+
+    @app.get("/metrics", summary="Prometheus exposition")
+    def metrics() -> Response:
+        return Response(generate_latest(METRICS.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/allocations/{alloc_id}", summary="One allocation with its lines and decision")
+    def allocation(alloc_id: str) -> dict[str, Any]:
+        alloc = db.load_allocation(alloc_id)
+        if alloc is None:
+            raise HTTPException(status_code=404, detail=f"no allocation {alloc_id!r}")
+        decision = db.load_decision(alloc["decision_id"])
+        return {
+            "allocation": {k: (str(v) if v is not None else None) for k, v in alloc.items()},
+            "lines": db.load_allocation_lines(alloc_id),
+            "decision": json.loads(decision["canonical_json"]) if decision else None,
+        }
+
+    return app
+
+
+class HttpServer:
+    """uvicorn on its own thread, stopped cleanly with the daemon."""
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                access_log=False, lifespan="off")
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self.server.run, name="http", daemon=True)
+
+    def start(self, timeout: float = 10.0) -> None:
+        self._thread.start()
+        deadline = threading.Event()
+        waited = 0.0
+        while not self.server.started and waited < timeout:
+            deadline.wait(0.05)
+            waited += 0.05
+        if not self.server.started:
+            raise RuntimeError("HTTP server did not start")
+
+    @property
+    def port(self) -> int:
+        for server in self.server.servers:
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        raise RuntimeError("HTTP server has no socket")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=10)

@@ -1,0 +1,60 @@
+"""Per-order fill ledger in Decimal, reconciled against the broker's CumQty and AvgPx.
+
+The broker's figures are the reference; ours are computed from the fills we applied.
+A difference in quantity, or in price beyond one unit of the agreed precision, is a
+discrepancy the dispatcher raises as an alert.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
+
+AVG_PX_QUANTUM = Decimal("0.0001")
+"""Average prices go on the wire rounded once to 4 decimals (FIX_ALLOCATION.md §4.3)."""
+
+
+@dataclass
+class FillLedger:
+    fills: list[tuple[str, Decimal, Decimal]] = field(default_factory=list)
+    broker_cum_qty: Decimal = Decimal(0)
+    broker_avg_px: Decimal = Decimal(0)
+    last_fill_at: object = None
+
+    def apply_fill(self, exec_id: str, qty: Decimal, px: Decimal) -> None:
+        self.fills.append((exec_id, qty, px))
+
+    def observe_totals(self, cum_qty: Decimal, avg_px: Decimal) -> None:
+        self.broker_cum_qty = cum_qty
+        self.broker_avg_px = avg_px
+
+    @property
+    def cum_qty(self) -> Decimal:
+        return sum((q for _, q, _ in self.fills), Decimal(0))
+
+    @property
+    def notional(self) -> Decimal:
+        return sum((q * p for _, q, p in self.fills), Decimal(0))
+
+    @property
+    def vwap(self) -> Decimal:
+        qty = self.cum_qty
+        return self.notional / qty if qty else Decimal(0)
+
+    @property
+    def avg_px(self) -> Decimal:
+        """The block average price, rounded once; used for the J and every line."""
+        return self.vwap.quantize(AVG_PX_QUANTUM, rounding=ROUND_HALF_EVEN)
+
+    def discrepancies(self) -> list[str]:
+        problems = []
+        if self.cum_qty != self.broker_cum_qty:
+            problems.append(
+                f"sum of LastQty {self.cum_qty} differs from broker CumQty {self.broker_cum_qty}"
+            )
+        if self.cum_qty and abs(self.avg_px - self.broker_avg_px) > AVG_PX_QUANTUM:
+            problems.append(
+                f"volume-weighted price {self.avg_px} differs from broker AvgPx "
+                f"{self.broker_avg_px} by more than {AVG_PX_QUANTUM}"
+            )
+        return problems

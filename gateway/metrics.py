@@ -1,0 +1,37 @@
+"""Prometheus metrics, on a registry of our own so tests and embedded runs do not collide."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.app_messages = Counter("fixalloc_fix_app_messages_total",
+                                    "Inbound FIX application messages", ["session", "msg_type"],
+                                    registry=r)
+        self.duplicates = Counter("fixalloc_duplicate_reports_total",
+                                  "Execution reports dropped as PossDup/PossResend repeats",
+                                  ["session"], registry=r)
+        self.alerts = Counter("fixalloc_alerts_total", "Alerts raised", ["kind"], registry=r)
+        self.fills = Counter("fixalloc_fills_total", "Fills applied to the ledger", ["broker"],
+                             registry=r)
+        self.orders = Counter("fixalloc_orders_total", "Block orders by outcome", ["outcome"],
+                              registry=r)
+        self.allocations = Counter("fixalloc_allocations_total", "Allocations by state reached",
+                                   ["state"], registry=r)
+        self.allocation_seconds = Histogram(
+            "fixalloc_last_fill_to_j_seconds", "From the order's last fill to its J on the wire",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
+        self.decision_seconds = Histogram(
+            "fixalloc_decision_seconds", "Engine time per allocation decision",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1), registry=r)
+        self.inbox_depth = Gauge("fixalloc_inbox_depth", "Events waiting for the dispatcher",
+                                 registry=r)
+        self.session_up = Gauge("fixalloc_session_logged_on", "1 when the FIX session is logged on",
+                                ["session"], registry=r)
+
+
+METRICS = Metrics()

@@ -1,0 +1,136 @@
+"""Composition root: build every part in a safe order, start it, stop it.
+
+Order matters. The process pool starts before any quickfix thread exists (forking a
+threaded process is unsafe); recovery runs before the sessions start, so nothing arrives
+while state is being rebuilt; on stop the sessions log out first and the dispatcher then
+drains what they delivered.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+import engine
+from gateway.allocation_flow import AllocationFlow
+from gateway.clock import Clock, SystemClock
+from gateway.config import Config
+from gateway.dispatcher import Dispatcher
+from gateway.events import RulebookChanged
+from gateway.fix.outbound import FixOutbound
+from gateway.fix.sessions import FixSessions
+from gateway.http import HttpServer, build_app
+from gateway.inbox import Inbox
+from gateway.persistence.store import Database
+from gateway.recovery import recover
+from gateway.reference import ReferenceData
+
+log = structlog.get_logger("fixalloc.node")
+
+
+class Node:
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.started_at: datetime | None = None
+        self.db: Database | None = None
+        self.sessions: FixSessions | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.http: HttpServer | None = None
+        self.executor: Any = None
+        self.rulebooks: Any = None
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        cfg = self.config
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        log.info("node.starting", state_dir=str(cfg.state_dir), config=str(cfg.source),
+                 config_hash=cfg.config_hash(), database=cfg.database_url.split("@")[-1])
+        self.db = db = Database(cfg.database_url, sqlite_synchronous=cfg.gateway.sqlite_synchronous)
+        db.migrate()
+        refdata = ReferenceData.load(cfg)
+        inbox = Inbox(cfg.gateway.inbox_capacity)
+        self.rulebooks = self._rulebooks(db, inbox)
+        self.executor = self._executor()
+        self.sessions = FixSessions(cfg, db, inbox, self.clock)
+        out = FixOutbound(self.sessions)
+        flow = AllocationFlow(cfg, db, out, refdata, self.rulebooks, self.executor, self.clock)
+        self.dispatcher = Dispatcher(cfg, db, inbox, out, refdata, flow, self.clock)
+        recover(self.dispatcher)
+        self.dispatcher.start()
+        self.sessions.start()
+        if cfg.http.enabled:
+            app = build_app(status=self.status, ready=self.ready, db=db)
+            self.http = HttpServer(app, cfg.http.host, cfg.http.port)
+            self.http.start()
+            log.info("http.listening", host=cfg.http.host, port=self.http.port)
+        if cfg.refdata.watch_rules:
+            self.rulebooks.start_watching()
+        self.started_at = datetime.now(UTC)
+        log.info("node.started", sessions=[s["name"] for s in self.sessions.status()])
+
+    def _rulebooks(self, db: Database, inbox: Inbox) -> Any:
+        from gateway.rulebook_registry import RulebookRegistry
+
+        def persist(record: Any) -> None:
+            db.save_rulebook_version(
+                version=record.version, loaded_at=record.loaded_at, actor=record.actor,
+                source=", ".join(str(p) for p in record.source_files),
+                content_json=record.content_json, diff_summary=record.diff_summary)
+            inbox.put(RulebookChanged(record.version))
+
+        return RulebookRegistry(self.config.resolve(self.config.refdata.rules),
+                                on_new_version=persist)
+
+    def _executor(self) -> Any:
+        workers = self.config.gateway.workers
+        if workers <= 0:
+            return engine.InProcessExecutor()
+        from gateway.pool import ProcessPoolExecutorAdapter
+
+        return ProcessPoolExecutorAdapter(workers)
+
+    def ready(self) -> tuple[bool, list[str]]:
+        if self.sessions is None:
+            return False, ["<starting>"]
+        waiting = [s["name"] for s in self.sessions.status() if not s["logged_on"]]
+        return not waiting, waiting
+
+    def status(self) -> dict[str, Any]:
+        snapshot = dict(self.dispatcher.snapshot) if self.dispatcher else {}
+        orders = snapshot.pop("orders", [])
+        return {
+            "gateway": self.config.gateway.name,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "rulebook_version": self.rulebooks.current().version if self.rulebooks else None,
+            "sessions": self.sessions.status() if self.sessions else [],
+            "open_orders": [o for o in orders if o["status"] not in
+                            ("filled", "done_for_day", "canceled", "expired", "rejected")
+                            or o["alloc_status"] not in (None, "accepted")],
+            "orders_total": len(orders),
+            **snapshot,
+        }
+
+    def stop(self) -> None:
+        """Log out the sessions, drain the dispatcher, flush and release everything."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        log.info("node.stopping")
+        if self.rulebooks is not None:
+            self.rulebooks.stop()
+        if self.sessions is not None:
+            self.sessions.stop()
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
+        if self.http is not None:
+            self.http.stop()
+        close = getattr(self.executor, "close", None)
+        if callable(close):
+            close()
+        if self.db is not None:
+            self.db.dispose()
+        log.info("node.stopped")

@@ -1,0 +1,116 @@
+"""Block-order state owned by the dispatcher, and its allowed transitions.
+
+Order status follows the broker's OrdStatus; the allocation status follows our J and the
+broker's P. Any transition not in the tables raises, so a bug shows up as an error rather
+than as a silently wrong state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from gateway.ledger import FillLedger
+
+
+class InvalidTransition(RuntimeError):
+    def __init__(self, what: str, old: str, new: str) -> None:
+        super().__init__(f"invalid {what} transition {old} -> {new}")
+
+
+ORD_STATUS: dict[str, str] = {
+    "0": "new", "1": "partially_filled", "2": "filled", "3": "done_for_day", "4": "canceled",
+    "6": "pending_cancel", "8": "rejected", "A": "pending_new", "C": "expired",
+    "E": "pending_replace", "5": "replaced", "9": "suspended", "B": "calculated", "7": "stopped",
+}
+
+_WORKING = {"received", "pending_new", "new", "partially_filled", "pending_cancel",
+            "pending_replace", "replaced", "suspended", "calculated", "stopped"}
+TERMINAL = {"filled", "done_for_day", "canceled", "expired", "rejected"}
+
+# Broker-driven order states may move between any working states and into a terminal one;
+# a terminal order accepts only a later terminal update (e.g. DFD after fills then filled).
+ORDER_TRANSITIONS: set[tuple[str, str]] = (
+    {(a, b) for a in _WORKING for b in _WORKING | TERMINAL}
+    | {("done_for_day", "filled"), ("done_for_day", "canceled"), ("filled", "filled"),
+       ("done_for_day", "done_for_day"), ("canceled", "canceled"), ("expired", "expired")}
+)
+
+ALLOC_TRANSITIONS: dict[tuple[str, str], str] = {
+    ("pending_send", "sent"): "sent",
+    ("sent", "received"): "received",
+    ("sent", "accepted"): "accepted",
+    ("sent", "block_rejected"): "block_rejected",
+    ("sent", "account_rejected"): "account_rejected",
+    ("received", "accepted"): "accepted",
+    ("received", "block_rejected"): "block_rejected",
+    ("received", "account_rejected"): "account_rejected",
+    ("received", "received"): "received",
+}
+
+ALLOC_STATUS_FROM_P: dict[str, str] = {
+    "0": "accepted", "1": "block_rejected", "2": "account_rejected", "3": "received",
+    "4": "received", "5": "block_rejected",
+}
+
+
+def alloc_transition(old: str, new: str) -> str:
+    try:
+        return ALLOC_TRANSITIONS[(old, new)]
+    except KeyError:
+        raise InvalidTransition("allocation", old, new) from None
+
+
+def make_order_id(session: str, cl_ord_id: str, trade_date: str) -> str:
+    """A pure function of the OMS's identity for the order, so a re-driven D maps to the same id."""
+    digest = hashlib.sha256(f"{session}|{cl_ord_id}|{trade_date}".encode()).hexdigest()[:10]
+    return f"FA{trade_date.replace('-', '')}{digest.upper()}"
+
+
+@dataclass
+class Order:
+    order_id: str
+    oms_session: str
+    oms_cl_ord_id: str
+    book: str
+    symbol: str
+    side: str
+    order_qty: Decimal
+    ord_type: str
+    price: Decimal | None
+    time_in_force: str | None
+    broker: str
+    trade_date: str
+    status: str = "received"
+    broker_order_id: str | None = None
+    leaves_qty: Decimal = Decimal(0)
+    ledger: FillLedger = field(default_factory=FillLedger)
+    alloc_id: str | None = None
+    alloc_status: str | None = None
+    cancel_count: int = 0
+    excluded: list[dict[str, Any]] = field(default_factory=list)
+
+    def move_to(self, new: str) -> None:
+        if new == self.status:
+            return
+        if (self.status, new) not in ORDER_TRANSITIONS:
+            raise InvalidTransition("order", self.status, new)
+        self.status = new
+
+    def done(self) -> bool:
+        """Done for allocation: filled, DFD, or canceled/expired with something executed."""
+        if self.status in ("filled", "done_for_day"):
+            return True
+        return self.status in ("canceled", "expired") and self.ledger.cum_qty > 0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "order_id": self.order_id, "cl_ord_id": self.oms_cl_ord_id, "book": self.book,
+            "symbol": self.symbol, "side": self.side, "order_qty": str(self.order_qty),
+            "status": self.status, "broker": self.broker,
+            "cum_qty": str(self.ledger.cum_qty), "avg_px": str(self.ledger.avg_px),
+            "leaves_qty": str(self.leaves_qty), "alloc_id": self.alloc_id,
+            "alloc_status": self.alloc_status, "excluded_accounts": self.excluded,
+        }
