@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import engine
+from engine import synthetic
+from gateway.pool import ProcessPoolExecutorAdapter
+
+
+def test_pool_gives_byte_identical_decisions() -> None:
+    """Two forkserver workers produce exactly the in-process decision, across versions."""
+    book = synthetic.build(3000, 20, seed=11)
+    local = engine.allocate(book.request, book.rulebook).to_canonical_json()
+    other = synthetic.build(500, 10, seed=12)
+    with ProcessPoolExecutorAdapter(2, min_accounts=0) as pool:
+        remote = engine.allocate(book.request, book.rulebook, pool).to_canonical_json()
+        assert pool.rulebook_version == book.rulebook.version
+        # A second rulebook version is shipped to fresh workers, then back again.
+        assert engine.allocate(other.request, other.rulebook, pool).to_canonical_json() == \
+            engine.allocate(other.request, other.rulebook).to_canonical_json()
+        assert pool.rulebook_version == other.rulebook.version
+        again = engine.allocate(book.request, book.rulebook, pool).to_canonical_json()
+    assert remote == local == again
+    assert '"status":"excluded"' in local and '"status":"capped"' in local
+
+
+def test_small_books_stay_in_process() -> None:
+    """Below the threshold the pool is not used, so its rulebook is never installed."""
+    book = synthetic.build(50, 5, seed=3)
+    with ProcessPoolExecutorAdapter(1) as pool:
+        engine.allocate(book.request, book.rulebook, pool)
+        assert pool.rulebook_version is None
+
+
+def test_engine_imports_no_io_or_gateway_modules() -> None:
+    """Importing the engine pulls in none of the daemon's I/O stack."""
+    code = ("import sys, engine; bad = [m for m in ('quickfix', 'sqlalchemy', 'structlog', "
+            "'apscheduler', 'pydantic', 'gateway', 'yaml') if m in sys.modules]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
