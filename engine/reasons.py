@@ -20,6 +20,7 @@ from engine.methods import Outcome
 from engine.model import Account, Reason
 from engine.rulebook import Rulebook, Scheme
 
+_STATUS_LABEL = {"do_not_trade": "flagged do-not-trade"}
 SYS_METHOD = "SYS-METHOD"
 SYS_ROUNDING = "SYS-ROUNDING"
 
@@ -51,7 +52,7 @@ class ReasonBook:
     def exclusion(self, key: int | str, a: Account) -> Reason:
         if key == SYS_STATUS:
             return Reason(SYS_STATUS, ENGINE_RULE_VERSION, "ACCOUNT_" + a.status.upper(),
-                          f"The account is {a.status.replace('_', ' ')}; only active accounts "
+                          f"The account is {_STATUS_LABEL.get(a.status, a.status)}; only active accounts "
                           "receive allocations.")
         cached = self._cache.get(key)
         if cached is not None:
@@ -61,13 +62,13 @@ class ReasonBook:
             _tag, idx, err = key.split(":", 2)
             r = self.rulebook.restrictions[int(idx)]
             reason = Reason(r.id, r.version, "CUSTOM_RULE_ERROR",
-                            f"Custom rule '{r.expr}' could not be evaluated ({err}); the account "
+                            f"Custom rule \"{r.expr}\" could not be evaluated ({err}); the account "
                             "is excluded so that a broken rule never lets a trade through.")
         else:
             r = self.rulebook.restrictions[key]
             if r.kind == "cel":
                 reason = self._rule(key, "CUSTOM_RULE",
-                                    f"{r.description} (custom rule '{r.expr}' holds for this "
+                                    f"{r.description} (custom rule \"{r.expr}\" holds for this "
                                     f"account and {self.symbol}).")
             else:
                 code, detail = self.ctx.excluding[key]
