@@ -51,9 +51,9 @@ class ReasonBook:
 
     def exclusion(self, key: int | str, a: Account) -> Reason:
         if key == SYS_STATUS:
+            label = _STATUS_LABEL.get(a.status, a.status)
             return Reason(SYS_STATUS, ENGINE_RULE_VERSION, "ACCOUNT_" + a.status.upper(),
-                          f"The account is {_STATUS_LABEL.get(a.status, a.status)}; only active accounts "
-                          "receive allocations.")
+                          f"The account is {label}; only active accounts receive allocations.")
         cached = self._cache.get(key)
         if cached is not None:
             return cached
