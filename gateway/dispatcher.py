@@ -99,6 +99,11 @@ class Dispatcher:
             self.sessions_up[event.session] = event.logged_on
             METRICS.session_up.labels(session=event.session).set(1 if event.logged_on else 0)
         elif isinstance(event, RulebookChanged):
+            # Workers hold the rulebook per version; re-arm them here, on the only thread
+            # that uses the executor, so no evaluation races the switch.
+            prepare = getattr(self.flow.executor, "prepare", None)
+            if callable(prepare):
+                prepare(self.flow.rulebooks.current())
             log.info("rulebook.active", version=event.version)
 
     def _publish(self) -> None:

@@ -16,9 +16,10 @@ import structlog
 
 import engine
 from gateway.allocation_flow import AllocationFlow
-from gateway.clock import Clock, SystemClock
+from gateway.clock import Clock, SystemClock, settlement_date, trade_date_of
 from gateway.config import Config
 from gateway.dispatcher import Dispatcher
+from gateway.errors import ConfigError
 from gateway.events import RulebookChanged
 from gateway.fix.outbound import FixOutbound
 from gateway.fix.sessions import FixSessions
@@ -52,6 +53,9 @@ class Node:
         self.db = db = Database(cfg.database_url, sqlite_synchronous=cfg.gateway.sqlite_synchronous)
         db.migrate()
         refdata = ReferenceData.load(cfg)
+        # Load the exchange calendar now: its first use costs ~0.5 s, which must not land
+        # between a block's last fill and its J.
+        settlement_date(trade_date_of(self.clock.now()))
         inbox = Inbox(cfg.gateway.inbox_capacity)
         self.rulebooks = self._rulebooks(db, inbox)
         self.executor = self._executor()
@@ -75,15 +79,27 @@ class Node:
     def _rulebooks(self, db: Database, inbox: Inbox) -> Any:
         from gateway.rulebook_registry import RulebookRegistry
 
+        from gateway.refdata import RefDataError
+
         def persist(record: Any) -> None:
             db.save_rulebook_version(
                 version=record.version, loaded_at=record.loaded_at, actor=record.actor,
                 source=", ".join(str(p) for p in record.source_files),
                 content_json=record.content_json, diff_summary=record.diff_summary)
+            log.info("rulebook.loaded", version=record.version, actor=record.actor,
+                     change=record.diff_summary)
             inbox.put(RulebookChanged(record.version))
 
-        return RulebookRegistry(self.config.resolve(self.config.refdata.rules),
-                                on_new_version=persist)
+        def rejected(reason: str) -> None:
+            log.error("rulebook.rejected", reason=reason)
+            db.append_event("rulebook.rejected", recorded_at=self.clock.now(), severity="error",
+                            detail={"reason": reason})
+
+        try:
+            return RulebookRegistry(self.config.resolve(self.config.refdata.rules),
+                                    on_new_version=persist, on_rejected=rejected)
+        except RefDataError as exc:
+            raise ConfigError(exc.file, exc.line, exc.reason) from exc
 
     def _executor(self) -> Any:
         workers = self.config.gateway.workers

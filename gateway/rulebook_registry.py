@@ -63,9 +63,11 @@ class RulebookRegistry:
 
     def __init__(self, path: str | Path,
                  on_new_version: Callable[[RulebookVersionRecord], None] | None = None,
-                 clock: Callable[[], dt.datetime] | None = None) -> None:
+                 clock: Callable[[], dt.datetime] | None = None,
+                 on_rejected: Callable[[str], None] | None = None) -> None:
         self.path = Path(path)
         self._on_new_version = on_new_version
+        self._on_rejected = on_rejected
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._lock = threading.Lock()
         self._current: engine.Rulebook | None = None
@@ -130,5 +132,7 @@ class RulebookRegistry:
                               rust_timeout=int(poll_interval * 1000) or 200):
             try:
                 self.reload("file-watch")
-            except refdata.RefDataError:
-                continue  # last_error holds the reason; the running version stays active
+            except refdata.RefDataError as exc:
+                # The running version stays active; operators and the audit trail hear why.
+                if self._on_rejected is not None:
+                    self._on_rejected(str(exc))

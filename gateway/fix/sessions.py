@@ -8,6 +8,7 @@ systemd unit confines them with IPAddressAllow/IPAddressDeny.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +93,10 @@ class FixSessions:
                 engine.stop()
             except Exception:  # noqa: BLE001 - shutdown must go on for the other side
                 log.exception("fix.stop_failed")
+        # Destroying the engines removes their sessions from quickfix's process-wide
+        # registry, so a later engine in the same process can reuse the SessionIDs.
+        self._engines.clear()
+        gc.collect()
 
     def key_of(self, name: str) -> str:
         return self.infos[name].key

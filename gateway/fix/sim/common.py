@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from pathlib import Path
@@ -44,7 +45,11 @@ class SimEngine:
         self.engine.start()
 
     def stop(self) -> None:
-        self.engine.stop()
+        """Stop and destroy the engine so its sessions leave quickfix's global registry."""
+        if self.engine is not None:
+            self.engine.stop()
+            self.engine = None
+            gc.collect()
 
     def send(self, message: fix.Message) -> bool:
         return bool(fix.Session.sendToTarget(message, self.session_id))

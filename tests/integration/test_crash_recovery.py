@@ -1,0 +1,129 @@
+"""The daemon killed with SIGKILL mid-order and restarted: nothing lost, nothing twice, one J."""
+
+from __future__ import annotations
+
+import signal
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from gateway.fix.sim.broker import FillPlan
+from gateway.fix.sim.common import wait_for
+from gateway.fix.sim.oms import BlotterOrder
+from tests.support.harness import (
+    BROKER_KEY,
+    Gateway,
+    Ports,
+    broker_sim,
+    http_get,
+    oms_sim,
+    start_daemon,
+    stop_daemon,
+    wait_ready,
+    write_config,
+)
+
+pytestmark = pytest.mark.fix
+
+QTY = Decimal(200_000)
+FILLS = 20
+
+
+def test_sigkill_mid_order_then_restart_completes_with_one_j(tmp_path: Path) -> None:
+    """Fills sent while the daemon is dead arrive by resend, are applied once, one J goes out."""
+    ports = Ports.free()
+    cfg = write_config(tmp_path, ports)
+    order = BlotterOrder(cl_ord_id="CRASH-1", book="SMA-CORE", symbol="AAPL", side="buy",
+                         qty=QTY, ord_type="2", price=Decimal("190.50"))
+    log = tmp_path / "daemon.log"
+    with broker_sim(tmp_path, ports, FillPlan(fills=FILLS, interval_ms=150)) as broker, \
+            oms_sim(tmp_path, ports) as oms:
+        daemon = start_daemon(cfg, log)
+        try:
+            assert wait_ready(ports.http), log.read_text()[-3000:]
+            assert oms.engine.wait_logged_on(30)
+            oms.send_order(order)
+            assert wait_for(lambda: broker.orders and
+                            next(iter(broker.orders.values())).fills_sent >= 5, 30)
+            assert stop_daemon(daemon, signal.SIGKILL) == -signal.SIGKILL
+            sim_order = next(iter(broker.orders.values()))
+            # The broker keeps filling while we are down; its engine stores the reports.
+            assert wait_for(lambda: sim_order.fills_sent == FILLS, 30)
+            assert oms.allocation_for(order.cl_ord_id) is None
+
+            daemon = start_daemon(cfg, log)
+            assert wait_ready(ports.http), log.read_text()[-3000:]
+            assert oms.wait(lambda: oms.allocation_for(order.cl_ord_id) is not None, 60), \
+                log.read_text()[-3000:]
+
+            def accepted() -> bool:
+                code, body = http_get(ports.http, "/status")
+                return code == 200 and body["allocations"].get("accepted") == 1
+
+            assert wait_for(accepted, 30)
+            assert stop_daemon(daemon) == 0
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+
+        db = Gateway(cfg, ports).db
+        try:
+            fills = [r for r in db.load_reports() if r["exec_type"] == "F"]
+            assert len(fills) == FILLS
+            assert len({r["exec_id"] for r in fills}) == FILLS
+            assert sum(Decimal(r["last_qty"]) for r in fills) == QTY == sim_order.cum_qty
+            [stored_order] = db.load_orders()
+            assert Decimal(stored_order["cum_qty"]) == QTY
+            # Resent fills arrived with PossDupFlag=Y after the restart.
+            resent = [m for m in db.wire_messages(session_id=BROKER_KEY, direction="in",
+                                                  msg_type="8") if m["poss_dup"]]
+            assert resent, "expected the broker to resend the fills sent while we were down"
+            j_out = [m for m in db.wire_messages(session_id=BROKER_KEY, direction="out",
+                                                 msg_type="J")]
+            assert len(j_out) == 1
+            assert len(db.load_allocations()) == 1
+        finally:
+            db.dispose()
+        assert len(broker.allocations) == 1
+        j = broker.allocations[0]
+        assert j.quantity == QTY
+        assert sum(Decimal(str(x["qty"])) for x in j.lines) == QTY
+        relayed = oms.executions[order.cl_ord_id]
+        assert relayed[-1].cum_qty == QTY
+        assert sum(e.last_qty for e in relayed if e.exec_type == "F") == QTY
+
+
+def test_sigterm_logs_out_and_restart_resumes_sequence_numbers(tmp_path: Path) -> None:
+    """SIGTERM exits 0 after logout; the next start continues the stored sequence numbers."""
+    ports = Ports.free()
+    cfg = write_config(tmp_path, ports)
+    log = tmp_path / "daemon.log"
+    with broker_sim(tmp_path, ports) as broker:
+        daemon = start_daemon(cfg, log)
+        try:
+            assert broker.engine.wait_logged_on(30)
+            # The OMS never connects in this test, so the gateway must say it is not ready.
+            assert wait_for(lambda: http_get(ports.http, "/healthz")[0] == 200, 30)
+            code, body = http_get(ports.http, "/readyz")
+            assert code == 503 and body["sessions_not_logged_on"] == ["OMS1"]
+            assert stop_daemon(daemon) == 0
+            assert wait_for(lambda: not broker.engine.is_logged_on(), 10)
+            daemon = start_daemon(cfg, log)
+            assert wait_for(lambda: broker.engine.is_logged_on(), 30)
+            assert stop_daemon(daemon) == 0
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+    db = Gateway(cfg, ports).db
+    try:
+        logons = [m for m in db.wire_messages(session_id=BROKER_KEY, direction="out",
+                                              msg_type="A")]
+        logouts = [m for m in db.wire_messages(session_id=BROKER_KEY, direction="out",
+                                               msg_type="5")]
+    finally:
+        db.dispose()
+    assert len(logons) == 2 and len(logouts) == 2
+    assert logons[0]["seq_num"] == 1
+    assert logons[1]["seq_num"] == logouts[0]["seq_num"] + 1  # resumed, not reset
+    assert "node.stopped" in log.read_text()

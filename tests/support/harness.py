@@ -1,0 +1,168 @@
+"""Real components on 127.0.0.1 for integration tests: the gateway, a broker and an OMS.
+
+Nothing is mocked: the gateway runs its real quickfix sessions (in this process, or as a
+subprocess for crash tests), and the counterparties are the product's own simulators.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.config import load_config
+from gateway.fix.sim.broker import BrokerSimulator, FillPlan
+from gateway.fix.sim.common import wait_for
+from gateway.fix.sim.oms import OmsSimulator
+from gateway.node import Node
+from gateway.persistence.store import Database
+from tests.support.postgres import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "config"
+BROKER_KEY = "FIX.4.4:FIXALLOC->BRKA"
+OMS_KEY = "FIX.4.4:FIXALLOC->OMS1"
+
+
+@dataclass
+class Ports:
+    oms: int
+    broker: int
+    http: int
+
+    @classmethod
+    def free(cls) -> Ports:
+        return cls(free_port(), free_port(), free_port())
+
+
+def write_config(tmp: Path, ports: Ports, *, database_url: str = "", extra: str = "",
+                 oms_password_env: str | None = None) -> Path:
+    db_line = f'database_url = "{database_url}"' if database_url else ""
+    oms_pw = f'password_env = "{oms_password_env}"' if oms_password_env else ""
+    text = f"""
+[gateway]
+state_dir = "{tmp / 'state'}"
+{db_line}
+sqlite_synchronous = "NORMAL"
+
+[http]
+port = {ports.http}
+
+[fix]
+data_dictionary = "{ROOT / 'fix_specs' / 'FIX44.xml'}"
+reconnect_seconds = 1
+heartbeat_seconds = 5
+
+[[fix.oms]]
+name = "OMS1"
+target_comp_id = "OMS1"
+port = {ports.oms}
+{oms_pw}
+
+[[fix.brokers]]
+name = "BRKA"
+target_comp_id = "BRKA"
+port = {ports.broker}
+
+[refdata]
+securities = "{CONFIG / 'securities.csv'}"
+accounts = "{CONFIG / 'accounts.csv'}"
+positions = "{CONFIG / 'positions.csv'}"
+rules = "{CONFIG / 'rules'}"
+watch_rules = false
+
+[[books]]
+name = "SMA-CORE"
+broker = "BRKA"
+{extra}
+"""
+    path = tmp / "fixalloc.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def http_get(port: int, path: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            body = resp.read()
+            ctype = resp.headers.get("content-type", "")
+            return resp.status, json.loads(body) if "json" in ctype else body.decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+    except (urllib.error.URLError, OSError):
+        return 0, None
+
+
+@dataclass
+class Gateway:
+    config_path: Path
+    ports: Ports
+    node: Node | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def db(self) -> Database:
+        cfg = load_config(self.config_path)
+        return Database(cfg.database_url)
+
+
+@contextmanager
+def broker_sim(tmp: Path, ports: Ports, plan: FillPlan | None = None,
+               dictionary: Path | None = None) -> Iterator[BrokerSimulator]:
+    sim = BrokerSimulator(port=ports.broker, state_dir=tmp / "broker", plan=plan,
+                          dictionary=dictionary)
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@contextmanager
+def oms_sim(tmp: Path, ports: Ports, password: str | None = None) -> Iterator[OmsSimulator]:
+    sim = OmsSimulator(port=ports.oms, state_dir=tmp / "oms", password=password)
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@contextmanager
+def gateway_in_process(config_path: Path, ports: Ports) -> Iterator[Gateway]:
+    node = Node(load_config(config_path))
+    node.start()
+    try:
+        yield Gateway(config_path, ports, node=node)
+    finally:
+        node.stop()
+
+
+def start_daemon(config_path: Path, log: Path) -> subprocess.Popen[bytes]:
+    out = log.open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "--config", str(config_path),
+         "--log-format", "json"],
+        stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT),
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def stop_daemon(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
+                timeout: float = 30) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    return proc.wait(timeout)
+
+
+def wait_ready(port: int, timeout: float = 60) -> bool:
+    return wait_for(lambda: http_get(port, "/readyz")[0] == 200, timeout, interval=0.1)
