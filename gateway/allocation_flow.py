@@ -90,7 +90,7 @@ class AllocationFlow:
         try:
             decision = engine.allocate(request, self.rulebooks.current(), self.executor)
             engine.check_decision(decision)
-        except Exception as exc:  # noqa: BLE001 - any engine failure is an exception for ops
+        except Exception as exc:
             order.alloc_status = "exception"
             bound.error("allocation.failed", error=str(exc))
             METRICS.alerts.labels(kind="allocation_failed").inc()
@@ -145,6 +145,7 @@ class AllocationFlow:
         self.send_pending(order)
 
     def _j(self, order: Order, alloc: Mapping[str, Any], *, to_oms: bool) -> JBlock:
+        order_ref: str | None
         if to_oms:
             cl_ord_id, order_ref = order.oms_cl_ord_id, order.order_id
         else:

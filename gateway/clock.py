@@ -46,7 +46,7 @@ def settlement_date(trade_date: date, days: int = 1) -> date:
             ts = cal.date_to_session(ts, direction="next")  # type: ignore[attr-defined]
         settle = cal.session_offset(ts, days)  # type: ignore[attr-defined]
         return settle.date()  # type: ignore[no-any-return]
-    except Exception:  # noqa: BLE001 - outside the calendar's range: fall back to weekdays
+    except Exception:
         d = trade_date
         left = days
         while left:

@@ -145,7 +145,8 @@ class Config(_Frozen):
             if book.broker not in brokers:
                 raise ValueError(
                     f"book {book.name!r} routes to broker {book.broker!r}, "
-                    f"which is not a configured broker session ({', '.join(sorted(brokers)) or 'none'})"
+                    "which is not a configured broker session "
+                    f"({', '.join(sorted(brokers)) or 'none'})"
                 )
         return self
 

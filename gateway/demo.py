@@ -184,7 +184,9 @@ def run_demo(*, state: Path, qty: Decimal, fills: int, interval_ms: int, price: 
     return summarize(state, j.alloc_id, order.cl_ord_id, broker=broker)
 
 
-def summarize(state: Path, alloc_id: str, cl_ord_id: str, *, broker: BrokerSimulator) -> dict[str, Any]:
+def summarize(
+    state: Path, alloc_id: str, cl_ord_id: str, *, broker: BrokerSimulator
+) -> dict[str, Any]:
     db = Database(f"sqlite:///{state / 'gateway' / 'fixalloc.db'}")
     try:
         alloc = db.load_allocation(alloc_id)
@@ -287,7 +289,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def add_command(sub: Any) -> None:
-    demo = sub.add_parser("demo", help="run the daemon with a simulated broker and OMS on 127.0.0.1")
+    demo = sub.add_parser(
+        "demo", help="run the daemon with a simulated broker and OMS on 127.0.0.1")
     demo.add_argument("--state-dir", help="keep the SQLite database and logs here")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
     demo.add_argument("--qty", default="500000")

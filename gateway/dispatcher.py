@@ -25,6 +25,7 @@ from gateway.events import (
     BrokerReportReceived,
     CancelRequested,
     RulebookChanged,
+    SessionRejectReceived,
     SessionStateChanged,
     Stop,
 )
@@ -95,6 +96,8 @@ class Dispatcher:
             self._on_cancel(event)
         elif isinstance(event, AllocationAckReceived):
             self.flow.on_ack(event, self.orders)
+        elif isinstance(event, SessionRejectReceived):
+            self._on_session_reject(event)
         elif isinstance(event, SessionStateChanged):
             self.sessions_up[event.session] = event.logged_on
             METRICS.session_up.labels(session=event.session).set(1 if event.logged_on else 0)
@@ -116,6 +119,15 @@ class Dispatcher:
             "allocations": allocations,
             "inbox_depth": self.inbox.depth(),
         }
+
+    def _on_session_reject(self, ev: SessionRejectReceived) -> None:
+        """A counterparty refused one of our messages at session level: alert, no blind retry."""
+        METRICS.alerts.labels(kind="session_reject").inc()
+        detail = {"ref_seq_num": ev.ref_seq_num, "ref_msg_type": ev.ref_msg_type,
+                  "ref_tag": ev.ref_tag, "reason": ev.reason, "text": ev.text}
+        log.error("fix.session_reject_received", session=ev.session, **detail)
+        self.db.append_event("alert.session_reject", recorded_at=self.clock.now(),
+                             severity="error", session_id=ev.session, detail=detail)
 
     # -- block orders from the OMS ---------------------------------------------------------
 

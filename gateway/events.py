@@ -75,6 +75,19 @@ class AllocationAckReceived:
 
 
 @dataclass(frozen=True)
+class SessionRejectReceived:
+    """A counterparty's Reject (35=3) of one of our messages."""
+
+    session: str
+    ref_seq_num: int | None
+    ref_msg_type: str | None
+    ref_tag: str | None
+    reason: str | None
+    text: str | None
+    ts_recv: datetime
+
+
+@dataclass(frozen=True)
 class SessionStateChanged:
     session: str
     logged_on: bool

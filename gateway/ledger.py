@@ -8,6 +8,7 @@ discrepancy the dispatcher raises as an alert.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
 AVG_PX_QUANTUM = Decimal("0.0001")
@@ -19,7 +20,7 @@ class FillLedger:
     fills: list[tuple[str, Decimal, Decimal]] = field(default_factory=list)
     broker_cum_qty: Decimal = Decimal(0)
     broker_avg_px: Decimal = Decimal(0)
-    last_fill_at: object = None
+    last_fill_at: datetime | None = None
 
     def apply_fill(self, exec_id: str, qty: Decimal, px: Decimal) -> None:
         self.fills.append((exec_id, qty, px))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -11,7 +12,9 @@ import structlog
 from gateway.redaction import redact
 
 
-def _redact_secrets(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+def _redact_secrets(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     for key, value in event.items():
         if isinstance(value, str) and ("554=" in value or "925=" in value):
             event[key] = redact(value)

@@ -77,9 +77,8 @@ class Node:
         log.info("node.started", sessions=[s["name"] for s in self.sessions.status()])
 
     def _rulebooks(self, db: Database, inbox: Inbox) -> Any:
-        from gateway.rulebook_registry import RulebookRegistry
-
         from gateway.refdata import RefDataError
+        from gateway.rulebook_registry import RulebookRegistry
 
         def persist(record: Any) -> None:
             db.save_rulebook_version(
@@ -127,6 +126,7 @@ class Node:
                             ("filled", "done_for_day", "canceled", "expired", "rejected")
                             or o["alloc_status"] not in (None, "accepted")],
             "orders_total": len(orders),
+            "orders": orders,
             **snapshot,
         }
 

@@ -87,6 +87,7 @@ class Order:
     broker_order_id: str | None = None
     leaves_qty: Decimal = Decimal(0)
     ledger: FillLedger = field(default_factory=FillLedger)
+    """Fills applied so far; `ledger.last_fill_at` is when the latest one arrived."""
     alloc_id: str | None = None
     alloc_status: str | None = None
     cancel_count: int = 0

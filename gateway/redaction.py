@@ -1,4 +1,4 @@
-"""Mask secrets in raw FIX text: Password(554) and NewPassword(925) never reach a log or the audit."""
+"""Mask secrets in raw FIX text: Password(554) and NewPassword(925) never reach a log."""
 
 from __future__ import annotations
 

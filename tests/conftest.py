@@ -16,7 +16,7 @@ _counter = itertools.count()
 
 @pytest.fixture(scope="session")
 def pg_admin_url() -> Iterator[str]:
-    """A private PostgreSQL server for the whole run (FIXALLOC_TEST_PG_URL reuses an existing one)."""
+    """A private PostgreSQL server for the run (FIXALLOC_TEST_PG_URL reuses an existing one)."""
     existing = os.environ.get("FIXALLOC_TEST_PG_URL")
     if existing:
         yield existing

@@ -21,6 +21,7 @@ from gateway.events import (
     BlockOrderReceived,
     BrokerReportReceived,
     CancelRequested,
+    SessionRejectReceived,
     SessionStateChanged,
 )
 from gateway.fix import codec
@@ -64,23 +65,23 @@ class GatewayApplication(fix.Application):  # type: ignore[misc]
         return self._roles.get(session_id.toString())
 
     @fix_callback
-    def onCreate(self, session_id: fix.SessionID) -> None:  # noqa: N802
+    def onCreate(self, session_id: fix.SessionID) -> None:
         log.info("fix.session_created", session=session_id.toString())
 
     @fix_callback
-    def onLogon(self, session_id: fix.SessionID) -> None:  # noqa: N802
+    def onLogon(self, session_id: fix.SessionID) -> None:
         key = session_id.toString()
         log.info("fix.logon", session=key)
         self._inbox.put(SessionStateChanged(key, True, self._clock.now()))
 
     @fix_callback
-    def onLogout(self, session_id: fix.SessionID) -> None:  # noqa: N802
+    def onLogout(self, session_id: fix.SessionID) -> None:
         key = session_id.toString()
         log.info("fix.logout", session=key)
         self._inbox.put(SessionStateChanged(key, False, self._clock.now()))
 
     @fix_callback
-    def toAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:  # noqa: N802
+    def toAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
         role = self._role(session_id)
         if role is None or role.role != "broker" or codec.msg_type(message) != "A":
             return
@@ -92,9 +93,19 @@ class GatewayApplication(fix.Application):  # type: ignore[misc]
             )
 
     @fix_callback
-    def fromAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:  # noqa: N802
+    def fromAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
         role = self._role(session_id)
-        if role is None or role.role != "oms" or codec.msg_type(message) != "A":
+        mtype = codec.msg_type(message)
+        if mtype == "3":
+            ref = codec.get_str(message, T.RefSeqNum)
+            self._inbox.put(SessionRejectReceived(
+                session=session_id.toString(), ref_seq_num=int(ref) if ref else None,
+                ref_msg_type=codec.get_str(message, T.RefMsgType),
+                ref_tag=codec.get_str(message, T.RefTagID),
+                reason=codec.get_str(message, T.SessionRejectReason),
+                text=codec.get_str(message, T.Text), ts_recv=self._clock.now()))
+            return
+        if role is None or role.role != "oms" or mtype != "A":
             return
         if role.password_env:
             expected = resolve_secret(role.name, role.password_env, self._secrets_file)
@@ -105,11 +116,11 @@ class GatewayApplication(fix.Application):  # type: ignore[misc]
                 raise fix.RejectLogon("invalid username or password")
 
     @fix_callback
-    def toApp(self, message: fix.Message, session_id: fix.SessionID) -> None:  # noqa: N802
+    def toApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
         return None
 
     @fix_callback
-    def fromApp(self, message: fix.Message, session_id: fix.SessionID) -> None:  # noqa: N802
+    def fromApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
         role = self._role(session_id)
         mtype = codec.msg_type(message)
         key = session_id.toString()

@@ -71,8 +71,9 @@ def seq_num(msg: fix.Message) -> int:
 
 def is_poss_dup(msg: fix.Message) -> bool:
     header = msg.getHeader()
-    return (header.isSetField(T.PossDupFlag) and header.getField(T.PossDupFlag) == "Y") or (
-        header.isSetField(T.PossResend) and header.getField(T.PossResend) == "Y"
+    return bool(
+        (header.isSetField(T.PossDupFlag) and header.getField(T.PossDupFlag) == "Y")
+        or (header.isSetField(T.PossResend) and header.getField(T.PossResend) == "Y")
     )
 
 

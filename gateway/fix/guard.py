@@ -34,11 +34,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def protocol_error(exc: DecodeError) -> BaseException:
     """Map a decode problem onto the exception quickfix turns into the right Reject(35=3)."""
+    error: BaseException
     if exc.reason == "required tag missing":
-        return fix.FieldNotFound(exc.tag)
-    if exc.reason.startswith("not a"):
-        return fix.IncorrectDataFormat(exc.tag)
-    return fix.IncorrectTagValue(exc.tag)
+        error = fix.FieldNotFound(exc.tag)
+    elif exc.reason.startswith("not a"):
+        error = fix.IncorrectDataFormat(exc.tag)
+    else:
+        error = fix.IncorrectTagValue(exc.tag)
+    return error
 
 
 def fix_callback(fn: F) -> F:

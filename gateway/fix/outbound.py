@@ -37,7 +37,9 @@ class FixOutbound:
             symbol=symbol, side=side, qty=qty, transact_time=now)
         return self._sessions.send(self._sessions.key_of(broker), msg)
 
-    def execution_report(self, oms_key: str, *, poss_resend: bool = False, **fields: object) -> bool:
+    def execution_report(
+        self, oms_key: str, *, poss_resend: bool = False, **fields: object
+    ) -> bool:
         msg = codec.build_execution_report(**fields)  # type: ignore[arg-type]
         if poss_resend:
             msg.getHeader().setField(T.PossResend, "Y")

@@ -91,7 +91,7 @@ class FixSessions:
         for engine in reversed(self._engines):
             try:
                 engine.stop()
-            except Exception:  # noqa: BLE001 - shutdown must go on for the other side
+            except Exception:
                 log.exception("fix.stop_failed")
         # Destroying the engines removes their sessions from quickfix's process-wide
         # registry, so a later engine in the same process can reuse the SessionIDs.

@@ -61,7 +61,8 @@ def gateway_settings(config: Config) -> tuple[str | None, str | None]:
     }
     acceptor = None
     if config.fix.oms:
-        defaults = common_defaults(connection_type="acceptor", store_dir=state / "fix_store" / "oms",
+        defaults = common_defaults(connection_type="acceptor",
+                                   store_dir=state / "fix_store" / "oms",
                                    **base)  # type: ignore[arg-type]
         sessions = [{"BeginString": config.fix.begin_string, "TargetCompID": s.target_comp_id,
                      "SocketAcceptPort": s.port} for s in config.fix.oms]

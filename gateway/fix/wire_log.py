@@ -53,16 +53,16 @@ class WireLog(fix.Log):  # type: ignore[misc]
                          direction=direction, exit_code=EXIT_AUDIT, exc_info=True)
             os._exit(EXIT_AUDIT)
 
-    def onIncoming(self, raw: str) -> None:  # noqa: N802 - quickfix's name
+    def onIncoming(self, raw: str) -> None:
         self._record("in", raw)
 
-    def onOutgoing(self, raw: str) -> None:  # noqa: N802 - quickfix's name
+    def onOutgoing(self, raw: str) -> None:
         self._record("out", raw)
 
-    def onEvent(self, text: str) -> None:  # noqa: N802 - quickfix's name
+    def onEvent(self, text: str) -> None:
         try:
             log.info("fix.session_event", session=self._session_id, detail=redact(text))
-        except Exception:  # noqa: BLE001 - an exception here would end the process
+        except Exception:
             return
 
     def clear(self) -> None:

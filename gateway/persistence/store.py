@@ -158,9 +158,8 @@ class Database:
     ) -> bool:
         """Store a rulebook version once; returns False when that version is already stored."""
         with self._tx() as conn:
-            exists = conn.execute(
-                select(t.rulebook_versions.c.version).where(t.rulebook_versions.c.version == version)
-            ).first()
+            versions = t.rulebook_versions.c.version
+            exists = conn.execute(select(versions).where(versions == version)).first()
             if exists:
                 return False
             conn.execute(
@@ -322,7 +321,7 @@ class Database:
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def sent_message_contains(self, session_id: str, msg_type: str, needle: str) -> bool:
-        """Whether an outbound message of this type already carried `needle` (e.g. '\x0170=ID\x01')."""
+        """Whether an outbound message of this type already carried `needle` (e.g. an AllocID)."""
         query = select(func.count()).where(
             t.fix_messages.c.session_id == session_id,
             t.fix_messages.c.direction == "out",

@@ -110,7 +110,7 @@ def test_sigterm_logs_out_and_restart_resumes_sequence_numbers(tmp_path: Path) -
             assert stop_daemon(daemon) == 0
             assert wait_for(lambda: not broker.engine.is_logged_on(), 10)
             daemon = start_daemon(cfg, log)
-            assert wait_for(lambda: broker.engine.is_logged_on(), 30)
+            assert wait_for(broker.engine.is_logged_on, 30)
             assert stop_daemon(daemon) == 0
         finally:
             if daemon.poll() is None:

@@ -1,4 +1,4 @@
-"""OMS -> fixalloc -> broker -> partial fills -> J -> P, over real quickfix sessions on 127.0.0.1."""
+"""OMS -> fixalloc -> broker -> partial fills -> J -> P, over real quickfix sessions."""
 
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ class Ports:
 
 
 def write_config(tmp: Path, ports: Ports, *, database_url: str = "", extra: str = "",
-                 oms_password_env: str | None = None) -> Path:
+                 oms_password_env: str | None = None, broker_extra: str = "") -> Path:
     db_line = f'database_url = "{database_url}"' if database_url else ""
     oms_pw = f'password_env = "{oms_password_env}"' if oms_password_env else ""
     text = f"""
@@ -72,6 +72,7 @@ port = {ports.oms}
 name = "BRKA"
 target_comp_id = "BRKA"
 port = {ports.broker}
+{broker_extra}
 
 [refdata]
 securities = "{CONFIG / 'securities.csv'}"

@@ -52,7 +52,9 @@ class SimOrder:
 
     @property
     def avg_px(self) -> Decimal:
-        return (self.notional / self.cum_qty).quantize(Decimal("0.000001")) if self.cum_qty else Decimal(0)
+        if not self.cum_qty:
+            return Decimal(0)
+        return (self.notional / self.cum_qty).quantize(Decimal("0.000001"))
 
 
 class BrokerSimulator(fix.Application):  # type: ignore[misc]
@@ -85,28 +87,28 @@ class BrokerSimulator(fix.Application):  # type: ignore[misc]
 
     # -- quickfix callbacks (kept thin: fills run on their own thread) ---------------------
 
-    def onCreate(self, session_id: fix.SessionID) -> None:  # noqa: N802
+    def onCreate(self, session_id: fix.SessionID) -> None:
         return None
 
-    def onLogon(self, session_id: fix.SessionID) -> None:  # noqa: N802
+    def onLogon(self, session_id: fix.SessionID) -> None:
         self.engine.logged_on.set()
         self._on_message("logon", session_id.toString())
 
-    def onLogout(self, session_id: fix.SessionID) -> None:  # noqa: N802
+    def onLogout(self, session_id: fix.SessionID) -> None:
         self.engine.logged_on.clear()
         self._on_message("logout", session_id.toString())
 
-    def toAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:  # noqa: N802
+    def toAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
         return None
 
-    def fromAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:  # noqa: N802
+    def fromAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
         if codec.msg_type(message) == "3":
             self.rejects.append(message.toString().replace("\x01", "|"))
 
-    def toApp(self, message: fix.Message, session_id: fix.SessionID) -> None:  # noqa: N802
+    def toApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
         return None
 
-    def fromApp(self, message: fix.Message, session_id: fix.SessionID) -> None:  # noqa: N802
+    def fromApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
         try:
             mtype = codec.msg_type(message)
             if mtype == "D":
@@ -124,7 +126,7 @@ class BrokerSimulator(fix.Application):  # type: ignore[misc]
                 raise fix.UnsupportedMessageType()
         except (fix.UnsupportedMessageType, fix.FieldNotFound, fix.IncorrectTagValue):
             raise
-        except Exception as exc:  # noqa: BLE001 - a simulator must not kill its process
+        except Exception as exc:
             self._on_message("error", repr(exc))
 
     # -- behaviour ------------------------------------------------------------------------
@@ -240,7 +242,7 @@ class BrokerSimulator(fix.Application):  # type: ignore[misc]
         if total != j.quantity:
             ack = codec.build_allocation_ack(alloc_id=j.alloc_id, status="1", rej_code="8",
                                              transact_time=now,
-                                             text=f"sum of AllocQty {total} != Quantity {j.quantity}")
+                                             text=f"sum of AllocQty {total} != {j.quantity}")
         elif j.quantity > executed:
             ack = codec.build_allocation_ack(alloc_id=j.alloc_id, status="1", rej_code="1",
                                              transact_time=now,

@@ -58,7 +58,8 @@ def _cmd_oms(args: argparse.Namespace) -> int:
                                side=args.side, qty=Decimal(args.qty),
                                ord_type="2" if args.price else "1",
                                price=Decimal(args.price) if args.price else None)]
-    sim = OmsSimulator(port=args.port, host=args.host, state_dir=_state(args.state_dir, "fixalloc-oms-"),
+    sim = OmsSimulator(port=args.port, host=args.host,
+                       state_dir=_state(args.state_dir, "fixalloc-oms-"),
                        sender=args.sender, target=args.target, on_message=_printer)
     sim.start()
     try:
@@ -102,7 +103,8 @@ def add_command(sub: Any) -> None:
     oms.add_argument("--host", default="127.0.0.1")
     oms.add_argument("--sender", default="OMS1")
     oms.add_argument("--target", default="FIXALLOC")
-    oms.add_argument("--blotter", help="CSV: cl_ord_id,book,symbol,side,qty,ord_type,price,time_in_force")
+    oms.add_argument(
+        "--blotter", help="CSV: cl_ord_id,book,symbol,side,qty,ord_type,price,time_in_force")
     oms.add_argument("--cl-ord-id", default="BLOCK-1")
     oms.add_argument("--book", default="SMA-CORE")
     oms.add_argument("--symbol", default="AAPL")

@@ -92,32 +92,32 @@ class OmsSimulator(fix.Application):  # type: ignore[misc]
     def stop(self) -> None:
         self.engine.stop()
 
-    def onCreate(self, session_id: fix.SessionID) -> None:  # noqa: N802
+    def onCreate(self, session_id: fix.SessionID) -> None:
         return None
 
-    def onLogon(self, session_id: fix.SessionID) -> None:  # noqa: N802
+    def onLogon(self, session_id: fix.SessionID) -> None:
         self.engine.logged_on.set()
         self._on_message("logon", session_id.toString())
 
-    def onLogout(self, session_id: fix.SessionID) -> None:  # noqa: N802
+    def onLogout(self, session_id: fix.SessionID) -> None:
         self.engine.logged_on.clear()
         self._on_message("logout", session_id.toString())
 
-    def toAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:  # noqa: N802
+    def toAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
         if self.password and codec.msg_type(message) == "A":
             message.setField(T.Password, self.password)
 
-    def fromAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:  # noqa: N802
+    def fromAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
         mtype = codec.msg_type(message)
         if mtype == "3":
             self.session_rejects.append(message.toString().replace("\x01", "|"))
         elif mtype == "5":
             self.logouts.append(codec.get_str(message, T.Text) or "")
 
-    def toApp(self, message: fix.Message, session_id: fix.SessionID) -> None:  # noqa: N802
+    def toApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
         return None
 
-    def fromApp(self, message: fix.Message, session_id: fix.SessionID) -> None:  # noqa: N802
+    def fromApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
         try:
             mtype = codec.msg_type(message)
             if mtype == "8":
@@ -138,7 +138,7 @@ class OmsSimulator(fix.Application):  # type: ignore[misc]
                 raise fix.UnsupportedMessageType()
         except (fix.UnsupportedMessageType, fix.FieldNotFound, fix.IncorrectTagValue):
             raise
-        except Exception as exc:  # noqa: BLE001 - a simulator must not kill its process
+        except Exception as exc:
             self._on_message("error", repr(exc))
 
     def _on_execution(self, message: fix.Message) -> None:
