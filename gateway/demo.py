@@ -170,22 +170,28 @@ def run_demo(*, state: Path, qty: Decimal, fills: int, interval_ms: int, price: 
         if not wait_for(acked, 30):
             raise DemoFailed(f"no final AllocationInstructionAck for {j.alloc_id}")
     finally:
-        oms.stop()
+        # Stop the daemon first so its Logouts are exchanged, then read the simulators'
+        # sequence numbers: they are the independent count of what crossed each session.
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
             try:
                 daemon.wait(30)
             except subprocess.TimeoutExpired:
                 daemon.kill()
+        wait_for(lambda: not oms.engine.is_logged_on() and not broker.engine.is_logged_on(), 10)
+        counterparty = {"FIX.4.4:FIXALLOC->OMS1": oms.engine.message_counts(),
+                        "FIX.4.4:FIXALLOC->BRKA": broker.engine.message_counts()}
+        oms.stop()
         broker.stop()
         log_file.close()
     if daemon.returncode != 0:
         raise DemoFailed(f"daemon exited {daemon.returncode} on SIGTERM; see {log_file.name}")
-    return summarize(state, j.alloc_id, order.cl_ord_id, broker=broker)
+    return summarize(state, j.alloc_id, order.cl_ord_id, broker=broker, counterparty=counterparty)
 
 
 def summarize(
-    state: Path, alloc_id: str, cl_ord_id: str, *, broker: BrokerSimulator
+    state: Path, alloc_id: str, cl_ord_id: str, *, broker: BrokerSimulator,
+    counterparty: dict[str, tuple[int, int]],
 ) -> dict[str, Any]:
     db = Database(f"sqlite:///{state / 'gateway' / 'fixalloc.db'}")
     try:
@@ -206,15 +212,18 @@ def summarize(
         if fills_in and j_out:
             delta = j_out[0]["recorded_at"] - fills_in[-1]["recorded_at"]
             latency_ms = round(delta.total_seconds() * 1000, 1)
-        by_session: dict[str, dict[str, int]] = {}
+        by_session: dict[str, dict[str, int]] = {
+            key: {"in": 0, "out": 0, "counterparty_sent": sent, "counterparty_received": recv}
+            for key, (sent, recv) in counterparty.items()}
         for m in wire:
-            by_session.setdefault(m["session_id"], {"in": 0, "out": 0})[m["direction"]] += 1
-        excluded: dict[str, int] = {}
+            if m["session_id"] in by_session:
+                by_session[m["session_id"]][m["direction"]] += 1
+        explained: dict[str, int] = {}
         for result in decision.get("results", []):
             if result.get("status") != "allocated":
                 reasons = result.get("reasons") or [{"text": result.get("status")}]
-                key = f"{result.get('status')}: {reasons[0].get('text')}"
-                excluded[key] = excluded.get(key, 0) + 1
+                key = f"{result.get('status')}|{reasons[0].get('text')}"
+                explained[key] = explained.get(key, 0) + 1
     finally:
         db.dispose()
     total = sum(Decimal(x["qty"]) for x in lines)
@@ -237,8 +246,12 @@ def summarize(
         "alloc_id": alloc_id,
         "p_status": alloc["status"],
         "last_fill_to_j_ms": latency_ms,
-        "not_allocated": excluded,
+        "explained": [{"status": k.split("|", 1)[0], "accounts": v,
+                       "reason": k.split("|", 1)[1]} for k, v in sorted(explained.items())],
         "fix_messages_persisted": by_session,
+        "all_messages_persisted": all(
+            c["in"] == c["counterparty_sent"] and c["out"] == c["counterparty_received"]
+            for c in by_session.values()),
         "broker_received_j": [j.alloc_id for j in broker.allocations],
         "database": str(state / "gateway" / "fixalloc.db"),
     }
@@ -258,10 +271,12 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"  AllocationInstr.    {s['alloc_id']}  P status: {s['p_status']}",
         f"  last fill -> J      {s['last_fill_to_j_ms']} ms (wire log timestamps)",
     ]
-    for reason, count in sorted(s["not_allocated"].items()):
-        out.append(f"  not allocated       {count} x {reason}")
-    for session, counts in sorted(s["fix_messages_persisted"].items()):
-        out.append(f"  persisted           {session}: {counts['in']} in, {counts['out']} out")
+    for item in s["explained"]:
+        out.append(f"  {item['status']:<19} {item['accounts']} x {item['reason']}")
+    for session, c in sorted(s["fix_messages_persisted"].items()):
+        out.append(f"  persisted           {session}: {c['in']} in, {c['out']} out "
+                   f"(counterparty sent {c['counterparty_sent']}, "
+                   f"received {c['counterparty_received']})")
     out.append(f"  database            {s['database']}")
     print("\n".join(out), flush=True)  # noqa: T201
 
@@ -282,9 +297,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2, sort_keys=True))  # noqa: T201
     else:
         _print_summary(summary)
-    ok = summary["allocated_equals_filled"] and summary["p_status"] == "accepted"
+    ok = (summary["allocated_equals_filled"] and summary["p_status"] == "accepted"
+          and summary["all_messages_persisted"])
     if not ok:
-        print("fixalloc demo failed: allocation incomplete or not accepted", file=sys.stderr)  # noqa: T201
+        print("fixalloc demo failed: allocation incomplete, not accepted, or FIX messages "  # noqa: T201
+              "missing from the database", file=sys.stderr)
     return 0 if ok else 1
 
 

@@ -57,6 +57,13 @@ class SimEngine:
     def wait_logged_on(self, timeout: float = 30.0) -> bool:
         return self.logged_on.wait(timeout)
 
+    def message_counts(self) -> tuple[int, int]:
+        """(sent, received) messages on this session, admin included, from sequence numbers."""
+        session = fix.Session.lookupSession(self.session_id)
+        if session is None:
+            return (0, 0)
+        return (int(session.getExpectedSenderNum()) - 1, int(session.getExpectedTargetNum()) - 1)
+
     def is_logged_on(self) -> bool:
         session = fix.Session.lookupSession(self.session_id)
         return bool(session is not None and session.isLoggedOn())
