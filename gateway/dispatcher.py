@@ -212,10 +212,12 @@ class Dispatcher:
                                      ref_id=ev.cl_ord_id)
             return
         order.cancel_count += 1
+        order.oms_cancel_cl_ord_id = ev.cl_ord_id
         log.info("order.cancel_routed", cl_ord_id=ev.orig_cl_ord_id, order_id=order.order_id)
         self.db.append_event("order.cancel_requested", recorded_at=self.clock.now(),
                              session_id=ev.session, order_id=order.order_id,
-                             detail={"cl_ord_id": ev.cl_ord_id})
+                             detail={"cl_ord_id": ev.cl_ord_id,
+                                     "cancel_count": order.cancel_count})
         self.out.cancel(order.broker, cl_ord_id=f"{order.order_id}~C{order.cancel_count}",
                         orig_cl_ord_id=order.order_id, broker_order_id=order.broker_order_id,
                         symbol=order.symbol, side=order.side, qty=order.order_qty,
@@ -282,10 +284,13 @@ class Dispatcher:
 
     def relay(self, order: Order, ev: BrokerReportReceived, report_id: int,
               *, poss_resend: bool = False) -> None:
-        """Relay a broker ER to the OMS under the OMS's own ClOrdID."""
+        """Relay a broker ER to the OMS under the OMS's own ClOrdID (its cancel's, for 4/6)."""
+        cancel_reply = ev.exec_type in ("4", "6") and order.oms_cancel_cl_ord_id is not None
         self.out.execution_report(
             order.oms_session, poss_resend=poss_resend, order_id=order.order_id,
-            cl_ord_id=order.oms_cl_ord_id, exec_id=f"{order.order_id}-E{report_id}",
+            cl_ord_id=order.oms_cancel_cl_ord_id if cancel_reply else order.oms_cl_ord_id,
+            orig_cl_ord_id=order.oms_cl_ord_id if cancel_reply else None,
+            exec_id=f"{order.order_id}-E{report_id}",
             exec_type=ev.exec_type, ord_status=ev.ord_status, symbol=order.symbol,
             side=order.side, order_qty=order.order_qty, last_qty=ev.last_qty,
             last_px=ev.last_px, cum_qty=ev.cum_qty, avg_px=ev.avg_px, leaves_qty=ev.leaves_qty,

@@ -7,6 +7,7 @@ allocation is allocated exactly as if its last fill had just arrived.
 
 from __future__ import annotations
 
+import json
 import re
 from decimal import Decimal
 
@@ -60,6 +61,11 @@ def recover(d: Dispatcher) -> dict[str, int]:
             continue
         d.orders[order.order_id] = order
         counts["orders"] += 1
+        cancels = [e for e in d.db.events("order.cancel_requested")
+                   if e["order_id"] == order.order_id]
+        if cancels:
+            order.cancel_count = len(cancels)
+            order.oms_cancel_cl_ord_id = json.loads(cancels[-1]["detail_json"])["cl_ord_id"]
         reports = d.db.load_reports(order.order_id)
         for rep in reports:
             ev = _report_event(rep)

@@ -10,6 +10,7 @@ import pytest
 from gateway.fix.sim.broker import FillPlan
 from gateway.fix.sim.common import wait_for
 from gateway.fix.sim.oms import BlotterOrder
+from gateway.metrics import METRICS
 from tests.support.harness import (
     Ports,
     broker_sim,
@@ -22,6 +23,14 @@ from tests.support.harness import (
 pytestmark = pytest.mark.fix
 
 
+def _histogram_count(metrics_text: str) -> float:
+    """The observation count of the last-fill-to-J histogram in a Prometheus exposition."""
+    for line in metrics_text.splitlines():
+        if line.startswith("fixalloc_last_fill_to_j_seconds_count "):
+            return float(line.split()[1])
+    raise AssertionError("histogram missing from /metrics")
+
+
 def test_health_ready_status_metrics_and_allocation_lookup(tmp_path: Path) -> None:
     """Ready only with every session up; status, metrics and allocations reflect a real block."""
     ports = Ports.free()
@@ -32,6 +41,8 @@ def test_health_ready_status_metrics_and_allocation_lookup(tmp_path: Path) -> No
         assert http_get(ports.http, "/healthz") == (200, {"status": "ok"})
         code, body = http_get(ports.http, "/readyz")
         assert code == 503 and body == {"ready": False, "sessions_not_logged_on": ["OMS1"]}
+        accepted_before = METRICS.allocations.labels(state="accepted")._value.get()
+        latency_before = _histogram_count(http_get(ports.http, "/metrics")[1])
         with oms_sim(tmp_path, ports) as oms:
             assert oms.engine.wait_logged_on(30)
             assert wait_for(lambda: http_get(ports.http, "/readyz")[0] == 200, 10)
@@ -57,8 +68,9 @@ def test_health_ready_status_metrics_and_allocation_lookup(tmp_path: Path) -> No
             assert alloc["decision"]["rulebook_version"] == status["rulebook_version"]
             code, text = http_get(ports.http, "/metrics")
             assert code == 200
-            assert 'fixalloc_allocations_total{state="accepted"} 1.0' in text
-            assert "fixalloc_last_fill_to_j_seconds_count 1.0" in text
+            expected = f'fixalloc_allocations_total{{state="accepted"}} {accepted_before + 1}'
+            assert expected in text
+            assert _histogram_count(text) == latency_before + 1
         code, body = http_get(ports.http, "/allocations/NOPE")
         assert code == 404 and body == {"detail": "no allocation 'NOPE'"}
         code, spec = http_get(ports.http, "/openapi.json")

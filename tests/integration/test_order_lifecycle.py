@@ -1,0 +1,73 @@
+"""Orders that end without a full fill, and OMS logon authentication."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from gateway.fix.sim.broker import FillPlan
+from gateway.fix.sim.common import wait_for
+from gateway.fix.sim.oms import BlotterOrder
+from tests.support.harness import Ports, broker_sim, gateway_in_process, oms_sim, write_config
+
+pytestmark = pytest.mark.fix
+
+ORDER = BlotterOrder(cl_ord_id="LC-1", book="SMA-CORE", symbol="AAPL", side="buy",
+                     qty=Decimal(100_000), price=Decimal("190.50"))
+
+
+def test_cancel_after_partial_fills_allocates_only_what_executed(tmp_path: Path) -> None:
+    """OMS cancel is routed; Canceled with CumQty > 0 allocates exactly CumQty."""
+    ports = Ports.free()
+    cfg = write_config(tmp_path, ports)
+    with broker_sim(tmp_path, ports, FillPlan(fills=20, interval_ms=100)) as broker, \
+            gateway_in_process(cfg, ports) as gw, oms_sim(tmp_path, ports) as oms:
+        assert oms.engine.wait_logged_on(30) and broker.engine.wait_logged_on(30)
+        oms.send_order(ORDER)
+        assert wait_for(lambda: broker.orders and
+                        next(iter(broker.orders.values())).fills_sent >= 3, 30)
+        oms.send_cancel(ORDER)
+        assert oms.wait(lambda: oms.allocation_for(ORDER.cl_ord_id) is not None, 30)
+        sim_order = next(iter(broker.orders.values()))
+        assert sim_order.status == "4" and Decimal(0) < sim_order.cum_qty < ORDER.qty
+        [j] = broker.allocations
+        assert j.quantity == sim_order.cum_qty
+        assert sum(Decimal(str(x["qty"])) for x in j.lines) == sim_order.cum_qty
+        # The J quotes the latest ClOrdID of the chain at the broker: the cancel's.
+        assert j.cl_ord_ids[0].endswith("~C1")
+        canceled = [e for seen in oms.executions.values() for e in seen if e.exec_type == "4"]
+        assert len(canceled) == 1 and canceled[0].cl_ord_id.startswith("LC-1-CXL")
+        assert wait_for(lambda: gw.node.db.load_allocations()[0]["status"] == "accepted", 10)
+
+
+def test_done_for_day_allocates_the_executed_part(tmp_path: Path) -> None:
+    """DoneForDay (150=3) after a partial execution is done: CumQty is allocated."""
+    ports = Ports.free()
+    cfg = write_config(tmp_path, ports)
+    plan = FillPlan(fills=4, interval_ms=20, done_for_day_at=Decimal("0.6"))
+    with broker_sim(tmp_path, ports, plan) as broker, gateway_in_process(cfg, ports) as gw, \
+            oms_sim(tmp_path, ports) as oms:
+        assert oms.engine.wait_logged_on(30) and broker.engine.wait_logged_on(30)
+        oms.send_order(ORDER)
+        assert oms.wait(lambda: oms.allocation_for(ORDER.cl_ord_id) is not None, 30)
+        j = oms.allocation_for(ORDER.cl_ord_id)
+        assert j.quantity == Decimal(60_000)
+        assert gw.node.db.load_orders()[0]["status"] == "done_for_day"
+
+
+def test_oms_logon_password_checked_and_never_stored(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wrong Password(554) is refused, the right one logs on; neither reaches the database."""
+    monkeypatch.setenv("FIXALLOC_TEST_OMS_PW", "s3cret-pw")
+    ports = Ports.free()
+    cfg = write_config(tmp_path, ports, oms_password_env="FIXALLOC_TEST_OMS_PW")
+    with gateway_in_process(cfg, ports) as gw:
+        with oms_sim(tmp_path / "bad", ports, password="wrong-pw") as bad:
+            assert not bad.engine.wait_logged_on(3)
+        with oms_sim(tmp_path / "good", ports, password="s3cret-pw") as good:
+            assert good.engine.wait_logged_on(30)
+        raws = " ".join(m["raw"] for m in gw.node.db.wire_messages())
+        assert "554=***" in raws
+        assert "s3cret-pw" not in raws and "wrong-pw" not in raws
