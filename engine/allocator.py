@@ -1,35 +1,32 @@
-"""allocate(): eligibility -> method -> rounding -> lot relief -> an explained decision."""
+"""allocate(): eligibility -> method -> rounding -> lot relief -> an explained decision.
+
+The per-account work runs in partitions of the account book (engine.partition), in-process
+or in pool workers; this module drives the rounds and assembles the decision.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
-from typing import Any
+from typing import Any, TypeVar
 
-from engine import canonical, eligibility
+from engine import canonical, eligibility, partition, table
+from engine.book import AccountBook, book_for
 from engine.decision import AllocationDecision
-from engine.eligibility import ChunkTask, DecisionContext, Verdict
+from engine.eligibility import DecisionContext
 from engine.errors import AllocationError
-from engine.executor import Executor, InProcessExecutor
+from engine.executor import Executor, InProcessExecutor, PartitionedExecutor
 from engine.invariants import check_decision
 from engine.lots import relieve
-from engine.methods import (
-    NOT_PARTICIPATING,
-    MethodInput,
-    Outcome,
-    integer_weights,
-    raw_weight,
-    run_flat,
-    run_tiered,
-)
+from engine.methods import NOT_PARTICIPATING, Outcome, run_flat, run_tiered
 from engine.model import (
-    Account,
     AccountResult,
-    AllocationLine,
     AllocationRequest,
     EligibilityReport,
+    LotRelief,
     OrderIntent,
     Reason,
     Security,
@@ -37,44 +34,52 @@ from engine.model import (
 )
 from engine.reasons import ReasonBook
 from engine.rulebook import DEFAULT_SCHEME, Rulebook, Scheme
-from engine.split import order_keys
 
-# Below this many accounts the pool is bypassed. Measured with `fixalloc bench engine` on a
-# 2-core machine, the pool never beat in-process up to 100,000 accounts (0.58x at 200,
-# 0.88x at 20,000, 0.93x at 100,000): eligibility is ~15% of a decision, the split and
-# result assembly are serial. So the pool is opt-in (min_accounts) until that changes.
+# Below this many accounts the pool is bypassed (see docs/engine.md for the measurements).
 PARALLEL_MIN_ACCOUNTS = 1_000_000
 _LOCAL = InProcessExecutor()
+_sessions = itertools.count(1)
+T = TypeVar("T")
+R = TypeVar("R")
 
 
-@dataclass(frozen=True, slots=True)
-class _Eligibility:
-    context: DecisionContext
-    verdicts: dict[str, Verdict]
+@dataclass(slots=True)
+class _Run:
+    """One decision's partitions."""
+
+    ex: PartitionedExecutor
+    sid: str
+    parts: int
+    ctx: DecisionContext
+    n_eligible: list[int]
+
+    def all(self, fn: Callable[[Any], R], *args: Any) -> list[R]:
+        """`fn((sid, *args))` in every partition."""
+        a = (self.sid, *args)
+        return self.ex.call_partitions(fn, [a] * self.parts)
+
+    def each(self, fn: Callable[[Any], R], args: Sequence[tuple[Any, ...]]) -> list[R]:
+        return self.ex.call_partitions(fn, [(self.sid, *a) for a in args])
 
 
-def _evaluate(rulebook: Rulebook, symbol: str, side: Side, price: Decimal,
-              *, securities: Mapping[str, Security], accounts: Sequence[Account],
-              executor: Executor | None) -> _Eligibility:
+def _open(rulebook: Rulebook, symbol: str, side: Side, price: Decimal, *,
+          securities: Mapping[str, Security], book: AccountBook,
+          executor: Executor | None) -> _Run:
     ctx = eligibility.build_context(rulebook, symbol, side, price, securities)
-    ex: Executor = executor or _LOCAL
-    if len(accounts) < getattr(ex, "min_accounts", PARALLEL_MIN_ACCOUNTS):
+    ex: Any = executor or _LOCAL
+    if (len(book.ids) < getattr(ex, "min_accounts", PARALLEL_MIN_ACCOUNTS)
+            or not hasattr(ex, "call_partitions")):
         ex = _LOCAL
     ex.prepare(rulebook)
+    ex.prepare_accounts(book.version, book.sorted)
     issuer_syms = eligibility.issuer_symbols(symbol, securities)
-    rows = [eligibility.account_row(a, symbol, price, issuer_syms) for a in accounts]
-    n_chunks = max(1, min(len(rows), 2 * int(getattr(ex, "workers", 1))))
-    size = -(-len(rows) // n_chunks) if rows else 1
-    tasks = [ChunkTask(ctx, tuple(rows[i:i + size])) for i in range(0, len(rows), size)]
-    verdicts: dict[str, Verdict] = {}
-    for part in ex.map_chunks(eligibility.evaluate_chunk, tasks):
-        for v in part:
-            verdicts[v[0]] = v
-    return _Eligibility(ctx, verdicts)
+    run = _Run(ex, f"s{next(_sessions)}", int(ex.partitions), ctx, [])
+    run.n_eligible = run.all(partition.evaluate, book.version, ctx, issuer_syms)
+    return run
 
 
-def _scheme_for(accounts: Sequence[Account], rulebook: Rulebook) -> Scheme:
-    names = sorted({a.scheme for a in accounts})
+def _scheme_for(book: AccountBook, rulebook: Rulebook) -> Scheme:
+    names = book.schemes
     if len(names) > 1:
         raise AllocationError(
             f"accounts in one block must share one allocation scheme, got {', '.join(names)}"
@@ -84,14 +89,14 @@ def _scheme_for(accounts: Sequence[Account], rulebook: Rulebook) -> Scheme:
     if names[0] in rulebook.schemes:
         return rulebook.schemes[names[0]]
     books = rulebook.content.get("books", {})
-    for a in accounts[:1]:
-        book_scheme = books.get(a.book, {}).get("scheme")
+    if book.first is not None:
+        book_scheme = books.get(book.first.book, {}).get("scheme")
         if book_scheme:
             return rulebook.schemes[book_scheme]
     return rulebook.schemes.get("default", DEFAULT_SCHEME)
 
 
-def _validate(req: AllocationRequest) -> int:
+def _validate(req: AllocationRequest, book: AccountBook) -> int:
     if req.executed_qty < 0 or req.executed_qty != req.executed_qty.to_integral_value():
         raise AllocationError(f"executed_qty must be a whole number of shares, was "
                               f"{req.executed_qty}")
@@ -99,11 +104,11 @@ def _validate(req: AllocationRequest) -> int:
         raise AllocationError(f"avg_px must be positive, was {req.avg_px}")
     if req.symbol not in req.securities:
         raise AllocationError(f"unknown security {req.symbol!r}")
-    ids = [a.account_id for a in req.accounts]
-    if len(set(ids)) != len(ids):
+    if book.duplicates:
         raise AllocationError("duplicate account ids in the request")
     if req.preallocations is not None:
-        unknown = sorted(set(req.preallocations) - set(ids))
+        index = book.index
+        unknown = sorted(k for k in set(req.preallocations) if k not in index)
         if unknown:
             raise AllocationError(f"pre-allocation names unknown accounts: {', '.join(unknown)}")
         if not (req.preallocation_reason or "").strip():
@@ -113,6 +118,10 @@ def _validate(req: AllocationRequest) -> int:
 
 def inputs_hash(req: AllocationRequest) -> str:
     """sha256 over every input that can change the decision (not the decision time)."""
+    return _inputs_hash(req, book_for(req.accounts))
+
+
+def _inputs_hash(req: AllocationRequest, book: AccountBook) -> str:
     h = hashlib.sha256()
     head = {
         "block_id": req.block_id, "symbol": req.symbol, "side": req.side.value,
@@ -125,16 +134,9 @@ def inputs_hash(req: AllocationRequest) -> str:
                            v.related_to, v.price] for s, v in sorted(req.securities.items())},
     }
     h.update(canonical.dumps(head).encode())
-    # Accounts are hashed in id order so that permuting the input gives the same hash;
-    # a flat string per account is several times cheaper than canonical JSON.
-    for a in sorted(req.accounts, key=lambda x: x.account_id):
-        lots = "" if not a.lots else repr(sorted(
-            (s, [(t.lot_id, str(t.quantity), str(t.cost_per_share), t.acquired.isoformat())
-                 for t in ls]) for s, ls in a.lots.items()))
-        pos = "" if not a.positions else repr(sorted((s, str(q)) for s, q in a.positions.items()))
-        h.update(repr((a.account_id, a.book, a.status, str(a.nav), str(a.cash), a.tier,
-                       str(a.intended_qty), str(a.target_weight), a.custodian, a.prime_broker,
-                       a.strategy, a.vehicle, a.scheme, pos, lots)).encode())
+    # Accounts are hashed in id order so that permuting the input gives the same hash; a
+    # flat string per account, built once per account book (engine.book).
+    h.update(book.hash_bytes())
     return h.hexdigest()
 
 
@@ -146,125 +148,233 @@ def allocate(request: AllocationRequest, rulebook: Rulebook,
         return _allocate(request, rulebook, executor)
 
 
+# -- the split, distributed over partitions (same rules and results as engine.split) -----
+
+
+@dataclass(slots=True)
+class _Split:
+    allocated: int = 0
+    odd_lot: int | None = None    # global index of the account that took the odd lot
+    participants: bool = False    # anyone left with a positive weight at the end
+
+
+def _split_all(run: _Run, book: AccountBook, total: int, lot: int, method: str, shift: int,
+               n_rank: int) -> _Split:
+    """Split, drop accounts below their minimum, re-split until stable."""
+    out = _Split()
+    drops: list[list[int]] = [[] for _ in range(run.parts)]
+    while True:
+        begun = run.each(partition.begin, [(shift, d) for d in drops])
+        wsum = sum(b[0] for b in begun)
+        if sum(b[1] for b in begun) == 0:
+            out.allocated, out.odd_lot, out.participants = 0, None, False
+            return out
+        out.participants = True
+        if total <= 0:
+            # Nothing to split: nobody is assigned a quantity or checked against a minimum.
+            out.allocated, out.odd_lot = 0, None
+            return out
+        odd_target: tuple[int, int, int] | None = None  # partition, participant, global
+        odd = 0
+        flat = None if method == "tiered" else _flat(run, total, lot, wsum,
+                                                     [b[2] for b in begun], n_rank)
+        if flat is None:
+            odd_lot = _serial(run, book, total, lot, method)
+        else:
+            odd, odd_target = flat
+            odd_lot = odd_target[2] if odd_target is not None else None
+        checked = run.each(partition.check, [
+            (odd_target[1] if odd_target is not None and odd_target[0] == k else None, odd)
+            for k in range(run.parts)])
+        out.allocated = sum(c[0] for c in checked)
+        out.odd_lot = odd_lot
+        if not any(c[1] for c in checked):
+            return out
+        # Drop every account under its minimum at once and re-run over the rest.
+        drops = [c[1] for c in checked]
+
+
+def _flat(run: _Run, total: int, lot: int, wsum: int,
+          pages: list[list[tuple[int, int, int, int, int]]], n_rank: int
+          ) -> tuple[int, tuple[int, int, int] | None] | None:
+    """A flat split (engine.split.split) over the partitions; None if it needs the serial path.
+
+    Returns the odd lot and who takes it (partition, participant, global index).
+    """
+    parts = run.parts
+    remaining = total
+    clipped: list[list[int]] = [[] for _ in range(parts)]
+    # Water-filling. The set of clipped accounts does not depend on the order they are
+    # clipped in (each clip only raises everyone else's share), so walk the capped accounts
+    # of all partitions in cap-per-weight order, a group of equal keys at a time, and stop
+    # at the first group where someone fits.
+    pos = [0] * parts
+    more = [len(p) == partition.PAGE for p in pages]
+
+    def fetch(k: int) -> None:
+        count = max(partition.PAGE, len(pages[k]))
+        got = run.each(partition.page, [(len(pages[i]), count if i == k else 0)
+                                        for i in range(parts)])[k]
+        pages[k].extend(got)
+        more[k] = len(got) == count
+
+    while True:
+        for k in range(parts):
+            if pos[k] >= len(pages[k]) and more[k]:
+                fetch(k)
+        heads = [pages[k][pos[k]][0] for k in range(parts) if pos[k] < len(pages[k])]
+        if not heads:
+            break
+        gkey = min(heads)
+        group: list[tuple[int, tuple[int, int, int, int, int]]] = []
+        for k in range(parts):
+            while True:
+                page_k = pages[k]
+                while pos[k] < len(page_k) and page_k[pos[k]][0] == gkey:
+                    group.append((k, page_k[pos[k]]))
+                    pos[k] += 1
+                if pos[k] >= len(page_k) and more[k]:
+                    fetch(k)
+                    continue
+                break
+        done = [False] * len(group)
+        changed = True
+        while changed:
+            changed = False
+            for x, (k, (_key, w, got, cap, j)) in enumerate(group):
+                if not done[x] and remaining * w > cap * wsum:
+                    done[x] = True
+                    remaining -= got
+                    wsum -= w
+                    clipped[k].append(j)
+                    changed = True
+        if not all(done):
+            break
+    floors = run.each(partition.floor, [(remaining, wsum, clipped[k], n_rank)
+                                        for k in range(parts)])
+    given = sum(f[0] for f in floors)
+    if sum(f[1] for f in floors) == 0:
+        # Everyone is at a cap: only the odd part can go, to the first account in tie-break
+        # order with room for it; whole lots stay unallocated.
+        odd = remaining % lot
+        return odd, _odd_clipped(run, odd) if odd else None
+    lots, odd = divmod(remaining - given, lot)
+    if lots > sum(f[2] for f in floors):
+        return None  # some lots need a second pass; rare, done serially
+    threshold = None
+    if lots:
+        keys = sorted(itertools.chain.from_iterable(run.all(partition.top, lots)))
+        threshold = keys[lots - 1]
+    if threshold is None and not odd:
+        return 0, None
+    best = run.all(partition.extra, threshold, odd, remaining, wsum)
+    if not odd:
+        return 0, None
+    cands = [(b[0], b[1], k, b[2], b[3]) for k, b in enumerate(best) if b is not None]
+    if cands:
+        _neg, _rank, k, j, g = min(cands)
+        return odd, (k, j, g)
+    return odd, _odd_clipped(run, odd)
+
+
+def _odd_clipped(run: _Run, odd: int) -> tuple[int, int, int] | None:
+    found = [(r[0], k, r[1], r[2]) for k, r in enumerate(run.all(partition.odd_clipped, odd))
+             if r is not None]
+    if not found:
+        return None
+    _rank, k, j, g = min(found)
+    return k, j, g
+
+
+def _serial(run: _Run, book: AccountBook, total: int, lot: int, method: str) -> int | None:
+    """Gather the participants and split them here (tiered sequencing, rare flat cases)."""
+    gathered = run.all(partition.gather)
+    ids = book.ids
+    weights: dict[str, int] = {}
+    caps: dict[str, int | None] = {}
+    rank: dict[str, int] = {}
+    for part in gathered:
+        for g, w, cap, r in part:
+            aid = ids[g]
+            weights[aid] = w
+            caps[aid] = cap
+            rank[aid] = r
+    if method == "tiered":
+        members = [book.sorted[g] for part in gathered for g, *_ in part]
+        outcome = run_tiered(total, lot, members, weights, caps=caps, rank=rank)
+    else:
+        outcome = run_flat(total, lot, weights, caps, rank)
+    args = []
+    for part in gathered:
+        alloc = []
+        flags = bytearray(len(part))
+        for j, (g, *_rest) in enumerate(part):
+            aid = ids[g]
+            q = outcome.alloc.get(aid)
+            alloc.append(q or 0)
+            f = 0 if q is None else partition.IN_ALLOC
+            if aid in outcome.clipped:
+                f |= partition.CLIPPED
+            if aid in outcome.extra_lot:
+                f |= partition.EXTRA_LOT
+            if outcome.odd_lot == aid:
+                f |= partition.ODD_LOT
+            flags[j] = f
+        args.append((alloc, bytes(flags)))
+    run.each(partition.assign, args)
+    return book.index[outcome.odd_lot] if outcome.odd_lot is not None else None
+
+
+# -- the decision -------------------------------------------------------------------------
+
+
 def _allocate(req: AllocationRequest, rulebook: Rulebook,
               executor: Executor | None) -> AllocationDecision:
-    total = _validate(req)
+    book = book_for(req.accounts)
+    total = _validate(req, book)
     lot = req.securities[req.symbol].lot_size
     price = req.avg_px
-    scheme = _scheme_for(req.accounts, rulebook)
+    scheme = _scheme_for(book, rulebook)
     methods = [req.method or ("manual" if req.preallocations else scheme.method)]
     methods += [m for m in scheme.fallback if m not in methods]
-    evaluated = _evaluate(rulebook, req.symbol, req.side, price, securities=req.securities,
-                          accounts=req.accounts, executor=executor)
-    rb = ReasonBook(rulebook, evaluated.context, req.symbol)
-
-    results: dict[str, AccountResult] = {}
-    eligible: list[Account] = []
-    caps: dict[str, int | None] = {}
-    cap_key: dict[str, int | str] = {}
-    minimum: dict[str, tuple[int, Decimal, int]] = {}
-    for a in req.accounts:
-        _, excl, cap_list, mini = evaluated.verdicts[a.account_id]
-        if excl:
-            results[a.account_id] = AccountResult(a.account_id, "excluded", Decimal(0),
-                                                  tuple(rb.exclusion(k, a) for k in excl))
-            continue
-        cap: int | None = None
-        for key, shares in cap_list:
-            if cap is None or shares < cap:
-                cap, cap_key[a.account_id] = shares, key
-        if cap is not None and cap <= 0:
-            results[a.account_id] = AccountResult(
-                a.account_id, "excluded", Decimal(0), (rb.cap(cap_key[a.account_id], a, 0),))
-            continue
-        caps[a.account_id] = cap
-        if mini is not None:
-            minimum[a.account_id] = mini
-        eligible.append(a)
-
-    m_in = MethodInput(req.side, price, req.symbol, req.preallocations or {})
-    method, weights, outcome = "", {}, Outcome(leftover=total)
+    run = _open(rulebook, req.symbol, req.side, price, securities=req.securities, book=book,
+                executor=executor)
+    rb = ReasonBook(rulebook, run.ctx, req.symbol)
+    n_elig = sum(run.n_eligible)
+    bases = [sum(run.n_eligible[:k]) for k in range(run.parts)]
+    rotation = req.rotation_offset if scheme.tie_break == "rotation" else None
+    prealloc = req.preallocations or {}
+    method = ""
     tried: list[str] = []
-    rank = order_keys([a.account_id for a in eligible],
-                      req.rotation_offset if scheme.tie_break == "rotation" else None)
-    dropped: dict[str, int] = {}
+    split = _Split()
     for candidate in methods:
         base = scheme.sub_method if candidate == "tiered" else candidate
-        weights = integer_weights({a.account_id: raw_weight(base, a, m_in) for a in eligible})
-        if not weights:
+        weighed = run.each(partition.weigh, [(base, prealloc, bases[k], n_elig, rotation)
+                                             for k in range(run.parts)])
+        if not sum(w[0] for w in weighed):
             tried.append(candidate)
             continue
         method = candidate
-        while True:
-            if method == "tiered":
-                outcome = run_tiered(total, lot, eligible, weights, caps=caps, rank=rank)
-            else:
-                outcome = run_flat(total, lot, weights, caps, rank)
-            below = {a: q for a, q in outcome.alloc.items()
-                     if a in minimum and (q < minimum[a][0] or q * price < minimum[a][1])}
-            if not below:
-                break
-            # Drop every account under its minimum at once and re-run over the rest.
-            dropped.update(below)
-            weights = {a: w for a, w in weights.items() if a not in below}
-            if not weights:
-                outcome = Outcome(leftover=total)
-                break
+        emin = min(w[1] for w in weighed if w[1] is not None)
+        split = _split_all(run, book, total, lot, method, -emin if emin < 0 else 0, n_elig)
         break
-
-    for a in eligible:
-        aid = a.account_id
-        if aid in dropped:
-            results[aid] = AccountResult(aid, "dropped", Decimal(0),
-                                         (rb.minimum(minimum[aid], dropped[aid]),))
-        elif aid not in outcome.weights:
-            why = NOT_PARTICIPATING.get(scheme.sub_method if method == "tiered" else method, "")
-            results[aid] = AccountResult(aid, "not_participating", Decimal(0),
-                                         (rb.not_participating(method or methods[0], why),))
-    lines: list[AllocationLine] = []
-    wash = scheme.avoid_wash_sales
-    for a in eligible:
-        aid = a.account_id
-        if aid in results:
-            continue
-        q = outcome.alloc.get(aid, 0)
-        note = rb.rounding_note(aid, outcome, lot)
-        if aid in outcome.clipped:
-            reasons: tuple[Reason, ...] = (rb.cap(cap_key[aid], a, caps[aid] or 0),)
-            status = "capped"
-        elif q == 0:
-            results[aid] = AccountResult(aid, "dropped", Decimal(0), (rb.zero(method, lot),), note)
-            continue
-        else:
-            reasons, status = (rb.allocated(scheme, method),), "allocated"
-        qty = Decimal(q)
-        results[aid] = AccountResult(aid, status, qty, reasons, note)
-        if q > 0:
-            reliefs: tuple[Any, ...] = ()
-            lots_held = a.lots.get(req.symbol) if req.side is Side.SELL else None
-            if lots_held:
-                reliefs, lot_note = relieve(lots_held, qty, price, req.trade_date,
-                                            method=scheme.lot_relief, avoid_wash_sales=wash,
-                                            wash_days=scheme.wash_sale_days)
-                results[aid] = AccountResult(aid, status, qty, reasons,
-                                             f"{note}; {lot_note}" if note else lot_note)
-            lines.append(AllocationLine(aid, qty, price, reliefs))
-    lines.sort(key=lambda x: x.account_id)
-    allocated = sum(outcome.alloc.values()) if method else 0
+    cols = _columns(run, book, req, rb, scheme, method, methods, lot)
+    allocated = split.allocated if method else 0
     unallocated = total - allocated
+    dropped = sorted(cols.dropped)
     params: dict[str, Any] = {
         **scheme.params(),
         "method": method or None,
         "methods_tried_without_participants": tried,
         "price_basis": "block average price",
         "lot_size": lot,
-        "rotation_offset": req.rotation_offset if scheme.tie_break == "rotation" else None,
-        "odd_lot_account": outcome.odd_lot,
-        "min_allocation_rerun_dropped": sorted(dropped),
+        "rotation_offset": rotation,
+        "odd_lot_account": book.ids[split.odd_lot] if split.odd_lot is not None else None,
+        "min_allocation_rerun_dropped": [book.ids[g] for g in dropped],
     }
     if req.preallocation_reason:
         params["preallocation_reason"] = req.preallocation_reason
-    ih = inputs_hash(req)
+    ih = _inputs_hash(req, book)
     decision = AllocationDecision(
         decision_id=canonical.sha256_hex(f"{ih}:{rulebook.version}"),
         block_id=req.block_id, symbol=req.symbol, side=req.side, trade_date=req.trade_date,
@@ -272,15 +382,81 @@ def _allocate(req: AllocationRequest, rulebook: Rulebook,
         rulebook_version=rulebook.version, inputs_hash=ih,
         executed_qty=Decimal(total), allocated_qty=Decimal(allocated),
         unallocated_qty=Decimal(unallocated),
-        unallocated_reason=rb.unallocated(unallocated, eligible, methods, dropped, outcome),
-        avg_px=price, lot_size=lot, lines=tuple(lines),
-        results=tuple(results[k] for k in sorted(results)),
+        unallocated_reason=rb.unallocated(unallocated, n_elig > 0, methods, bool(dropped),
+                                          split.participants),
+        avg_px=price, lot_size=lot, lines=table.lines_table(cols, price),
+        results=table.results_table(cols),
     )
     check_decision(decision)
     return decision
 
 
-def evaluate_eligibility(order: OrderIntent, accounts: Sequence[Account],
+def _columns(run: _Run, book: AccountBook, req: AllocationRequest, rb: ReasonBook,
+             scheme: Scheme, method: str, methods: Sequence[str], lot: int
+             ) -> table.DecisionColumns:
+    finished = run.all(partition.finish)
+    status = b"".join(f[1] for f in finished)
+    qty: list[int] = list(itertools.chain.from_iterable(f[2] for f in finished))
+    flags = b"".join(f[3] for f in finished)
+    excluded: dict[int, tuple[int | str, ...]] = {}
+    cap_excluded: dict[int, int | str] = {}
+    capped: dict[int, tuple[int | str, int]] = {}
+    dropped: dict[int, tuple[int, tuple[int, Decimal, int]]] = {}
+    for f in finished:
+        excluded.update(f[4])
+        cap_excluded.update(f[5])
+        capped.update(f[6])
+        dropped.update(f[7])
+    line_index = [i for i, q in enumerate(qty) if q]
+    accounts = book.sorted
+    reliefs: dict[int, tuple[tuple[LotRelief, ...], str]] = {}
+    if req.side is Side.SELL:
+        for i in line_index:
+            held = accounts[i].lots.get(req.symbol)
+            if held:
+                reliefs[i] = relieve(held, Decimal(qty[i]), req.avg_px, req.trade_date,
+                                     method=scheme.lot_relief,
+                                     avoid_wash_sales=scheme.avoid_wash_sales,
+                                     wash_days=scheme.wash_sale_days)
+    why = NOT_PARTICIPATING.get(scheme.sub_method if method == "tiered" else method, "")
+    shared: dict[int, tuple[Reason, ...]] = {}
+
+    def reason(code: int, i: int) -> tuple[Reason, ...]:
+        if code in (partition.ALLOCATED, partition.NOT_PARTICIPATING, partition.ZERO):
+            r = shared.get(code)
+            if r is None:
+                if code == partition.ALLOCATED:
+                    r = (rb.allocated(scheme, method),)
+                elif code == partition.ZERO:
+                    r = (rb.zero(method, lot),)
+                else:
+                    r = (rb.not_participating(method or methods[0], why),)
+                shared[code] = r
+            return r
+        a = accounts[i]
+        if code == partition.EXCLUDED:
+            return tuple(rb.exclusion(k, a) for k in excluded[i])
+        if code == partition.CAP_EXCLUDED:
+            return (rb.cap(cap_excluded[i], a, 0),)
+        if code == partition.CAPPED:
+            key, cap = capped[i]
+            return (rb.cap(key, a, cap or 0),)
+        if code == partition.DROPPED_MIN:
+            got, mini = dropped[i]
+            return (rb.minimum(mini, got),)
+        raise AssertionError(f"unknown status code {code}")
+
+    def note(f: int) -> str:
+        return rb.note(bool(f & partition.CLIPPED), bool(f & partition.EXTRA_LOT),
+                       bool(f & partition.ODD_LOT))
+
+    return table.DecisionColumns(
+        accounts=accounts, status=status, qty=qty, flags=flags, line_index=line_index,
+        excluded=excluded, cap_excluded=cap_excluded, capped=capped, dropped=dropped,
+        reliefs=reliefs, reason=reason, note=note)
+
+
+def evaluate_eligibility(order: OrderIntent, accounts: Sequence[Any],
                          securities: Mapping[str, Security], rulebook: Rulebook,
                          executor: Executor | None = None) -> EligibilityReport:
     """Pre-trade compliance: the same restrictions as allocate(), for an order intent."""
@@ -288,7 +464,7 @@ def evaluate_eligibility(order: OrderIntent, accounts: Sequence[Account],
         return _evaluate_eligibility(order, accounts, securities, rulebook, executor)
 
 
-def _evaluate_eligibility(order: OrderIntent, accounts: Sequence[Account],
+def _evaluate_eligibility(order: OrderIntent, accounts: Sequence[Any],
                           securities: Mapping[str, Security], rulebook: Rulebook,
                           executor: Executor | None) -> EligibilityReport:
     if order.symbol not in securities:
@@ -297,25 +473,34 @@ def _evaluate_eligibility(order: OrderIntent, accounts: Sequence[Account],
     if price is None or price <= 0:
         raise AllocationError(f"no price for {order.symbol}: give a limit price or a "
                               "reference price in the security master")
-    ev = _evaluate(rulebook, order.symbol, order.side, price, securities=securities,
-                   accounts=accounts, executor=executor)
-    rb = ReasonBook(rulebook, ev.context, order.symbol)
-    eligible: list[str] = []
-    excluded: list[AccountResult] = []
+    book = book_for(accounts)
+    run = _open(rulebook, order.symbol, order.side, price, securities=securities, book=book,
+                executor=executor)
+    rb = ReasonBook(rulebook, run.ctx, order.symbol)
+    excluded: dict[int, tuple[int | str, ...]] = {}
+    cap_excluded: dict[int, int | str] = {}
+    eligible: list[int] = []
     caps: dict[str, Decimal] = {}
-    for a in sorted(accounts, key=lambda x: x.account_id):
-        _, excl, cap_list, _m = ev.verdicts[a.account_id]
-        cap = min((s for _k, s in cap_list), default=None)
-        if excl:
-            excluded.append(AccountResult(a.account_id, "excluded", Decimal(0),
-                                          tuple(rb.exclusion(k, a) for k in excl)))
-        elif cap is not None and cap <= 0:
-            key = next(k for k, s in cap_list if s == cap)
-            excluded.append(AccountResult(a.account_id, "excluded", Decimal(0),
-                                          (rb.cap(key, a, 0),)))
-        else:
-            eligible.append(a.account_id)
+    ids, sorted_accounts = book.ids, book.sorted
+    for excl, capzero, el, el_caps in run.all(partition.report):
+        excluded.update(excl)
+        cap_excluded.update(capzero)
+        eligible.extend(el)
+        for g, cap in zip(el, el_caps, strict=True):
             if cap is not None:
-                caps[a.account_id] = Decimal(cap)
-    return EligibilityReport(order.block_id, tuple(eligible), tuple(excluded), rulebook.version,
-                             caps)
+                caps[ids[g]] = Decimal(cap)
+    out: list[AccountResult] = []
+    for g in sorted(itertools.chain(excluded, cap_excluded)):
+        a = sorted_accounts[g]
+        if g in excluded:
+            out.append(AccountResult(a.account_id, "excluded", Decimal(0),
+                                     tuple(rb.exclusion(k, a) for k in excluded[g])))
+        else:
+            out.append(AccountResult(a.account_id, "excluded", Decimal(0),
+                                     (rb.cap(cap_excluded[g], a, 0),)))
+    return EligibilityReport(order.block_id, tuple(ids[g] for g in eligible), tuple(out),
+                             rulebook.version, caps)
+
+
+__all__ = ["PARALLEL_MIN_ACCOUNTS", "Outcome", "allocate", "evaluate_eligibility",
+           "inputs_hash"]

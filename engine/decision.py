@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from engine import canonical
+from engine import canonical, table
 from engine.model import AccountResult, AllocationLine, Side
 
 
@@ -30,10 +30,18 @@ class AllocationDecision:
     unallocated_reason: str
     avg_px: Decimal
     lot_size: int
-    lines: tuple[AllocationLine, ...]
-    results: tuple[AccountResult, ...]
+    # Tuples, or engine.table.LazyTuple (built on first read) for decisions from allocate().
+    lines: Sequence[AllocationLine]
+    results: Sequence[AccountResult]
 
     def to_json(self) -> dict[str, Any]:
+        return self.to_json_head() | {
+            "lines": [line.to_json() for line in self.lines],
+            "results": [r.to_json() for r in self.results],
+        }
+
+    def to_json_head(self) -> dict[str, Any]:
+        """Everything but the per-account lines and results."""
         return {
             "decision_id": self.decision_id,
             "block_id": self.block_id,
@@ -51,10 +59,18 @@ class AllocationDecision:
             "unallocated_reason": self.unallocated_reason,
             "avg_px": self.avg_px,
             "lot_size": self.lot_size,
-            "lines": [line.to_json() for line in self.lines],
-            "results": [r.to_json() for r in self.results],
         }
 
     def to_canonical_json(self) -> str:
         """Sorted keys, Decimals as strings: byte-identical for the same inputs and rulebook."""
-        return canonical.dumps(self.to_json())
+        out = self.to_json_head()
+        lines, results = self.lines, self.results
+        if isinstance(lines, table.LazyTuple) and lines.columns is not None:
+            out["lines"] = table.lines_json(lines.columns, format(self.avg_px, "f"))
+        else:
+            out["lines"] = [line.to_json() for line in lines]
+        if isinstance(results, table.LazyTuple) and results.columns is not None:
+            out["results"] = table.results_json(results.columns)
+        else:
+            out["results"] = [r.to_json() for r in results]
+        return canonical.dumps(out)

@@ -302,25 +302,37 @@ def evaluate_chunk(task: ChunkTask) -> list[Verdict]:
         return _evaluate_chunk(task)
 
 
+def compiled(version: str) -> tuple[Rulebook, dict[int, Any], dict[int, tuple[str, ...] | None]]:
+    """The installed rulebook `version` with its compiled custom rules and memo keys."""
+    entry = _COMPILED.get(version)
+    if entry is None:
+        raise AllocationError(f"rulebook {version[:12]} is not installed in this process")
+    return entry
+
+
+def trade_key(ctx: DecisionContext) -> tuple[Any, ...]:
+    """The trade facts a custom rule may read, as a hashable key for its cached results."""
+    return (ctx.rulebook_version, *sorted(
+        (k, tuple(v) if isinstance(v, list) else v) for k, v in ctx.cel_security.items()),
+        *sorted(ctx.cel_order.items()))
+
+
+def reset_cel_cache_if_full() -> None:
+    if len(_CEL_RESULTS) > _CEL_RESULTS_MAX:
+        _CEL_RESULTS.clear()
+
+
 def _evaluate_chunk(task: ChunkTask) -> list[Verdict]:
     ctx = task.context
-    entry = _COMPILED.get(ctx.rulebook_version)
-    if entry is None:
-        raise AllocationError(
-            f"rulebook {ctx.rulebook_version[:12]} is not installed in this process"
-        )
-    rulebook, programs, memo_keys = entry
+    rulebook, programs, memo_keys = compiled(ctx.rulebook_version)
     account_rules = rulebook.account_rules
     is_buy = ctx.side is Side.BUY
     is_sell = ctx.side is Side.SELL
     price = ctx.price
     plans: dict[tuple[str, str | None], _Plan] = {}
     cel_by_attrs: dict[tuple[Any, ...], list[int | str]] = {}
-    trade_key = (ctx.rulebook_version, *sorted(
-        (k, tuple(v) if isinstance(v, list) else v) for k, v in ctx.cel_security.items()),
-        *sorted(ctx.cel_order.items()))
-    if len(_CEL_RESULTS) > _CEL_RESULTS_MAX:
-        _CEL_RESULTS.clear()
+    tkey = trade_key(ctx)
+    reset_cel_cache_if_full()
     out: list[Verdict] = []
     for row in task.rows:
         acct_id, book, status, nav, cash, pos, exposure, _attrs = row
@@ -337,11 +349,11 @@ def _evaluate_chunk(task: ChunkTask) -> list[Verdict]:
             ckey = (scope, status, _attrs)
             hits = cel_by_attrs.get(ckey)
             if hits is None:
-                hits = cel_by_attrs[ckey] = _cel_hits(plan, row, trade_key, programs, memo_keys,
+                hits = cel_by_attrs[ckey] = _cel_hits(plan, row, tkey, programs, memo_keys,
                                                       ctx=ctx)
             excl.extend(hits)
         elif plan.cel:
-            excl.extend(_cel_hits(plan, row, trade_key, programs, memo_keys, ctx=ctx))
+            excl.extend(_cel_hits(plan, row, tkey, programs, memo_keys, ctx=ctx))
         caps: list[tuple[int | str, int]] = []
         if plan.cap is not None:
             caps.append((plan.cap[1], _shares(plan.cap[0] * nav / 100 - exposure, price)))
@@ -368,6 +380,10 @@ def _cel_hits(plan: _Plan, row: Row, trade_key: tuple[Any, ...], programs: dict[
         if hit is not False:
             hits.append(i if hit is True else f"CEL_ERROR:{i}:{hit}")
     return hits
+
+
+plan_for = _plan
+cel_hits = _cel_hits
 
 
 def _shares(money: Decimal, price: Decimal) -> int:

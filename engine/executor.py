@@ -1,11 +1,12 @@
-"""The executor port: how chunks of accounts are evaluated (here, or in pool workers)."""
+"""The executor port: where the per-account work of a decision runs (here, or in workers)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
-from engine import eligibility
+from engine import eligibility, partition
+from engine.model import Account
 from engine.rulebook import Rulebook
 
 T = TypeVar("T")
@@ -21,11 +22,56 @@ class Executor(Protocol):
         ...
 
 
+class PartitionedExecutor(Executor, Protocol):
+    """An executor with a fixed set of partitions that keep state between calls.
+
+    `allocate` and `evaluate_eligibility` use an executor through this interface; one that
+    only has `prepare` and `map_chunks` is run in-process instead.
+    """
+
+    @property
+    def partitions(self) -> int:
+        """How many partitions an account book is cut into (one per worker)."""
+        ...
+
+    def prepare_accounts(self, version: str, accounts: Sequence[Account]) -> None:
+        """Hold `accounts` (a book in account-id order) under `version`.
+
+        Partition i gets `accounts[i * n // p:(i + 1) * n // p]` through
+        `engine.partition.install_accounts`. A version already held is not sent again.
+        """
+
+    def call_partitions(self, fn: Callable[[T], R], args: Sequence[T]) -> list[R]:
+        """Run `fn(args[i])` in partition i, concurrently; results in partition order.
+
+        Module state a call leaves behind in partition i is seen by the next call there.
+        """
+        ...
+
+
+def account_slices(version: str, accounts: Sequence[Account], parts: int
+                   ) -> list[tuple[str, int, tuple[Account, ...]]]:
+    """The `install_accounts` argument for every partition."""
+    n = len(accounts)
+    bounds = [k * n // parts for k in range(parts + 1)]
+    return [(version, bounds[k], tuple(accounts[bounds[k]:bounds[k + 1]]))
+            for k in range(parts)]
+
+
 class InProcessExecutor:
-    """Runs chunks serially in the calling process; the default and the reference."""
+    """Runs everything serially in the calling process (one partition); the reference."""
+
+    partitions = 1
 
     def prepare(self, rulebook: Rulebook) -> None:
         eligibility.install(rulebook)
 
+    def prepare_accounts(self, version: str, accounts: Sequence[Account]) -> None:
+        if version not in partition.installed_books():
+            partition.install_accounts((version, 0, tuple(accounts)))
+
     def map_chunks(self, fn: Callable[[T], R], chunks: Sequence[T]) -> list[R]:
         return [fn(c) for c in chunks]
+
+    def call_partitions(self, fn: Callable[[T], R], args: Sequence[T]) -> list[R]:
+        return [fn(a) for a in args]

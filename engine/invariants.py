@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from itertools import pairwise
 
+from engine import partition, table
 from engine.decision import AllocationDecision
 from engine.errors import InvariantViolation
 
 
 def check_decision(decision: AllocationDecision) -> None:
     """Raise InvariantViolation unless the decision is internally consistent."""
+    lines, rows = decision.lines, decision.results
+    if (isinstance(lines, table.LazyTuple) and isinstance(rows, table.LazyTuple)
+            and lines.columns is not None and lines.columns is rows.columns):
+        _check_columns(decision, lines.columns)
+        return
     total = sum((line.qty for line in decision.lines), Decimal(0))
     if total != decision.allocated_qty:
         raise InvariantViolation(
@@ -59,3 +66,46 @@ def check_decision(decision: AllocationDecision) -> None:
             raise InvariantViolation(f"allocated account {r.account_id} has no line")
     if [line.account_id for line in decision.lines] != sorted(seen):
         raise InvariantViolation("lines are not sorted by account id")
+
+
+def _check_columns(decision: AllocationDecision, cols: table.DecisionColumns) -> None:
+    """The same checks, on the columns the lines and results are built from."""
+    if decision.allocated_qty != decision.executed_qty - decision.unallocated_qty:
+        raise InvariantViolation(
+            f"allocated_qty {decision.allocated_qty} != executed_qty {decision.executed_qty}"
+            f" - unallocated_qty {decision.unallocated_qty}"
+        )
+    if decision.unallocated_qty < 0:
+        raise InvariantViolation(f"negative unallocated_qty {decision.unallocated_qty}")
+    if decision.unallocated_qty > 0 and not decision.unallocated_reason:
+        raise InvariantViolation("unallocated shares without a reason")
+    accounts, status, qty, index = cols.accounts, cols.status, cols.qty, cols.line_index
+    n = len(accounts)
+    if len(status) != n or len(qty) != n or len(cols.flags) != n:
+        raise InvariantViolation("result columns do not cover every account")
+    ids = [a.account_id for a in accounts]
+    if any(a >= b for a, b in pairwise(ids)):
+        raise InvariantViolation("duplicate account in results")
+    if n and min(qty) < 0:
+        raise InvariantViolation("negative quantity in results")
+    line_qty = [qty[i] for i in index]
+    if sum(line_qty) != decision.allocated_qty:
+        raise InvariantViolation(
+            f"sum of lines {sum(line_qty)} != allocated_qty {decision.allocated_qty}")
+    if line_qty and min(line_qty) <= 0:
+        raise InvariantViolation("non-positive line")
+    if any(a >= b for a, b in pairwise(index)):
+        raise InvariantViolation("lines are not sorted by account id")
+    allocated = (partition.ALLOCATED, partition.CAPPED)
+    if any(status[i] not in allocated for i in index):
+        raise InvariantViolation("line for an account which is not allocated")
+    # Every quantity outside the lines is zero, so no other account holds shares.
+    if sum(qty) != sum(line_qty):
+        raise InvariantViolation("an account without a line has a quantity")
+    lot = decision.lot_size
+    if sum(1 for q in line_qty if q % lot) > 1:
+        raise InvariantViolation("more than one line is not a multiple of the lot size")
+    for i, (reliefs, _note) in cols.reliefs.items():
+        relieved = sum((r.quantity for r in reliefs), Decimal(0))
+        if relieved > qty[i] or any(r.quantity <= 0 for r in reliefs):
+            raise InvariantViolation(f"lot relief for {ids[i]} is inconsistent")

@@ -145,15 +145,27 @@ class ReasonBook:
             note += "; received the odd lot (largest remaining shortfall)"
         return note
 
-    def unallocated(self, qty: int, eligible: Sequence[Account], methods: Sequence[str],
-                    dropped: dict[str, int], outcome: Outcome) -> str:
+    @staticmethod
+    def note(clipped: bool, extra_lot: bool, odd_lot: bool) -> str:
+        """The rounding note of `rounding_note`, from the account's flags."""
+        note = "rounded down to a multiple of the lot size"
+        if clipped:
+            note = "clipped to its cap, rounded down to a whole lot"
+        if extra_lot:
+            note += "; +1 lot by largest remainder"
+        if odd_lot:
+            note += "; received the odd lot (largest remaining shortfall)"
+        return note
+
+    def unallocated(self, qty: int, any_eligible: bool, methods: Sequence[str],
+                    any_dropped: bool, any_participant: bool) -> str:
         if qty <= 0:
             return ""
-        if not eligible:
+        if not any_eligible:
             return "no account is eligible: every account was excluded by a restriction"
-        if not outcome.weights and not dropped:
+        if not any_participant and not any_dropped:
             return (f"no eligible account has a positive weight under {', '.join(methods)}")
-        if not outcome.weights:
+        if not any_participant:
             return "every eligible account was below its minimum allocation"
         return ("every eligible account is at its cap (concentration, buying power or holdings)"
                 "; the remaining shares cannot be placed without breaking a restriction")

@@ -1,41 +1,70 @@
 """Process-pool executor for the engine (the only gateway module that knows about processes).
 
-Workers come from a forkserver (never a fork of the threaded daemon) and get the rulebook
-once per version through the pool initializer, which also compiles its custom rules. A
-new rulebook version therefore gets a fresh pool; the registry calls `prepare` as soon as
-the version is loaded, so that cost is paid before the next block needs it.
+Workers come from a forkserver (never a fork of the threaded daemon). Each worker owns one
+partition of every account book and is reached through its own pipe, so a decision's rounds
+(engine.partition) always land where the accounts and the decision's state are. Workers get
+the rulebook once per version (`prepare`, which the registry calls as soon as a version is
+loaded) and each account book once per reference-data version (`prepare_accounts`), so a
+block only sends block-level numbers and receives compact per-account columns.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import multiprocessing
 import signal
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from typing import TypeVar
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any, TypeVar
 
 import engine
-from engine import eligibility
+from engine import eligibility, partition
+from engine.executor import account_slices
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-def _init_worker(rulebook: engine.Rulebook | None) -> None:
-    # The parent owns shutdown; a Ctrl-C in the terminal must not kill workers mid-chunk.
+class WorkerError(RuntimeError):
+    """A worker process died or could not return its result."""
+
+
+def _worker(conn: Connection) -> None:
+    # The parent owns shutdown; a Ctrl-C in the terminal must not kill workers mid-call.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if rulebook is not None:
-        eligibility.install(rulebook)
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        fn, arg, freeze = msg
+        try:
+            reply: tuple[bool, Any] = (True, fn(arg))
+        except Exception as e:  # every failure goes back to the caller
+            reply = (False, e)
+        try:
+            conn.send(reply)
+        except Exception as e:  # e.g. an exception that does not pickle
+            conn.send((False, WorkerError(f"{type(e).__name__}: {e}")))
+        if freeze:
+            # Reference data stays for the life of the worker: keep it out of the cyclic
+            # garbage collector's scans.
+            gc.freeze()
 
 
-def _warm_up() -> int:
+def _ping(_arg: object) -> int:
     return 0
 
 
 class ProcessPoolExecutorAdapter:
-    """engine.Executor backed by a process pool; create it before any FIX thread starts."""
+    """engine.Executor backed by worker processes; create it before any FIX thread starts."""
 
     def __init__(self, workers: int, mp_context: str = "forkserver",
                  min_accounts: int | None = None) -> None:
@@ -49,39 +78,103 @@ class ProcessPoolExecutorAdapter:
             self._ctx.set_forkserver_preload(["engine"])
         self._lock = threading.Lock()
         self._version: str | None = None
-        self._pool = self._start(None)
+        self._books: OrderedDict[str, None] = OrderedDict()
+        self._procs: list[BaseProcess] = []
+        self._conns: list[Connection] = []
+        self._start()
 
-    def _start(self, rulebook: engine.Rulebook | None) -> ProcessPoolExecutor:
-        pool = ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_init_worker,
-                                   initargs=(rulebook,))
+    def _start(self) -> None:
+        for i in range(self.workers):
+            parent, child = self._ctx.Pipe(duplex=True)
+            proc = self._ctx.Process(  # type: ignore[attr-defined]
+                target=_worker, args=(child,), daemon=True, name=f"fixalloc-engine-{i}")
+            proc.start()
+            child.close()
+            self._procs.append(proc)
+            self._conns.append(parent)
         # Start the workers now rather than on the first real block.
-        futures: list[Future[int]] = [pool.submit(_warm_up) for _ in range(self.workers)]
-        for f in futures:
-            f.result()
-        return pool
+        self._call(_ping, [None] * self.workers)
+
+    def _stop(self) -> None:
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.send(None)
+        for proc in self._procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=5)
+        for conn in self._conns:
+            conn.close()
+        self._procs, self._conns = [], []
+
+    def _call(self, fn: Callable[[Any], Any], args: Sequence[Any], freeze: bool = False
+              ) -> list[Any]:
+        """Send args[i] to worker i, then collect every reply (in worker order)."""
+        conns = self._conns[:len(args)]
+        try:
+            for conn, a in zip(conns, args, strict=True):
+                conn.send((fn, a, freeze))
+            replies = [conn.recv() for conn in conns]
+        except (EOFError, OSError) as e:
+            # A worker died: start afresh (nothing installed) and let the caller retry.
+            self._stop()
+            self._version = None
+            self._books.clear()
+            self._start()
+            raise WorkerError(f"engine worker failed: {e}") from e
+        for ok, value in replies:
+            if not ok:
+                raise value
+        return [value for _ok, value in replies]
 
     @property
     def rulebook_version(self) -> str | None:
         return self._version
 
+    @property
+    def partitions(self) -> int:
+        return self.workers
+
     def prepare(self, rulebook: engine.Rulebook) -> None:
-        """Ensure every worker holds `rulebook`; replaces the pool when the version changes."""
+        """Ensure every worker holds `rulebook` (compiled once per version per worker)."""
         with self._lock:
             if rulebook.version == self._version:
                 return
-            old = self._pool
-            self._pool = self._start(rulebook)
+            self._call(eligibility.install, [rulebook] * self.workers, freeze=True)
             self._version = rulebook.version
-        old.shutdown(wait=False, cancel_futures=False)
+
+    def prepare_accounts(self, version: str, accounts: Sequence[engine.Account]) -> None:
+        """Send each worker its partition of an account book, once per book version.
+
+        Workers keep the last `engine.partition.MAX_BOOKS` books, as this record does.
+        """
+        with self._lock:
+            if version in self._books:
+                return
+            self._call(partition.install_accounts,
+                       account_slices(version, accounts, self.workers), freeze=True)
+            self._books[version] = None
+            while len(self._books) > partition.MAX_BOOKS:
+                self._books.popitem(last=False)
+
+    def call_partitions(self, fn: Callable[[T], R], args: Sequence[T]) -> list[R]:
+        if len(args) != self.workers:
+            raise ValueError(f"expected one argument per partition ({self.workers}), "
+                             f"got {len(args)}")
+        with self._lock:
+            return self._call(fn, args)
 
     def map_chunks(self, fn: Callable[[T], R], chunks: Sequence[T]) -> list[R]:
+        out: list[R] = []
         with self._lock:
-            pool = self._pool
-        return list(pool.map(fn, chunks))
+            for i in range(0, len(chunks), self.workers):
+                out.extend(self._call(fn, chunks[i:i + self.workers]))
+        return out
 
     def close(self) -> None:
         with self._lock:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._stop()
 
     def __enter__(self) -> ProcessPoolExecutorAdapter:
         return self

@@ -1,0 +1,501 @@
+"""Partitions: the slice of an account book one process owns, evaluated and split in place.
+
+An account book (the accounts of one request, in account-id order) is cut into contiguous
+partitions, one per worker, and installed once per book version (`install_accounts`). A
+decision is then a handful of short rounds over every partition (`Executor.call_partitions`):
+each round sends block-level numbers (total, the current water level, a threshold) and gets
+small answers back (sums, a page of cap ratios, a best candidate). Per-account work —
+eligibility, caps, weights, the lot rounding, the minimum check and the per-account outcome —
+stays where the accounts are; only compact columns (bytes and ints) come back at the end.
+
+Every function taking `args` is a top-level "op" so process pools can pickle it. State for
+one decision lives in `_STATE` under a session id until `finish` (or eviction).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from decimal import Decimal, localcontext
+from typing import Any
+
+from engine.eligibility import (
+    DECIMAL_CONTEXT,
+    SYS_BUYING_POWER,
+    SYS_HOLDINGS,
+    SYS_STATUS,
+    DecisionContext,
+    cel_hits,
+    compiled,
+    plan_for,
+    reset_cel_cache_if_full,
+    trade_key,
+)
+from engine.errors import AllocationError
+from engine.methods import MethodInput, raw_weight
+from engine.model import Account, Side
+
+# Per-account status codes in the compact columns.
+EXCLUDED = 1        # a restriction excludes it (reasons: rule keys)
+CAP_EXCLUDED = 2    # a cap leaves room for nothing
+DROPPED_MIN = 3     # below its minimum allocation, dropped before the re-run
+ZERO = 4            # took part but rounded down to zero
+NOT_PARTICIPATING = 5
+ALLOCATED = 6
+CAPPED = 7
+
+# Per-account flags.
+CLIPPED = 1
+EXTRA_LOT = 2
+ODD_LOT = 4
+IN_ALLOC = 8        # the split assigned it a quantity (possibly zero); only these are
+                    # checked against their minimum
+
+PAGE = 64
+_ZERO = Decimal(0)
+
+# Account books installed in this process: version -> (global offset, accounts).
+_BOOKS: OrderedDict[str, tuple[int, tuple[Account, ...]]] = OrderedDict()
+MAX_BOOKS = 8
+_STATE: OrderedDict[str, _Part] = OrderedDict()
+_MAX_STATE = 8
+
+MinSpec = tuple[int, Decimal, int]
+
+
+def install_accounts(args: tuple[str, int, tuple[Account, ...]]) -> int:
+    """Hold `accounts` (a contiguous slice of a book, starting at global index `lo`)."""
+    version, lo, accounts = args
+    if version not in _BOOKS:
+        while len(_BOOKS) >= MAX_BOOKS:
+            _BOOKS.popitem(last=False)
+        _BOOKS[version] = (lo, accounts)
+    return len(accounts)
+
+
+def installed_books() -> list[str]:
+    return list(_BOOKS)
+
+
+class _Part:
+    """One decision's view of one partition."""
+
+    __slots__ = (
+        "accounts", "alloc", "cand_j", "cand_keys", "cap", "capped_sorted", "capzero", "ctx",
+        "dropped", "el", "el_cap", "el_key", "el_min", "excl", "flags", "lo", "pe", "pw",
+        "pw_dec", "rank", "sorted_keys", "status",
+    )
+
+    def __init__(self, lo: int, accounts: tuple[Account, ...], ctx: DecisionContext) -> None:
+        self.lo = lo
+        self.accounts = accounts
+        self.ctx = ctx
+        self.status = bytearray(len(accounts))
+        self.excl: dict[int, tuple[int | str, ...]] = {}
+        self.capzero: dict[int, int | str] = {}
+        # Eligible accounts (local index) with their cap, the cap's rule key and minimum.
+        self.el: list[int] = []
+        self.el_cap: list[int | None] = []
+        self.el_key: list[int | str | None] = []
+        self.el_min: list[MinSpec | None] = []
+        self.dropped: dict[int, int] = {}  # eligible position -> quantity it was offered
+        # Participants (positive weight, not dropped): eligible position, weights, caps, rank.
+        self.pe: list[int] = []
+        self.pw_dec: list[Decimal] = []
+        self.pw: list[int] = []
+        self.cap: list[int | None] = []
+        self.rank: list[int] = []
+        self.alloc: list[int] = []
+        self.flags: bytearray = bytearray()
+        self.capped_sorted: list[tuple[int, int]] = []
+        self.cand_j: list[int] = []
+        self.cand_keys: list[int] = []
+        self.sorted_keys: list[int] = []
+
+
+def _state(sid: str) -> _Part:
+    st = _STATE.get(sid)
+    if st is None:
+        raise AllocationError(f"decision session {sid} is not open in this process")
+    return st
+
+
+# -- eligibility --------------------------------------------------------------------------
+
+
+def evaluate(args: tuple[str, str, DecisionContext, Mapping[str, Decimal | None]]) -> int:
+    """Evaluate every restriction for this partition's accounts; return how many are eligible."""
+    with localcontext(DECIMAL_CONTEXT):
+        return _evaluate(*args)
+
+
+def _evaluate(sid: str, version: str, ctx: DecisionContext,
+              issuer_syms: Mapping[str, Decimal | None]) -> int:
+    book = _BOOKS.get(version)
+    if book is None:
+        raise AllocationError(f"account book {version} is not installed in this process")
+    lo, accounts = book
+    rulebook, programs, memo_keys = compiled(ctx.rulebook_version)
+    st = _Part(lo, accounts, ctx)
+    while len(_STATE) >= _MAX_STATE:
+        _STATE.popitem(last=False)
+    _STATE[sid] = st
+    account_rules = rulebook.account_rules
+    is_buy = ctx.side is Side.BUY
+    is_sell = ctx.side is Side.SELL
+    price = ctx.price
+    symbol = ctx.symbol
+    plans: dict[tuple[str, str | None], Any] = {}
+    cel_by_attrs: dict[tuple[Any, ...], list[int | str]] = {}
+    tkey = trade_key(ctx)
+    reset_cel_cache_if_full()
+    status = st.status
+    excl_out = st.excl
+    capzero = st.capzero
+    el, el_cap, el_key, el_min = st.el, st.el_cap, st.el_key, st.el_min
+    for i, a in enumerate(accounts):
+        acct_id = a.account_id
+        book_name = a.book
+        scope = (book_name, acct_id if acct_id in account_rules else None)
+        plan = plans.get(scope)
+        if plan is None:
+            plan = plans[scope] = plan_for(rulebook.rules_for(acct_id, book_name), ctx,
+                                           memo_keys)
+        acct_status = a.status
+        excl: tuple[int | str, ...] = plan.excl
+        if acct_status != "active":
+            excl = (SYS_STATUS, *excl)
+        if plan.cel:
+            attrs = (a.tier, a.strategy, a.vehicle, a.custodian, a.prime_broker, a.scheme)
+            row = (acct_id, book_name, acct_status, a.nav, a.cash, a.position(symbol), _ZERO,
+                   attrs)
+            if plan.cel_categorical:
+                # Every custom rule here reads only categorical account fields, so accounts
+                # that agree on them share one result.
+                ckey = (scope, acct_status, attrs)
+                hits = cel_by_attrs.get(ckey)
+                if hits is None:
+                    hits = cel_by_attrs[ckey] = cel_hits(plan, row, tkey, programs, memo_keys,
+                                                         ctx=ctx)
+            else:
+                hits = cel_hits(plan, row, tkey, programs, memo_keys, ctx=ctx)
+            if hits:
+                excl = (*excl, *hits)
+        if excl:
+            status[i] = EXCLUDED
+            excl_out[i] = excl
+            continue
+        cap: int | None = None
+        key: int | str | None = None
+        if plan.cap is not None:
+            exposure = _ZERO
+            for s, qty in a.positions.items():
+                if s in issuer_syms:
+                    # The traded symbol is valued at the fill price; related holdings at
+                    # their reference price, or the fill price when none is known.
+                    px = price if s == symbol else (issuer_syms[s] or price)
+                    exposure += qty * px
+            money = plan.cap[0] * a.nav / 100 - exposure
+            # int() truncates toward zero, the floor for the positive values used here.
+            cap = int(money / price) if money > 0 else 0
+            key = plan.cap[1]
+        if is_buy:
+            cash = a.cash
+            shares = int(cash / price) if cash > 0 else 0
+            if cap is None or shares < cap:
+                cap, key = shares, SYS_BUYING_POWER
+        elif is_sell:
+            shares = max(int(a.position(symbol)), 0)
+            if cap is None or shares < cap:
+                cap, key = shares, SYS_HOLDINGS
+        if cap is not None and cap <= 0:
+            status[i] = CAP_EXCLUDED
+            capzero[i] = key if key is not None else SYS_BUYING_POWER
+            continue
+        el.append(i)
+        el_cap.append(cap)
+        el_key.append(key)
+        el_min.append(plan.minimum)
+    return len(el)
+
+
+def report(args: tuple[str]) -> tuple[dict[int, tuple[int | str, ...]], dict[int, int | str],
+                                      list[int], list[int | None]]:
+    """Eligibility only (pre-trade): exclusions, eligible accounts and caps, by global index."""
+    st = _STATE.pop(args[0], None) or _state(args[0])
+    lo = st.lo
+    return ({lo + i: k for i, k in st.excl.items()}, {lo + i: k for i, k in st.capzero.items()},
+            [lo + i for i in st.el], list(st.el_cap))
+
+
+# -- weights ------------------------------------------------------------------------------
+
+
+def weigh(args: tuple[str, str, Mapping[str, Decimal], int, int, int | None]
+          ) -> tuple[int, int | None]:
+    """Weights of the eligible accounts under `method`; (participants, smallest exponent)."""
+    with localcontext(DECIMAL_CONTEXT):
+        return _weigh(*args)
+
+
+def _weigh(sid: str, method: str, preallocations: Mapping[str, Decimal], el_base: int,
+           n_elig: int, rotation: int | None) -> tuple[int, int | None]:
+    st = _state(sid)
+    ctx = st.ctx
+    m_in = MethodInput(ctx.side, ctx.price, ctx.symbol, preallocations)
+    accounts = st.accounts
+    pe: list[int] = []
+    pw_dec: list[Decimal] = []
+    exp: int | None = None
+    for e, i in enumerate(st.el):
+        v = raw_weight(method, accounts[i], m_in)
+        if v > 0:
+            pe.append(e)
+            pw_dec.append(v)
+            x = int(v.as_tuple().exponent)
+            if exp is None or x < exp:
+                exp = x
+    st.pe, st.pw_dec, st.pw = pe, pw_dec, []
+    st.dropped = {}
+    if rotation:
+        off = rotation % n_elig
+        st.rank = [(el_base + e - off) % n_elig for e in pe]
+    else:
+        st.rank = [el_base + e for e in pe]
+    el_cap = st.el_cap
+    st.cap = [el_cap[e] for e in pe]
+    return len(pe), exp
+
+
+# -- the split (see engine.split for the rules; this is the same computation, distributed) --
+
+
+def begin(args: tuple[str, int, Sequence[int]]) -> tuple[int, int, list[tuple[int, int, int,
+                                                                               int, int]]]:
+    """Start a split: drop the given participants, return (Σ weight, count, first cap page)."""
+    sid, shift, drop = args
+    st = _state(sid)
+    if not st.pw and st.pw_dec:
+        st.pw = [int(v.scaleb(shift)) for v in st.pw_dec] if shift else [
+            int(v) for v in st.pw_dec]
+    if drop:
+        gone = set(drop)
+        keep = [j for j in range(len(st.pe)) if j not in gone]
+        for j in drop:
+            st.dropped[st.pe[j]] = st.alloc[j]
+        st.pe = [st.pe[j] for j in keep]
+        st.pw = [st.pw[j] for j in keep]
+        st.pw_dec = [st.pw_dec[j] for j in keep]
+        st.cap = [st.cap[j] for j in keep]
+        st.rank = [st.rank[j] for j in keep]
+    n = len(st.pe)
+    st.alloc = [0] * n
+    st.flags = bytearray(n)
+    pw, cap = st.pw, st.cap
+    # Water-filling visits capped accounts from the tightest cap per unit of weight; the
+    # key is cap/weight scaled to an integer (ties are resolved exactly by the caller).
+    capped = [(((c << 64) // pw[j]), j) for j, c in enumerate(cap) if c is not None]
+    capped.sort()
+    st.capped_sorted = capped
+    return sum(pw), n, _page(st, 0, PAGE)
+
+
+def _page(st: _Part, start: int, count: int) -> list[tuple[int, int, int, int, int]]:
+    pw, cap, lot = st.pw, st.cap, st.ctx.lot_size
+    out = []
+    for key, j in st.capped_sorted[start:start + count]:
+        c = cap[j]
+        assert c is not None
+        out.append((key, pw[j], c - c % lot, c, j))
+    return out
+
+
+def page(args: tuple[str, int, int]) -> list[tuple[int, int, int, int, int]]:
+    """Capped participants [start, start + count) in cap-per-weight order."""
+    sid, start, count = args
+    return _page(_state(sid), start, count) if count else []
+
+
+def floor(args: tuple[str, int, int, Sequence[int], int]) -> tuple[int, int, int]:
+    """Clip the water-filled accounts, round the others down; (Σ rounded, active, candidates).
+
+    A candidate is an active account with room for one more lot; its key orders the
+    left-over lots: largest fractional remainder first, then tie-break rank.
+    """
+    sid, remaining, wsum, clipped, n_rank = args
+    st = _state(sid)
+    lot = st.ctx.lot_size
+    alloc, flags, pw, cap, rank = st.alloc, st.flags, st.pw, st.cap, st.rank
+    for j in clipped:
+        c = cap[j]
+        assert c is not None
+        alloc[j] = c - c % lot
+        flags[j] = CLIPPED | IN_ALLOC
+    unit = wsum * lot
+    given = 0
+    active = 0
+    cand_j: list[int] = []
+    cand_keys: list[int] = []
+    for j, w in enumerate(pw):
+        if flags[j]:
+            continue
+        num = remaining * w
+        a = (num // unit) * lot
+        alloc[j] = a
+        flags[j] = IN_ALLOC
+        given += a
+        active += 1
+        c = cap[j]
+        if c is None or a + lot <= c:
+            cand_j.append(j)
+            cand_keys.append((unit - (num - a * wsum)) * n_rank + rank[j])
+    st.cand_j, st.cand_keys = cand_j, cand_keys
+    st.sorted_keys = []
+    return given, active, len(cand_j)
+
+
+def top(args: tuple[str, int]) -> list[int]:
+    """The `k` best candidate keys of this partition, best first."""
+    sid, k = args
+    st = _state(sid)
+    if not st.sorted_keys:
+        st.sorted_keys = sorted(st.cand_keys)
+    return st.sorted_keys[:k]
+
+
+def extra(args: tuple[str, int | None, int, int, int]
+          ) -> tuple[int, int, int, int] | None:
+    """Give one lot to every candidate at or before `threshold`; then the odd-lot candidate.
+
+    Returns (−shortfall, rank, participant, global index) of the active account with the
+    largest remaining shortfall that has room for `odd` shares, or None.
+    """
+    sid, threshold, odd, remaining, wsum = args
+    st = _state(sid)
+    lot = st.ctx.lot_size
+    alloc, flags = st.alloc, st.flags
+    if threshold is not None:
+        for j, key in zip(st.cand_j, st.cand_keys, strict=True):
+            if key <= threshold:
+                alloc[j] += lot
+                flags[j] |= EXTRA_LOT
+    if not odd:
+        return None
+    best: tuple[int, int, int] | None = None
+    pw, cap, rank = st.pw, st.cap, st.rank
+    for j, w in enumerate(pw):
+        if flags[j] & CLIPPED:
+            continue
+        a = alloc[j]
+        c = cap[j]
+        if c is not None and a + odd > c:
+            continue
+        cand = (-(remaining * w - a * wsum), rank[j], j)
+        if best is None or cand < best:
+            best = cand
+    if best is None:
+        return None
+    return best[0], best[1], best[2], st.lo + st.el[st.pe[best[2]]]
+
+
+def odd_clipped(args: tuple[str, int]) -> tuple[int, int, int] | None:
+    """First participant in tie-break order whose cap has room for `odd` more shares."""
+    sid, odd = args
+    st = _state(sid)
+    best: tuple[int, int] | None = None
+    alloc, cap, rank = st.alloc, st.cap, st.rank
+    for j, c in enumerate(cap):
+        if c is None or alloc[j] + odd <= c:
+            r = rank[j]
+            if best is None or r < best[0]:
+                best = (r, j)
+    if best is None:
+        return None
+    return best[0], best[1], st.lo + st.el[st.pe[best[1]]]
+
+
+def check(args: tuple[str, int | None, int]) -> tuple[int, list[int]]:
+    """Apply the odd lot (to participant `odd_j`), then the minimums.
+
+    Returns (Σ allocated, participants below their minimum).
+    """
+    with localcontext(DECIMAL_CONTEXT):
+        return _check(*args)
+
+
+def _check(sid: str, odd_j: int | None, odd: int) -> tuple[int, list[int]]:
+    st = _state(sid)
+    alloc, flags = st.alloc, st.flags
+    if odd_j is not None:
+        alloc[odd_j] += odd
+        flags[odd_j] |= ODD_LOT | IN_ALLOC
+    price = st.ctx.price
+    el_min, pe = st.el_min, st.pe
+    below: list[int] = []
+    total = 0
+    for j, q in enumerate(alloc):
+        if not flags[j] & IN_ALLOC:
+            continue
+        total += q
+        mini = el_min[pe[j]]
+        if mini is not None and (q < mini[0] or (mini[1] > 0 and q * price < mini[1])):
+            below.append(j)
+    return total, below
+
+
+def gather(args: tuple[str]) -> list[tuple[int, int, int | None, int]]:
+    """Every participant as (global index, weight, cap, rank), for a split run in one place."""
+    st = _state(args[0])
+    lo, el, pe, pw, cap, rank = st.lo, st.el, st.pe, st.pw, st.cap, st.rank
+    return [(lo + el[pe[j]], pw[j], cap[j], rank[j]) for j in range(len(pe))]
+
+
+def assign(args: tuple[str, Sequence[int], bytes]) -> None:
+    """Take allocations and flags for every participant from a split run elsewhere."""
+    sid, alloc, flags = args
+    st = _state(sid)
+    st.alloc = list(alloc)
+    st.flags = bytearray(flags)
+
+
+def finish(args: tuple[str]) -> tuple[int, bytes, list[int], bytes, dict[int, Any],
+                                      dict[int, Any], dict[int, Any], dict[int, Any]]:
+    """Per-account outcome in compact columns; closes the session.
+
+    Returns (offset, status bytes, quantities, flags, exclusions, cap-excluded keys,
+    capped (key, cap), dropped (offered quantity, minimum)), dicts keyed by global index.
+    """
+    st = _STATE.pop(args[0], None) or _state(args[0])
+    lo = st.lo
+    n = len(st.accounts)
+    status = st.status
+    qty = [0] * n
+    flags_out = bytearray(n)
+    capped: dict[int, Any] = {}
+    dropped: dict[int, Any] = {}
+    el = st.el
+    for e, got in st.dropped.items():
+        i = el[e]
+        status[i] = DROPPED_MIN
+        dropped[lo + i] = (got, st.el_min[e])
+    part = set(st.pe)
+    for e, i in enumerate(el):
+        if e not in part and e not in st.dropped:
+            status[i] = NOT_PARTICIPATING
+    alloc, flags = st.alloc, st.flags
+    for j, e in enumerate(st.pe):
+        i = el[e]
+        f = flags[j] if j < len(flags) else 0
+        q = alloc[j] if f & IN_ALLOC else 0
+        flags_out[i] = f & ~IN_ALLOC
+        if f & CLIPPED:
+            status[i] = CAPPED
+            capped[lo + i] = (st.el_key[e], st.el_cap[e])
+            qty[i] = q
+        elif q == 0:
+            status[i] = ZERO
+        else:
+            status[i] = ALLOCATED
+            qty[i] = q
+    return (lo, bytes(status), qty, bytes(flags_out), {lo + i: k for i, k in st.excl.items()},
+            {lo + i: k for i, k in st.capzero.items()}, capped, dropped)

@@ -1,0 +1,176 @@
+"""Decision tables: per-account results and allocation lines kept as compact columns.
+
+A decision over 100,000 accounts has 100,000 results, most of them alike. The engine keeps
+them as columns (a status byte, a quantity and flags per account, reason keys only where
+they differ) and builds the `AccountResult` / `AllocationLine` objects the first time they
+are read; `check_decision` and the canonical JSON read the columns directly. Built objects
+are kept, so reading twice costs nothing more and gives equal values.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, TypeVar, overload
+
+from engine.model import Account, AccountResult, AllocationLine, LotRelief, Reason
+
+T = TypeVar("T")
+
+
+class LazyTuple(Sequence[T]):
+    """A read-only sequence built on first access; compares equal to the same tuple."""
+
+    __slots__ = ("_build", "_items", "_lock", "_n", "columns")
+
+    def __init__(self, n: int, build: Callable[[], tuple[T, ...]],
+                 columns: DecisionColumns | None = None) -> None:
+        self._n = n
+        self._build = build
+        self._items: tuple[T, ...] | None = None
+        self._lock = threading.Lock()
+        self.columns = columns
+
+    def _all(self) -> tuple[T, ...]:
+        items = self._items
+        if items is None:
+            with self._lock:
+                items = self._items
+                if items is None:
+                    items = self._items = self._build()
+                    assert len(items) == self._n
+        return items
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __bool__(self) -> bool:
+        return self._n > 0
+
+    @overload
+    def __getitem__(self, i: int) -> T: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> tuple[T, ...]: ...
+
+    def __getitem__(self, i: int | slice) -> T | tuple[T, ...]:
+        return self._all()[i]
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, LazyTuple):
+            return self._all() == other._all()
+        if isinstance(other, tuple):
+            return self._all() == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._all())
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionColumns:
+    """The per-account outcome of a decision, in account-id order."""
+
+    accounts: Sequence[Account]
+    status: bytes          # engine.partition status codes
+    qty: Sequence[int]     # shares (0 unless allocated or capped)
+    flags: bytes           # engine.partition flags (clipped, extra lot, odd lot)
+    line_index: Sequence[int]  # accounts with a line (qty > 0), ascending
+    excluded: Mapping[int, tuple[int | str, ...]]
+    cap_excluded: Mapping[int, int | str]
+    capped: Mapping[int, tuple[int | str, int]]
+    dropped: Mapping[int, tuple[int, tuple[int, Decimal, int]]]
+    reliefs: Mapping[int, tuple[tuple[LotRelief, ...], str]]
+    # Shared reasons and notes, by status / flags.
+    reason: Callable[[int, int], tuple[Reason, ...]]
+    note: Callable[[int], str]
+
+
+_STATUS_NAME = {1: "excluded", 2: "excluded", 3: "dropped", 4: "dropped", 5: "not_participating",
+                6: "allocated", 7: "capped"}
+_ZERO = Decimal(0)
+
+
+def results_table(cols: DecisionColumns) -> LazyTuple[AccountResult]:
+    def build() -> tuple[AccountResult, ...]:
+        out = []
+        reason, note, reliefs = cols.reason, cols.note, cols.reliefs
+        accounts, qty, flags = cols.accounts, cols.qty, cols.flags
+        notes: dict[int, str] = {}
+        for i, code in enumerate(cols.status):
+            aid = accounts[i].account_id
+            reasons = reason(code, i)
+            if code <= 3 or code == 5:
+                out.append(AccountResult(aid, _STATUS_NAME[code], _ZERO, reasons))
+                continue
+            f = flags[i]
+            text = notes.get(f)
+            if text is None:
+                text = notes[f] = note(f)
+            q = qty[i]
+            if q and i in reliefs:
+                lot_note = reliefs[i][1]
+                text = f"{text}; {lot_note}" if text else lot_note
+            out.append(AccountResult(aid, _STATUS_NAME[code], Decimal(q) if q else _ZERO,
+                                     reasons, text))
+        return tuple(out)
+
+    return LazyTuple(len(cols.status), build, cols)
+
+
+def lines_table(cols: DecisionColumns, avg_px: Decimal) -> LazyTuple[AllocationLine]:
+    def build() -> tuple[AllocationLine, ...]:
+        accounts, qty, reliefs = cols.accounts, cols.qty, cols.reliefs
+        return tuple(
+            AllocationLine(accounts[i].account_id, Decimal(qty[i]), avg_px,
+                           reliefs[i][0] if i in reliefs else ())
+            for i in cols.line_index)
+
+    return LazyTuple(len(cols.line_index), build, cols)
+
+
+def results_json(cols: DecisionColumns) -> list[dict[str, Any]]:
+    """`[r.to_json() for r in results]` with strings for quantities, without the objects."""
+    out: list[dict[str, Any]] = []
+    reason_json: dict[int, list[dict[str, Any]]] = {}
+    reason, note, reliefs = cols.reason, cols.note, cols.reliefs
+    accounts, qty, flags = cols.accounts, cols.qty, cols.flags
+    notes: dict[int, str] = {}
+    for i, code in enumerate(cols.status):
+        aid = accounts[i].account_id
+        # Allocated, rounded-to-zero and not-participating accounts share one reason.
+        rj = reason_json.get(code) if code in (4, 5, 6) else None
+        if rj is None:
+            rj = [r.to_json() for r in reason(code, i)]
+            if code in (4, 5, 6):
+                reason_json[code] = rj
+        if code <= 3 or code == 5:
+            out.append({"account_id": aid, "status": _STATUS_NAME[code], "qty": "0",
+                        "reasons": rj, "rounding": ""})
+            continue
+        f = flags[i]
+        text = notes.get(f)
+        if text is None:
+            text = notes[f] = note(f)
+        q = qty[i]
+        if q and i in reliefs:
+            lot_note = reliefs[i][1]
+            text = f"{text}; {lot_note}" if text else lot_note
+        out.append({"account_id": aid, "status": _STATUS_NAME[code], "qty": str(q),
+                    "reasons": rj, "rounding": text})
+    return out
+
+
+def lines_json(cols: DecisionColumns, avg_px: str) -> list[dict[str, Any]]:
+    accounts, qty, reliefs = cols.accounts, cols.qty, cols.reliefs
+    return [{"account_id": accounts[i].account_id, "qty": str(qty[i]), "avg_px": avg_px,
+             "lots": [lot.to_json() for lot in reliefs[i][0]] if i in reliefs else []}
+            for i in cols.line_index]
