@@ -20,7 +20,7 @@ import engine
 from gateway.clock import Clock, settlement_date
 from gateway.config import Config
 from gateway.events import AllocationAckReceived
-from gateway.fix.codec import ALLOC_TYPE_TO_FIX, JBlock, JLine
+from gateway.fix.allocation_codec import ALLOC_TYPE_TO_FIX, JBlock, JLine
 from gateway.fix.outbound import FixOutbound
 from gateway.metrics import METRICS
 from gateway.orders import ALLOC_STATUS_FROM_P, InvalidTransition, Order, alloc_transition

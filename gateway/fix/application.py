@@ -24,7 +24,7 @@ from gateway.events import (
     SessionRejectReceived,
     SessionStateChanged,
 )
-from gateway.fix import codec
+from gateway.fix import allocation_codec, codec
 from gateway.fix import tags as T
 from gateway.fix.guard import fix_callback
 from gateway.inbox import Inbox
@@ -174,7 +174,7 @@ class GatewayApplication(fix.Application):  # type: ignore[misc]
         if mtype == "8":
             self._execution_report(message, key)
         elif mtype == "P":
-            f = codec.parse_allocation_ack(message)
+            f = allocation_codec.parse_allocation_ack(message)
             self._inbox.put(AllocationAckReceived(
                 session=key, alloc_id=f.alloc_id, alloc_status=f.alloc_status,
                 rej_code=f.rej_code, text=f.text, rejected_lines=f.rejected_lines, ts_recv=now,

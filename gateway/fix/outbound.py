@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from gateway.fix import codec
+from gateway.fix import allocation_codec, codec
 from gateway.fix import tags as T
 from gateway.fix.sessions import FixSessions
 
@@ -57,7 +57,7 @@ class FixOutbound:
                                           reason=reason, text=text, ref_id=ref_id)
         return self._sessions.send(key, msg)
 
-    def allocation(self, key: str, block: codec.JBlock, lines: Sequence[codec.JLine], *,
-                   send_udfs: bool) -> bool:
-        msg = codec.build_allocation_instruction(block, lines, send_udfs=send_udfs)
+    def allocation(self, key: str, block: allocation_codec.JBlock,
+                   lines: Sequence[allocation_codec.JLine], *, send_udfs: bool) -> bool:
+        msg = allocation_codec.build_allocation_instruction(block, lines, send_udfs=send_udfs)
         return self._sessions.send(key, msg)

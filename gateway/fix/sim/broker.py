@@ -19,7 +19,7 @@ from typing import Any
 import quickfix as fix
 
 from gateway.clock import trade_date_of
-from gateway.fix import codec
+from gateway.fix import allocation_codec, codec
 from gateway.fix import tags as T
 from gateway.fix.sim.common import SimEngine
 
@@ -65,7 +65,7 @@ class BrokerSimulator(fix.Application):  # type: ignore[misc]
         super().__init__()
         self.plan = plan or FillPlan()
         self.orders: dict[str, SimOrder] = {}
-        self.allocations: list[codec.JReceived] = []
+        self.allocations: list[allocation_codec.JReceived] = []
         self.rejects: list[str] = []
         self.dont_knows: list[tuple[str, str]] = []
         self.sent_fills: list[fix.Message] = []
@@ -230,24 +230,23 @@ class BrokerSimulator(fix.Application):  # type: ignore[misc]
         self.engine.send(msg)
 
     def _on_allocation(self, message: fix.Message) -> None:
-        j = codec.parse_allocation_instruction(message)
+        j = allocation_codec.parse_allocation_instruction(message)
         self.allocations.append(j)
         now = datetime.now(UTC)
-        self.engine.send(codec.build_allocation_ack(alloc_id=j.alloc_id, status="3",
+        self.engine.send(allocation_codec.build_allocation_ack(alloc_id=j.alloc_id, status="3",
                                                     transact_time=now))
         executed = sum((o.cum_qty for o in self.orders.values()
                         if o.cl_ord_id.split("~")[0] in {c.split("~")[0] for c in j.cl_ord_ids}),
                        Decimal(0))
         total = sum((Decimal(str(line["qty"])) for line in j.lines), Decimal(0))
+        build_ack = allocation_codec.build_allocation_ack
         if total != j.quantity:
-            ack = codec.build_allocation_ack(alloc_id=j.alloc_id, status="1", rej_code="8",
-                                             transact_time=now,
-                                             text=f"sum of AllocQty {total} != {j.quantity}")
+            ack = build_ack(alloc_id=j.alloc_id, status="1", rej_code="8", transact_time=now,
+                            text=f"sum of AllocQty {total} != {j.quantity}")
         elif j.quantity > executed:
-            ack = codec.build_allocation_ack(alloc_id=j.alloc_id, status="1", rej_code="1",
-                                             transact_time=now,
-                                             text=f"Quantity {j.quantity} > executed {executed}")
+            ack = build_ack(alloc_id=j.alloc_id, status="1", rej_code="1", transact_time=now,
+                            text=f"Quantity {j.quantity} > executed {executed}")
         else:
-            ack = codec.build_allocation_ack(alloc_id=j.alloc_id, status="0", transact_time=now)
+            ack = build_ack(alloc_id=j.alloc_id, status="0", transact_time=now)
         self.engine.send(ack)
         self._on_message("allocation", j)

@@ -18,7 +18,7 @@ from typing import Any
 
 import quickfix as fix
 
-from gateway.fix import codec
+from gateway.fix import allocation_codec, codec
 from gateway.fix import tags as T
 from gateway.fix.sim.common import SimEngine
 
@@ -76,7 +76,7 @@ class OmsSimulator(fix.Application):  # type: ignore[misc]
         super().__init__()
         self.password = password
         self.executions: dict[str, list[ExecutionSeen]] = {}
-        self.allocations: list[codec.JReceived] = []
+        self.allocations: list[allocation_codec.JReceived] = []
         self.business_rejects: list[str] = []
         self.session_rejects: list[str] = []
         self.logouts: list[str] = []
@@ -123,7 +123,7 @@ class OmsSimulator(fix.Application):  # type: ignore[misc]
             if mtype == "8":
                 self._on_execution(message)
             elif mtype == "J":
-                j = codec.parse_allocation_instruction(message)
+                j = allocation_codec.parse_allocation_instruction(message)
                 with self._cond:
                     self.allocations.append(j)
                     self._cond.notify_all()
@@ -176,7 +176,7 @@ class OmsSimulator(fix.Application):  # type: ignore[misc]
         with self._cond:
             return self._cond.wait_for(predicate, timeout)
 
-    def allocation_for(self, cl_ord_id: str) -> codec.JReceived | None:
+    def allocation_for(self, cl_ord_id: str) -> allocation_codec.JReceived | None:
         return next((j for j in self.allocations if cl_ord_id in j.cl_ord_ids), None)
 
     def last_execution(self, cl_ord_id: str) -> ExecutionSeen | None:

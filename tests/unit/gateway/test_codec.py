@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import quickfix as fix
 
-from gateway.fix import codec
+from gateway.fix import allocation_codec, codec
 from tests.unit.gateway.fixmsg import DATA, golden, pairs, raw
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -22,17 +22,17 @@ def parse(text: str, dictionary: fix.DataDictionary = DICTIONARY) -> fix.Message
     return fix.Message(text, dictionary, True)
 
 
-def _block(**kw: object) -> codec.JBlock:
+def _block(**kw: object) -> allocation_codec.JBlock:
     base = dict(alloc_id="A1", alloc_trans_type="0", alloc_type="1", cl_ord_id="C1",
                 broker_order_id="B1", order_qty=Decimal(300), side="buy", symbol="AAPL",
                 quantity=Decimal(300), avg_px=Decimal("190.0123"), trade_date="2026-11-20",
                 settl_date="2026-11-23", transact_time=NOW)
     base.update(kw)
-    return codec.JBlock(**base)  # type: ignore[arg-type]
+    return allocation_codec.JBlock(**base)  # type: ignore[arg-type]
 
 
-def _lines(n: int = 3) -> list[codec.JLine]:
-    return [codec.JLine(f"A1-{i}", f"SMA{i}", Decimal(100), Decimal("190.0123"),
+def _lines(n: int = 3) -> list[allocation_codec.JLine]:
+    return [allocation_codec.JLine(f"A1-{i}", f"SMA{i}", Decimal(100), Decimal("190.0123"),
                         "CUSTUS33XXX", "PB01", "LCG", "SMA-WRAP1") for i in range(n)]
 
 
@@ -87,41 +87,41 @@ def test_allocation_ack_account_level_reject_lists_lines() -> None:
     """A P 87=2 with NoAllocs gives the rejected IndividualAllocIDs and their codes."""
     text = raw("P", [(70, "A1"), (60, "20261120-15:00:00.000"), (87, "2"), (58, "bad acct"),
                      (78, "1"), (79, "SMA2"), (467, "A1-2"), (776, "0")])
-    f = codec.parse_allocation_ack(parse(text))
+    f = allocation_codec.parse_allocation_ack(parse(text))
     assert (f.alloc_id, f.alloc_status, f.text) == ("A1", "2", "bad acct")
     assert f.rejected_lines == (("A1-2", "0"),)
 
 
 def test_allocation_instruction_matches_golden() -> None:
     """J carries NoOrders, then per account: qty, IDs, custodian/PB parties and the UDFs."""
-    built = codec.build_allocation_instruction(_block(), _lines())
+    built = allocation_codec.build_allocation_instruction(_block(), _lines())
     assert _body(built) == golden("allocation_instruction.fix")
 
 
 def test_udfs_stay_inside_each_noallocs_entry_through_the_dictionary() -> None:
     """AllocStrategy/AllocVehicle round-trip inside NoAllocs with validation on."""
-    built = codec.build_allocation_instruction(_block(), _lines())
+    built = allocation_codec.build_allocation_instruction(_block(), _lines())
     header = built.getHeader()
     for tag, value in ((49, "FIXALLOC"), (56, "BRKA"), (34, "3"), (52, "20261120-15:00:00.000")):
         header.setField(tag, value)
-    received = codec.parse_allocation_instruction(parse(built.toString()))
+    received = allocation_codec.parse_allocation_instruction(parse(built.toString()))
     assert [(x["strategy"], x["vehicle"]) for x in received.lines] == [("LCG", "SMA-WRAP1")] * 3
     assert received.lines[0]["parties"] == (("CUSTUS33XXX", "B", "28"), ("PB01", "D", "4"))
 
 
 def test_counterparty_without_udfs_loses_them_from_the_group_so_we_use_alloc_text() -> None:
     """A dictionary without 20101 ends NoAllocs there; with send_udfs off they go in AllocText."""
-    built = codec.build_allocation_instruction(_block(), _lines())
+    built = allocation_codec.build_allocation_instruction(_block(), _lines())
     for tag, value in ((49, "FIXALLOC"), (56, "BRKA"), (34, "3"), (52, "20261120-15:00:00.000")):
         built.getHeader().setField(tag, value)
     leaked = parse(built.toString(), STOCK)
     assert leaked.isSetField(20101)  # pushed out of the group into the body
     with pytest.raises(fix.FieldNotFound):  # and the NoAllocs entries are broken apart
-        codec.parse_allocation_instruction(leaked)
-    plain = codec.build_allocation_instruction(_block(), _lines(), send_udfs=False)
+        allocation_codec.parse_allocation_instruction(leaked)
+    plain = allocation_codec.build_allocation_instruction(_block(), _lines(), send_udfs=False)
     for tag, value in ((49, "FIXALLOC"), (56, "BRKA"), (34, "3"), (52, "20261120-15:00:00.000")):
         plain.getHeader().setField(tag, value)
-    received = codec.parse_allocation_instruction(parse(plain.toString(), STOCK))
+    received = allocation_codec.parse_allocation_instruction(parse(plain.toString(), STOCK))
     assert received.lines[0]["text"] == "STRAT=LCG;VEH=SMA-WRAP1"
     assert received.lines[0]["strategy"] is None
 
@@ -129,9 +129,9 @@ def test_counterparty_without_udfs_loses_them_from_the_group_so_we_use_alloc_tex
 def test_j_refuses_an_allocation_that_does_not_sum_to_the_quantity() -> None:
     """Σ AllocQty must equal Quantity before anything is built (contract 3)."""
     with pytest.raises(ValueError, match="differs from Quantity"):
-        codec.build_allocation_instruction(_block(quantity=Decimal(301)), _lines())
+        allocation_codec.build_allocation_instruction(_block(quantity=Decimal(301)), _lines())
     with pytest.raises(ValueError, match="at least one NoAllocs"):
-        codec.build_allocation_instruction(_block(), [])
+        allocation_codec.build_allocation_instruction(_block(), [])
 
 
 def test_golden_files_exist() -> None:
