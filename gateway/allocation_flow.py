@@ -162,11 +162,12 @@ class AllocationFlow:
             transact_time=self.clock.now(), secondary_alloc_id=order.order_id,
         )
 
-    def send_pending(self, order: Order) -> None:
+    def send_pending(self, order: Order, *, check_wire: bool = False) -> None:
         """Send whatever of this order's allocation has not been handed to quickfix yet.
 
-        Used right after the decision and again by startup recovery; the outbound wire
-        log decides whether a J already went out, so it is never sent twice as New.
+        Used right after the decision and again by startup recovery, which passes
+        `check_wire`: the outbound wire log then decides whether a J already went out
+        before the crash, so it is never sent twice as New.
         """
         if order.alloc_id is None:
             return
@@ -181,7 +182,7 @@ class AllocationFlow:
         broker = self.config.broker(order.broker)
         broker_key = self.out.broker_key(order.broker)
         if alloc["sent_at"] is None:
-            if self.db.sent_message_contains(broker_key, "J", needle):
+            if check_wire and self.db.sent_message_contains(broker_key, "J", needle):
                 log.info("allocation.already_on_wire", alloc_id=order.alloc_id)
             else:
                 self.out.allocation(broker_key, self._j(order, alloc, to_oms=False), j_lines,
@@ -196,7 +197,7 @@ class AllocationFlow:
             log.info("allocation.sent", alloc_id=order.alloc_id, broker=order.broker,
                      cl_ord_id=order.oms_cl_ord_id, lines=len(j_lines))
         if alloc["oms_sent_at"] is None:
-            if not self.db.sent_message_contains(order.oms_session, "J", needle):
+            if not (check_wire and self.db.sent_message_contains(order.oms_session, "J", needle)):
                 self.out.allocation(order.oms_session, self._j(order, alloc, to_oms=True),
                                     j_lines, send_udfs=True)
             self.db.update_allocation(order.alloc_id, oms_sent_at=self.clock.now())

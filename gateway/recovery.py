@@ -14,7 +14,7 @@ from decimal import Decimal
 import structlog
 
 from gateway.dispatcher import Dispatcher
-from gateway.events import BrokerReportReceived
+from gateway.events import BlockOrderReceived, BrokerReportReceived
 from gateway.orders import TERMINAL, Order
 
 log = structlog.get_logger("fixalloc.recovery")
@@ -41,7 +41,8 @@ def _report_event(row: dict[str, object]) -> BrokerReportReceived:
 
 def recover(d: Dispatcher) -> dict[str, int]:
     """Rebuild orders from the database; return counts of what was re-driven."""
-    counts = {"orders": 0, "relayed": 0, "allocated": 0, "resent": 0, "routed": 0}
+    counts = {"orders": 0, "relayed": 0, "allocated": 0, "resent": 0, "routed": 0,
+              "validated": 0}
     allocations = {a["order_id"]: a for a in d.db.load_allocations()}
     for row in d.db.load_orders():
         if row["status"] == "rejected":
@@ -56,8 +57,15 @@ def recover(d: Dispatcher) -> dict[str, int]:
             broker_order_id=row["broker_order_id"], leaves_qty=Decimal(row["order_qty"]),
         )
         if order.status == "received":
-            # Stored by the FIX callback but never validated: leave it to the operator view.
-            d.orders[order.order_id] = order
+            # Stored by the FIX callback, but the process died before the dispatcher saw it:
+            # validate and route it now, exactly as the live path would have.
+            d.handle(BlockOrderReceived(
+                session=order.oms_session, order_id=order.order_id, duplicate=False,
+                cl_ord_id=order.oms_cl_ord_id, book=order.book, symbol=order.symbol,
+                side=order.side, order_qty=order.order_qty, ord_type=order.ord_type,
+                price=order.price, time_in_force=order.time_in_force, seq_num=0,
+                ts_recv=d.clock.now(), trade_date=order.trade_date))
+            counts["validated"] += 1
             continue
         d.orders[order.order_id] = order
         counts["orders"] += 1
@@ -87,7 +95,7 @@ def recover(d: Dispatcher) -> dict[str, int]:
             order.alloc_status = alloc["status"]
             _replay_acks(d, order)
             if alloc["sent_at"] is None or alloc["oms_sent_at"] is None:
-                d.flow.send_pending(order)
+                d.flow.send_pending(order, check_wire=True)
                 counts["resent"] += 1
         elif order.done():
             d.flow.allocate(order)

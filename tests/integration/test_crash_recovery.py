@@ -127,3 +127,39 @@ def test_sigterm_logs_out_and_restart_resumes_sequence_numbers(tmp_path: Path) -
     assert logons[0]["seq_num"] == 1
     assert logons[1]["seq_num"] == logouts[0]["seq_num"] + 1  # resumed, not reset
     assert "node.stopped" in log.read_text()
+
+
+def test_order_stored_by_the_callback_but_never_dispatched_is_routed_at_restart(
+    tmp_path: Path,
+) -> None:
+    """A D persisted just before a crash is validated, routed and allocated on the next start."""
+    from datetime import UTC, datetime
+
+    from gateway.config import load_config
+    from gateway.orders import make_order_id
+    from gateway.persistence.store import Database
+    from tests.support.harness import OMS_KEY, gateway_in_process
+
+    ports = Ports.free()
+    cfg = write_config(tmp_path, ports)
+    config = load_config(cfg)
+    now = datetime.now(UTC)
+    trade_date = "2026-11-20"
+    order_id = make_order_id(OMS_KEY, "ORPHAN-1", trade_date)
+    db = Database(config.database_url)
+    db.migrate()
+    assert db.insert_order({
+        "order_id": order_id, "oms_session": OMS_KEY, "oms_cl_ord_id": "ORPHAN-1",
+        "book": "SMA-CORE", "symbol": "AAPL", "side": "buy", "order_qty": "30000",
+        "ord_type": "2", "price": "190.50", "time_in_force": "0", "broker": "",
+        "status": "received", "cum_qty": "0", "avg_px": "0", "leaves_qty": "30000",
+        "trade_date": trade_date, "created_at": now, "updated_at": now,
+    })
+    db.dispose()
+    with broker_sim(tmp_path, ports, FillPlan(fills=3, interval_ms=20)) as broker, \
+            gateway_in_process(cfg, ports) as gw, oms_sim(tmp_path, ports) as oms:
+        assert wait_for(lambda: len(broker.allocations) == 1, 30)
+        assert broker.allocations[0].quantity == Decimal(30_000)
+        # The OMS was offline when the ERs and the J were produced: it gets them by resend.
+        assert oms.wait(lambda: oms.allocation_for("ORPHAN-1") is not None, 30)
+        assert gw.node.db.load_orders()[0]["status"] == "filled"
