@@ -86,6 +86,9 @@ class AllocationFlow:
             trade_date=date.fromisoformat(order.trade_date),
             accounts=self.refdata.accounts_for(order.book), securities=self.refdata.securities,
             decided_at=started, method=book.method if book else None,
+            # A rotation tie-break stays fair over time: each block of the book starts the
+            # rotation one account further on, and the count lives in the database.
+            rotation_offset=self.db.allocations_for_book(order.book),
         )
         try:
             decision = engine.allocate(request, self.rulebooks.current(), self.executor)

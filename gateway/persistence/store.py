@@ -281,6 +281,14 @@ class Database:
             rows = conn.execute(select(t.allocations).order_by(t.allocations.c.created_at))
             return [dict(r) for r in rows.mappings()]
 
+    def allocations_for_book(self, book: str) -> int:
+        """How many blocks of this book were allocated: the fair-rotation offset for the next."""
+        query = (select(func.count()).select_from(t.allocations)
+                 .join(t.orders, t.orders.c.order_id == t.allocations.c.order_id)
+                 .where(t.orders.c.book == book))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def load_allocation(self, alloc_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(

@@ -107,3 +107,19 @@ def test_rulebook_version_stored_once(db: Database) -> None:
           "content_json": "{}", "diff_summary": None}
     assert db.save_rulebook_version(**kw) is True
     assert db.save_rulebook_version(**kw) is False
+
+
+def test_rotation_offset_counts_the_books_allocations(db: Database) -> None:
+    """The fair-rotation offset for a book is the number of its allocations so far."""
+    assert db.allocations_for_book("SMA-CORE") == 0
+    db.insert_order(_order())
+    decision = {"decision_id": "D1", "order_id": "O1", "method": "pro_rata",
+                "rulebook_version": "r1", "inputs_hash": "h", "config_hash": "c",
+                "decided_at": NOW, "canonical_json": "{}"}
+    alloc = {"alloc_id": "A1", "order_id": "O1", "decision_id": "D1", "broker": "BRKA",
+             "alloc_trans_type": "0", "alloc_type": "1", "quantity": "0", "avg_px": "1",
+             "trade_date": "2026-11-20", "settl_date": "2026-11-23", "status": "sent",
+             "created_at": NOW}
+    db.save_allocation(decision, alloc, [])
+    assert db.allocations_for_book("SMA-CORE") == 1
+    assert db.allocations_for_book("OTHER") == 0
