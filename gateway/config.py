@@ -52,6 +52,8 @@ class HttpSettings(_Frozen):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8780, ge=0, le=65535)
+    api_token_env: str | None = None
+    """Environment variable holding the bearer token required by state-changing requests."""
 
 
 class OmsSession(_Frozen):

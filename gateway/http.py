@@ -6,13 +6,14 @@ they take no locks and never touch dispatcher state.
 
 from __future__ import annotations
 
+import hmac
 import json
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, HTTPException, Response
+from fastapi import FastAPI, Header, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.metrics import METRICS
@@ -21,7 +22,7 @@ from gateway.persistence.store import Database
 
 def build_app(
     *, status: Callable[[], dict[str, Any]], ready: Callable[[], tuple[bool, list[str]]],
-    db: Database,
+    db: Database, rulebooks: Any = None, api_token: str | None = None,
 ) -> FastAPI:
     app = FastAPI(title="fixalloc", version="0.1.0",
                   description="Block allocation gateway: health, status, allocations, metrics")
@@ -56,6 +57,35 @@ def build_app(
             "lines": db.load_allocation_lines(alloc_id),
             "decision": json.loads(decision["canonical_json"]) if decision else None,
         }
+
+    def require_token(authorization: str | None) -> None:
+        if api_token is None:
+            return
+        if authorization is None or not hmac.compare_digest(
+                authorization.encode(), f"Bearer {api_token}".encode()):
+            raise HTTPException(status_code=401, detail="a valid bearer token is required")
+
+    @app.get("/rulebook", summary="The active rulebook version and the versions loaded since start")
+    def rulebook() -> dict[str, Any]:
+        if rulebooks is None:
+            raise HTTPException(status_code=404, detail="no rulebook registry")
+        history = [{"version": r.version, "loaded_at": r.loaded_at.isoformat(),
+                    "actor": r.actor, "change": r.diff_summary} for r in rulebooks.history]
+        return {"active": rulebooks.current().version, "last_error": rulebooks.last_error,
+                "history": history}
+
+    @app.post("/rulebook/reload", summary="Validate and activate the rulebook files now")
+    def reload_rulebook(authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        require_token(authorization)
+        if rulebooks is None:
+            raise HTTPException(status_code=404, detail="no rulebook registry")
+        from gateway.refdata import RefDataError
+
+        try:
+            record = rulebooks.reload("http")
+        except RefDataError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
+        return {"active": record.version, "change": record.diff_summary}
 
     return app
 

@@ -28,6 +28,7 @@ from gateway.inbox import Inbox
 from gateway.persistence.store import Database
 from gateway.recovery import recover
 from gateway.reference import ReferenceData
+from gateway.secrets import resolve_secret
 
 log = structlog.get_logger("fixalloc.node")
 
@@ -67,7 +68,13 @@ class Node:
         self.dispatcher.start()
         self.sessions.start()
         if cfg.http.enabled:
-            app = build_app(status=self.status, ready=self.ready, db=db)
+            token = None
+            if cfg.http.api_token_env:
+                token = resolve_secret("http", cfg.http.api_token_env,
+                                       cfg.resolve(cfg.gateway.secrets_file)
+                                       if cfg.gateway.secrets_file else None)
+            app = build_app(status=self.status, ready=self.ready, db=db,
+                            rulebooks=self.rulebooks, api_token=token)
             self.http = HttpServer(app, cfg.http.host, cfg.http.port)
             self.http.start()
             log.info("http.listening", host=cfg.http.host, port=self.http.port)

@@ -45,7 +45,8 @@ class Ports:
 
 
 def write_config(tmp: Path, ports: Ports, *, database_url: str = "", extra: str = "",
-                 oms_password_env: str | None = None, broker_extra: str = "") -> Path:
+                 oms_password_env: str | None = None, broker_extra: str = "",
+                 rules: Path | None = None, http_extra: str = "") -> Path:
     db_line = f'database_url = "{database_url}"' if database_url else ""
     oms_pw = f'password_env = "{oms_password_env}"' if oms_password_env else ""
     text = f"""
@@ -56,6 +57,7 @@ sqlite_synchronous = "NORMAL"
 
 [http]
 port = {ports.http}
+{http_extra}
 
 [fix]
 data_dictionary = "{ROOT / 'fix_specs' / 'FIX44.xml'}"
@@ -78,7 +80,7 @@ port = {ports.broker}
 securities = "{CONFIG / 'securities.csv'}"
 accounts = "{CONFIG / 'accounts.csv'}"
 positions = "{CONFIG / 'positions.csv'}"
-rules = "{CONFIG / 'rules'}"
+rules = "{rules or CONFIG / 'rules'}"
 watch_rules = false
 
 [[books]]
@@ -91,9 +93,12 @@ broker = "BRKA"
     return path
 
 
-def http_get(port: int, path: str) -> tuple[int, Any]:
+def http_get(port: int, path: str, *, method: str = "GET",
+             headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                     headers=headers or {})
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+        with urllib.request.urlopen(request, timeout=5) as resp:
             body = resp.read()
             ctype = resp.headers.get("content-type", "")
             return resp.status, json.loads(body) if "json" in ctype else body.decode()
