@@ -23,6 +23,7 @@ from gateway.events import (
     AllocationAckReceived,
     BlockOrderReceived,
     BrokerReportReceived,
+    CancelRejectedByBroker,
     CancelRequested,
     RulebookChanged,
     SessionRejectReceived,
@@ -37,6 +38,8 @@ from gateway.persistence.store import Database
 from gateway.reference import ReferenceData
 
 log = structlog.get_logger("fixalloc.dispatcher")
+
+_FIX_ORD_STATUS = {v: k for k, v in ORD_STATUS.items()}
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ class Dispatcher:
             self._on_broker_report(event)
         elif isinstance(event, CancelRequested):
             self._on_cancel(event)
+        elif isinstance(event, CancelRejectedByBroker):
+            self._on_broker_cancel_reject(event)
         elif isinstance(event, AllocationAckReceived):
             self.flow.on_ack(event, self.orders)
         elif isinstance(event, SessionRejectReceived):
@@ -205,11 +210,14 @@ class Dispatcher:
                       if o.oms_session == ev.session and o.oms_cl_ord_id == ev.orig_cl_ord_id),
                      None)
         if order is None or order.status in ("filled", "canceled", "expired", "rejected"):
+            # CxlRejReason 1 = unknown order, 0 = too late to cancel.
             text = ("unknown order" if order is None else f"order is {order.status}")
-            self.out.business_reject(ev.session, ref_seq_num=ev.seq_num, ref_msg_type="F",
-                                     reason="1" if order is None else "0",
-                                     text=f"cannot cancel {ev.orig_cl_ord_id}: {text}",
-                                     ref_id=ev.cl_ord_id)
+            self.out.cancel_reject(ev.session, order_id=order.order_id if order else "NONE",
+                                   cl_ord_id=ev.cl_ord_id, orig_cl_ord_id=ev.orig_cl_ord_id,
+                                   ord_status=_FIX_ORD_STATUS.get(order.status, "8")
+                                   if order else "8",
+                                   reason="1" if order is None else "0",
+                                   text=f"cannot cancel {ev.orig_cl_ord_id}: {text}")
             return
         order.cancel_count += 1
         order.oms_cancel_cl_ord_id = ev.cl_ord_id
@@ -222,6 +230,17 @@ class Dispatcher:
                         orig_cl_ord_id=order.order_id, broker_order_id=order.broker_order_id,
                         symbol=order.symbol, side=order.side, qty=order.order_qty,
                         now=self.clock.now())
+
+    def _on_broker_cancel_reject(self, ev: CancelRejectedByBroker) -> None:
+        order = self.orders.get(ev.order_id)
+        if order is None or order.oms_cancel_cl_ord_id is None:
+            log.warning("order.cancel_reject_unknown", session=ev.session, order_id=ev.order_id)
+            return
+        log.info("order.cancel_rejected", cl_ord_id=order.oms_cl_ord_id, text=ev.text)
+        self.out.cancel_reject(order.oms_session, order_id=order.order_id,
+                               cl_ord_id=order.oms_cancel_cl_ord_id,
+                               orig_cl_ord_id=order.oms_cl_ord_id, ord_status=ev.ord_status,
+                               reason=ev.reason or "0", text=ev.text or "rejected by broker")
 
     # -- execution reports from brokers ----------------------------------------------------
 

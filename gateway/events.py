@@ -64,6 +64,16 @@ class BrokerReportReceived:
 
 
 @dataclass(frozen=True)
+class CancelRejectedByBroker:
+    session: str
+    order_id: str
+    ord_status: str
+    reason: str | None
+    text: str | None
+    ts_recv: datetime
+
+
+@dataclass(frozen=True)
 class AllocationAckReceived:
     session: str
     alloc_id: str

@@ -20,6 +20,7 @@ from gateway.events import (
     AllocationAckReceived,
     BlockOrderReceived,
     BrokerReportReceived,
+    CancelRejectedByBroker,
     CancelRequested,
     SessionRejectReceived,
     SessionStateChanged,
@@ -173,6 +174,11 @@ class GatewayApplication(fix.Application):  # type: ignore[misc]
         now = self._clock.now()
         if mtype == "8":
             self._execution_report(message, key)
+        elif mtype == "9":
+            f9 = codec.parse_order_cancel_reject(message)
+            self._inbox.put(CancelRejectedByBroker(
+                session=key, order_id=order_id_of(f9.cl_ord_id), ord_status=f9.ord_status,
+                reason=f9.reason, text=f9.text, ts_recv=now))
         elif mtype == "P":
             f = allocation_codec.parse_allocation_ack(message)
             self._inbox.put(AllocationAckReceived(

@@ -261,6 +261,39 @@ def build_execution_report(
     return msg
 
 
+def build_order_cancel_reject(
+    *, order_id: str, cl_ord_id: str, orig_cl_ord_id: str, ord_status: str, reason: str,
+    text: str,
+) -> fix.Message:
+    """35=9: the specific reject for an OrderCancelRequest (never a BusinessMessageReject)."""
+    msg = new_message("9")
+    msg.setField(T.OrderID, order_id)
+    msg.setField(T.ClOrdID, cl_ord_id)
+    msg.setField(T.OrigClOrdID, orig_cl_ord_id)
+    msg.setField(T.OrdStatus, ord_status)
+    msg.setField(T.CxlRejResponseTo, "1")
+    msg.setField(T.CxlRejReason, reason)
+    msg.setField(T.Text, text[:1000])
+    return msg
+
+
+@dataclass(frozen=True)
+class CancelRejectFields:
+    broker_order_id: str
+    cl_ord_id: str
+    orig_cl_ord_id: str
+    ord_status: str
+    reason: str | None
+    text: str | None
+
+
+def parse_order_cancel_reject(msg: fix.Message) -> CancelRejectFields:
+    return CancelRejectFields(
+        broker_order_id=require_str(msg, T.OrderID), cl_ord_id=require_str(msg, T.ClOrdID),
+        orig_cl_ord_id=require_str(msg, T.OrigClOrdID), ord_status=require_str(msg, T.OrdStatus),
+        reason=get_str(msg, T.CxlRejReason), text=get_str(msg, T.Text))
+
+
 def build_dont_know_trade(
     *, broker_order_id: str, exec_id: str, side: str | None, symbol: str | None,
     reason: str, text: str,

@@ -51,6 +51,13 @@ class FixOutbound:
                                           side=None, symbol=None, reason="D", text=text)
         return self._sessions.send(broker_key, msg)
 
+    def cancel_reject(self, oms_key: str, *, order_id: str, cl_ord_id: str,
+                      orig_cl_ord_id: str, ord_status: str, reason: str, text: str) -> bool:
+        msg = codec.build_order_cancel_reject(order_id=order_id, cl_ord_id=cl_ord_id,
+                                              orig_cl_ord_id=orig_cl_ord_id,
+                                              ord_status=ord_status, reason=reason, text=text)
+        return self._sessions.send(oms_key, msg)
+
     def business_reject(self, key: str, *, ref_seq_num: int, ref_msg_type: str, reason: str,
                         text: str, ref_id: str | None = None) -> bool:
         msg = codec.build_business_reject(ref_seq_num=ref_seq_num, ref_msg_type=ref_msg_type,

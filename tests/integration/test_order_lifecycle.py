@@ -71,3 +71,23 @@ def test_oms_logon_password_checked_and_never_stored(tmp_path: Path,
         raws = " ".join(m["raw"] for m in gw.node.db.wire_messages())
         assert "554=***" in raws
         assert "s3cret-pw" not in raws and "wrong-pw" not in raws
+
+
+def test_cancel_of_a_filled_or_unknown_order_gets_order_cancel_reject(tmp_path: Path) -> None:
+    """A cancel the gateway cannot honour is answered with 35=9, not a BusinessMessageReject."""
+    ports = Ports.free()
+    cfg = write_config(tmp_path, ports)
+    unknown = BlotterOrder(cl_ord_id="NEVER-SENT", book="SMA-CORE", symbol="AAPL", side="buy",
+                           qty=Decimal(100), price=Decimal(1))
+    with broker_sim(tmp_path, ports, FillPlan(fills=2, interval_ms=10)) as broker, \
+            gateway_in_process(cfg, ports), oms_sim(tmp_path, ports) as oms:
+        assert oms.engine.wait_logged_on(30) and broker.engine.wait_logged_on(30)
+        oms.send_order(ORDER)
+        assert oms.wait(lambda: oms.allocation_for(ORDER.cl_ord_id) is not None, 30)
+        oms.send_cancel(ORDER)
+        oms.send_cancel(unknown)
+        assert oms.wait(lambda: len(oms.cancel_rejects) == 2, 10)
+        late, missing = sorted(oms.cancel_rejects, key=lambda r: r.orig_cl_ord_id)
+        assert (late.orig_cl_ord_id, late.reason, late.ord_status) == ("LC-1", "0", "2")
+        assert (missing.orig_cl_ord_id, missing.reason) == ("NEVER-SENT", "1")
+        assert oms.business_rejects == []

@@ -184,8 +184,14 @@ class BrokerSimulator(fix.Application):  # type: ignore[misc]
 
     def _on_cancel(self, message: fix.Message) -> None:
         orig = codec.require_str(message, T.OrigClOrdID)
+        cancel_id = codec.require_str(message, T.ClOrdID)
         order = self.orders.get(orig)
-        if order is None:
+        if order is None or order.status in ("2", "3", "4"):
+            self.engine.send(codec.build_order_cancel_reject(
+                order_id=order.broker_order_id if order else "NONE", cl_ord_id=cancel_id,
+                orig_cl_ord_id=orig, ord_status=order.status if order else "8",
+                reason="1" if order is None else "0",
+                text="unknown order" if order is None else "too late to cancel"))
             return
         order.stop.set()
         with self._lock:

@@ -78,6 +78,7 @@ class OmsSimulator(fix.Application):  # type: ignore[misc]
         self.executions: dict[str, list[ExecutionSeen]] = {}
         self.allocations: list[allocation_codec.JReceived] = []
         self.business_rejects: list[str] = []
+        self.cancel_rejects: list[codec.CancelRejectFields] = []
         self.session_rejects: list[str] = []
         self.logouts: list[str] = []
         self._cond = threading.Condition()
@@ -128,6 +129,11 @@ class OmsSimulator(fix.Application):  # type: ignore[misc]
                     self.allocations.append(j)
                     self._cond.notify_all()
                 self._on_message("allocation", j)
+            elif mtype == "9":
+                with self._cond:
+                    self.cancel_rejects.append(codec.parse_order_cancel_reject(message))
+                    self._cond.notify_all()
+                self._on_message("cancel_reject", message.toString().replace("\x01", "|"))
             elif mtype == "j":
                 text = message.toString().replace("\x01", "|")
                 with self._cond:
