@@ -62,25 +62,22 @@ class FixSessions:
                                                if config.gateway.secrets_file else None)
         self._log_factory = WireLogFactory(db, clock)
         acceptor_text, initiator_text = qf_settings.gateway_settings(config)
-        state = config.state_dir
         self._engines: list[Any] = []
         self._keep: list[Any] = []
-        if acceptor_text:
-            for line in acceptor_text.splitlines():
-                log.info("fix.setting", side="acceptor", setting=line)
-            s = qf_settings.load(acceptor_text, state / "quickfix-oms.cfg")
-            store = fix.FileStoreFactory(s)
-            self._keep += [s, store]
-            self._engines.append(fix.ThreadedSocketAcceptor(self.application, store, s,
-                                                            self._log_factory))
-        if initiator_text:
-            for line in initiator_text.splitlines():
-                log.info("fix.setting", side="initiator", setting=line)
-            s = qf_settings.load(initiator_text, state / "quickfix-brokers.cfg")
-            store = fix.FileStoreFactory(s)
-            self._keep += [s, store]
-            self._engines.append(fix.ThreadedSocketInitiator(self.application, store, s,
-                                                             self._log_factory))
+        for side, text, filename, engine_cls in (
+            ("acceptor", acceptor_text, "quickfix-oms.cfg", fix.ThreadedSocketAcceptor),
+            ("initiator", initiator_text, "quickfix-brokers.cfg", fix.ThreadedSocketInitiator),
+        ):
+            if not text:
+                continue
+            for line in text.splitlines():
+                log.info("fix.setting", side=side, setting=line)
+            settings = qf_settings.load(text, config.state_dir / filename)
+            store = fix.FileStoreFactory(settings)
+            # quickfix keeps raw pointers to the settings and store: keep them alive.
+            self._keep += [settings, store]
+            self._engines.append(engine_cls(self.application, store, settings,
+                                            self._log_factory))
 
     def start(self) -> None:
         for engine in self._engines:

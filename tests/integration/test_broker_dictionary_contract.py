@@ -13,9 +13,7 @@ from gateway.fix.sim.oms import BlotterOrder
 from tests.support.harness import (
     ROOT,
     Ports,
-    broker_sim,
-    gateway_in_process,
-    oms_sim,
+    running,
     write_config,
 )
 
@@ -29,9 +27,7 @@ def test_broker_without_udfs_rejects_a_j_that_carries_them(tmp_path: Path) -> No
     """Sent UDFs to a broker that has not declared them: it rejects the J; we raise an alert."""
     ports = Ports.free()
     cfg = write_config(tmp_path, ports)
-    with broker_sim(tmp_path, ports, dictionary=STOCK) as broker, \
-            gateway_in_process(cfg, ports) as gw, oms_sim(tmp_path, ports) as oms:
-        assert oms.engine.wait_logged_on(30) and broker.engine.wait_logged_on(30)
+    with running(tmp_path, ports, cfg, dictionary=STOCK) as (broker, gw, oms):
         oms.send_order(ORDER)
         db = gw.node.db
         assert wait_for(lambda: db.events("alert.session_reject"), 30)
@@ -44,9 +40,7 @@ def test_broker_without_udfs_gets_them_in_alloc_text_when_configured(tmp_path: P
     """send_udfs = false: the same broker accepts the J, strategy/vehicle ride in AllocText."""
     ports = Ports.free()
     cfg = write_config(tmp_path, ports, broker_extra="send_udfs = false")
-    with broker_sim(tmp_path, ports, dictionary=STOCK) as broker, \
-            gateway_in_process(cfg, ports) as gw, oms_sim(tmp_path, ports) as oms:
-        assert oms.engine.wait_logged_on(30) and broker.engine.wait_logged_on(30)
+    with running(tmp_path, ports, cfg, dictionary=STOCK) as (broker, gw, oms):
         oms.send_order(ORDER)
         assert wait_for(lambda: broker.allocations, 30)
         line = broker.allocations[0].lines[0]

@@ -21,6 +21,7 @@ from tests.support.harness import (
     broker_sim,
     gateway_in_process,
     oms_sim,
+    running,
     write_config,
 )
 
@@ -41,9 +42,7 @@ def test_block_is_routed_filled_allocated_and_every_message_persisted(
     """A block fills in parts, one J with every account goes out, P is recorded, all is stored."""
     ports = Ports.free()
     cfg = write_config(tmp_path, ports, database_url=database_url)
-    with broker_sim(tmp_path, ports, FillPlan(fills=5, interval_ms=20)) as broker, \
-            gateway_in_process(cfg, ports) as gw, oms_sim(tmp_path, ports) as oms:
-        assert oms.engine.wait_logged_on(30) and broker.engine.wait_logged_on(30)
+    with running(tmp_path, ports, cfg, FillPlan(fills=5, interval_ms=20)) as (broker, gw, oms):
         oms.send_order(BLOCK)
         assert oms.wait(lambda: oms.allocation_for(BLOCK.cl_ord_id) is not None, 60)
         assert wait_for(lambda: len(broker.allocations) == 1, 30)
@@ -94,9 +93,7 @@ def test_possdup_and_possresend_repeats_are_applied_once(tmp_path: Path) -> None
     """A fill repeated with PossDupFlag or PossResend is dropped; the ledger is unchanged."""
     ports = Ports.free()
     cfg = write_config(tmp_path, ports)
-    with broker_sim(tmp_path, ports, FillPlan(fills=3, interval_ms=20)) as broker, \
-            gateway_in_process(cfg, ports) as gw, oms_sim(tmp_path, ports) as oms:
-        assert oms.engine.wait_logged_on(30) and broker.engine.wait_logged_on(30)
+    with running(tmp_path, ports, cfg, FillPlan(fills=3, interval_ms=20)) as (broker, gw, oms):
         oms.send_order(BLOCK)
         assert oms.wait(lambda: oms.allocation_for(BLOCK.cl_ord_id) is not None, 60)
         db = gw.node.db
@@ -124,9 +121,7 @@ def test_conflicting_repeat_raises_an_alert_and_is_not_applied(tmp_path: Path) -
     """The same ExecID with a different LastQty is recorded as an alert, never applied."""
     ports = Ports.free()
     cfg = write_config(tmp_path, ports)
-    with broker_sim(tmp_path, ports, FillPlan(fills=2, interval_ms=20)) as broker, \
-            gateway_in_process(cfg, ports) as gw, oms_sim(tmp_path, ports) as oms:
-        assert oms.engine.wait_logged_on(30) and broker.engine.wait_logged_on(30)
+    with running(tmp_path, ports, cfg, FillPlan(fills=2, interval_ms=20)) as (broker, gw, oms):
         oms.send_order(BLOCK)
         assert oms.wait(lambda: oms.allocation_for(BLOCK.cl_ord_id) is not None, 60)
         db = gw.node.db

@@ -10,7 +10,7 @@ import pytest
 from gateway.fix.sim.broker import FillPlan
 from gateway.fix.sim.common import wait_for
 from gateway.fix.sim.oms import BlotterOrder
-from tests.support.harness import Ports, broker_sim, gateway_in_process, oms_sim, write_config
+from tests.support.harness import Ports, gateway_in_process, oms_sim, running, write_config
 
 pytestmark = pytest.mark.fix
 
@@ -22,9 +22,7 @@ def test_cancel_after_partial_fills_allocates_only_what_executed(tmp_path: Path)
     """OMS cancel is routed; Canceled with CumQty > 0 allocates exactly CumQty."""
     ports = Ports.free()
     cfg = write_config(tmp_path, ports)
-    with broker_sim(tmp_path, ports, FillPlan(fills=20, interval_ms=100)) as broker, \
-            gateway_in_process(cfg, ports) as gw, oms_sim(tmp_path, ports) as oms:
-        assert oms.engine.wait_logged_on(30) and broker.engine.wait_logged_on(30)
+    with running(tmp_path, ports, cfg, FillPlan(fills=20, interval_ms=100)) as (broker, gw, oms):
         oms.send_order(ORDER)
         assert wait_for(lambda: broker.orders and
                         next(iter(broker.orders.values())).fills_sent >= 3, 30)
@@ -47,9 +45,7 @@ def test_done_for_day_allocates_the_executed_part(tmp_path: Path) -> None:
     ports = Ports.free()
     cfg = write_config(tmp_path, ports)
     plan = FillPlan(fills=4, interval_ms=20, done_for_day_at=Decimal("0.6"))
-    with broker_sim(tmp_path, ports, plan) as broker, gateway_in_process(cfg, ports) as gw, \
-            oms_sim(tmp_path, ports) as oms:
-        assert oms.engine.wait_logged_on(30) and broker.engine.wait_logged_on(30)
+    with running(tmp_path, ports, cfg, plan) as (_broker, gw, oms):
         oms.send_order(ORDER)
         assert oms.wait(lambda: oms.allocation_for(ORDER.cl_ord_id) is not None, 30)
         j = oms.allocation_for(ORDER.cl_ord_id)
@@ -79,9 +75,7 @@ def test_cancel_of_a_filled_or_unknown_order_gets_order_cancel_reject(tmp_path: 
     cfg = write_config(tmp_path, ports)
     unknown = BlotterOrder(cl_ord_id="NEVER-SENT", book="SMA-CORE", symbol="AAPL", side="buy",
                            qty=Decimal(100), price=Decimal(1))
-    with broker_sim(tmp_path, ports, FillPlan(fills=2, interval_ms=10)) as broker, \
-            gateway_in_process(cfg, ports), oms_sim(tmp_path, ports) as oms:
-        assert oms.engine.wait_logged_on(30) and broker.engine.wait_logged_on(30)
+    with running(tmp_path, ports, cfg, FillPlan(fills=2, interval_ms=10)) as (_broker, _gw, oms):
         oms.send_order(ORDER)
         assert oms.wait(lambda: oms.allocation_for(ORDER.cl_ord_id) is not None, 30)
         oms.send_cancel(ORDER)

@@ -14,10 +14,8 @@ from gateway.fix.sim.oms import BlotterOrder
 from tests.support.harness import (
     CONFIG,
     Ports,
-    broker_sim,
-    gateway_in_process,
     http_get,
-    oms_sim,
+    running,
     write_config,
 )
 
@@ -49,9 +47,7 @@ def test_rule_edit_applies_to_the_next_block_and_bad_edit_is_refused(
     ports = Ports.free()
     cfg = write_config(tmp_path, ports, rules=rules,
                        http_extra='api_token_env = "FIXALLOC_TEST_API_TOKEN"')
-    with broker_sim(tmp_path, ports, FillPlan(fills=2, interval_ms=10)) as broker, \
-            gateway_in_process(cfg, ports) as gw, oms_sim(tmp_path, ports) as oms:
-        assert oms.engine.wait_logged_on(30) and broker.engine.wait_logged_on(30)
+    with running(tmp_path, ports, cfg, FillPlan(fills=2, interval_ms=10)) as (_broker, gw, oms):
         oms.send_order(_order(1))
         assert oms.wait(lambda: oms.allocation_for("RB-1") is not None, 30)
         assert "SMA0001" in {x["account"] for x in oms.allocation_for("RB-1").lines}

@@ -153,6 +153,18 @@ def gateway_in_process(config_path: Path, ports: Ports) -> Iterator[Gateway]:
         node.stop()
 
 
+@contextmanager
+def running(tmp: Path, ports: Ports, config_path: Path, plan: FillPlan | None = None, *,
+            dictionary: Path | None = None
+            ) -> Iterator[tuple[BrokerSimulator, Gateway, OmsSimulator]]:
+    """Broker simulator, gateway (in process) and OMS simulator, all logged on."""
+    with broker_sim(tmp, ports, plan, dictionary) as broker, \
+            gateway_in_process(config_path, ports) as gw, oms_sim(tmp, ports) as oms:
+        assert oms.engine.wait_logged_on(30) and broker.engine.wait_logged_on(30), \
+            "FIX sessions did not log on"
+        yield broker, gw, oms
+
+
 def start_daemon(config_path: Path, log: Path) -> subprocess.Popen[bytes]:
     out = log.open("ab")
     return subprocess.Popen(

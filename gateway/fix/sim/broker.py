@@ -21,7 +21,7 @@ import quickfix as fix
 from gateway.clock import trade_date_of
 from gateway.fix import allocation_codec, codec
 from gateway.fix import tags as T
-from gateway.fix.sim.common import SimEngine
+from gateway.fix.sim.common import SimApplication, SimEngine
 
 
 @dataclass(frozen=True)
@@ -57,12 +57,12 @@ class SimOrder:
         return (self.notional / self.cum_qty).quantize(Decimal("0.000001"))
 
 
-class BrokerSimulator(fix.Application):  # type: ignore[misc]
+class BrokerSimulator(SimApplication):
     def __init__(self, *, port: int, state_dir: Path, sender: str = "BRKA",
                  target: str = "FIXALLOC", plan: FillPlan | None = None,
                  dictionary: Path | None = None,
                  on_message: Callable[[str, Any], None] | None = None) -> None:
-        super().__init__()
+        super().__init__(on_message)
         self.plan = plan or FillPlan()
         self.orders: dict[str, SimOrder] = {}
         self.allocations: list[allocation_codec.JReceived] = []
@@ -71,63 +71,36 @@ class BrokerSimulator(fix.Application):  # type: ignore[misc]
         self.sent_fills: list[fix.Message] = []
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._on_message = on_message or (lambda kind, payload: None)
         self.engine = SimEngine(self, role="acceptor", sender=sender, target=target, port=port,
                                 state_dir=state_dir, dictionary=dictionary)
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self.engine.start()
-
     def stop(self) -> None:
         for order in self.orders.values():
             order.stop.set()
-        self.engine.stop()
+        super().stop()
 
     # -- quickfix callbacks (kept thin: fills run on their own thread) ---------------------
-
-    def onCreate(self, session_id: fix.SessionID) -> None:
-        return None
-
-    def onLogon(self, session_id: fix.SessionID) -> None:
-        self.engine.logged_on.set()
-        self._on_message("logon", session_id.toString())
-
-    def onLogout(self, session_id: fix.SessionID) -> None:
-        self.engine.logged_on.clear()
-        self._on_message("logout", session_id.toString())
-
-    def toAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
-        return None
 
     def fromAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
         if codec.msg_type(message) == "3":
             self.rejects.append(message.toString().replace("\x01", "|"))
 
-    def toApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
-        return None
-
-    def fromApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
-        try:
-            mtype = codec.msg_type(message)
-            if mtype == "D":
-                self._on_new_order(message)
-            elif mtype == "F":
-                self._on_cancel(message)
-            elif mtype == "J":
-                self._on_allocation(message)
-            elif mtype == "Q":
-                self.dont_knows.append((codec.get_str(message, T.ExecID) or "",
-                                        codec.get_str(message, T.Text) or ""))
-            elif mtype == "j":
-                self.rejects.append(message.toString().replace("\x01", "|"))
-            else:
-                raise fix.UnsupportedMessageType()
-        except (fix.UnsupportedMessageType, fix.FieldNotFound, fix.IncorrectTagValue):
-            raise
-        except Exception as exc:
-            self._on_message("error", repr(exc))
+    def on_app_message(self, msg_type: str, message: fix.Message) -> None:
+        if msg_type == "D":
+            self._on_new_order(message)
+        elif msg_type == "F":
+            self._on_cancel(message)
+        elif msg_type == "J":
+            self._on_allocation(message)
+        elif msg_type == "Q":
+            self.dont_knows.append((codec.get_str(message, T.ExecID) or "",
+                                    codec.get_str(message, T.Text) or ""))
+        elif msg_type == "j":
+            self.rejects.append(message.toString().replace("\x01", "|"))
+        else:
+            raise fix.UnsupportedMessageType()
 
     # -- behaviour ------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,57 @@ class SimEngine:
     def is_logged_on(self) -> bool:
         session = fix.Session.lookupSession(self.session_id)
         return bool(session is not None and session.isLoggedOn())
+
+
+class SimApplication(fix.Application):  # type: ignore[misc]
+    """What both simulators share: logon tracking, event reporting, a guarded fromApp.
+
+    A simulator must never take its process down: any non-FIX exception in a callback is
+    reported through `on_message("error", ...)` instead of escaping to the binding.
+    """
+
+    engine: SimEngine
+
+    def __init__(self, on_message: Callable[[str, Any], None] | None) -> None:
+        super().__init__()
+        self._on_message = on_message or (lambda kind, payload: None)
+
+    def start(self) -> None:
+        self.engine.start()
+
+    def stop(self) -> None:
+        self.engine.stop()
+
+    def onCreate(self, session_id: fix.SessionID) -> None:
+        return None
+
+    def onLogon(self, session_id: fix.SessionID) -> None:
+        self.engine.logged_on.set()
+        self._on_message("logon", session_id.toString())
+
+    def onLogout(self, session_id: fix.SessionID) -> None:
+        self.engine.logged_on.clear()
+        self._on_message("logout", session_id.toString())
+
+    def toAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
+        return None
+
+    def fromAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
+        return None
+
+    def toApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
+        return None
+
+    def fromApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
+        try:
+            self.on_app_message(str(message.getHeader().getField(35)), message)
+        except (fix.UnsupportedMessageType, fix.FieldNotFound, fix.IncorrectTagValue):
+            raise
+        except Exception as exc:
+            self._on_message("error", repr(exc))
+
+    def on_app_message(self, msg_type: str, message: fix.Message) -> None:
+        raise fix.UnsupportedMessageType()
 
 
 def wait_for(predicate: Any, timeout: float, interval: float = 0.02) -> bool:

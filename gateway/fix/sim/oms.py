@@ -20,7 +20,7 @@ import quickfix as fix
 
 from gateway.fix import allocation_codec, codec
 from gateway.fix import tags as T
-from gateway.fix.sim.common import SimEngine
+from gateway.fix.sim.common import SimApplication, SimEngine
 
 
 @dataclass(frozen=True)
@@ -68,12 +68,12 @@ def read_blotter(path: Path) -> list[BlotterOrder]:
     return orders
 
 
-class OmsSimulator(fix.Application):  # type: ignore[misc]
+class OmsSimulator(SimApplication):
     def __init__(self, *, port: int, state_dir: Path, host: str = "127.0.0.1",
                  sender: str = "OMS1", target: str = "FIXALLOC", password: str | None = None,
                  dictionary: Path | None = None,
                  on_message: Callable[[str, Any], None] | None = None) -> None:
-        super().__init__()
+        super().__init__(on_message)
         self.password = password
         self.executions: dict[str, list[ExecutionSeen]] = {}
         self.allocations: list[allocation_codec.JReceived] = []
@@ -83,26 +83,8 @@ class OmsSimulator(fix.Application):  # type: ignore[misc]
         self.logouts: list[str] = []
         self._cond = threading.Condition()
         self._ids = itertools.count(1)
-        self._on_message = on_message or (lambda kind, payload: None)
         self.engine = SimEngine(self, role="initiator", sender=sender, target=target, port=port,
                                 host=host, state_dir=state_dir, dictionary=dictionary)
-
-    def start(self) -> None:
-        self.engine.start()
-
-    def stop(self) -> None:
-        self.engine.stop()
-
-    def onCreate(self, session_id: fix.SessionID) -> None:
-        return None
-
-    def onLogon(self, session_id: fix.SessionID) -> None:
-        self.engine.logged_on.set()
-        self._on_message("logon", session_id.toString())
-
-    def onLogout(self, session_id: fix.SessionID) -> None:
-        self.engine.logged_on.clear()
-        self._on_message("logout", session_id.toString())
 
     def toAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
         if self.password and codec.msg_type(message) == "A":
@@ -115,37 +97,26 @@ class OmsSimulator(fix.Application):  # type: ignore[misc]
         elif mtype == "5":
             self.logouts.append(codec.get_str(message, T.Text) or "")
 
-    def toApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
-        return None
+    def on_app_message(self, msg_type: str, message: fix.Message) -> None:
+        if msg_type == "8":
+            self._on_execution(message)
+        elif msg_type == "J":
+            self._record(self.allocations, allocation_codec.parse_allocation_instruction(message),
+                         "allocation")
+        elif msg_type == "9":
+            self._record(self.cancel_rejects, codec.parse_order_cancel_reject(message),
+                         "cancel_reject")
+        elif msg_type == "j":
+            self._record(self.business_rejects, message.toString().replace("\x01", "|"),
+                         "business_reject")
+        else:
+            raise fix.UnsupportedMessageType()
 
-    def fromApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
-        try:
-            mtype = codec.msg_type(message)
-            if mtype == "8":
-                self._on_execution(message)
-            elif mtype == "J":
-                j = allocation_codec.parse_allocation_instruction(message)
-                with self._cond:
-                    self.allocations.append(j)
-                    self._cond.notify_all()
-                self._on_message("allocation", j)
-            elif mtype == "9":
-                with self._cond:
-                    self.cancel_rejects.append(codec.parse_order_cancel_reject(message))
-                    self._cond.notify_all()
-                self._on_message("cancel_reject", message.toString().replace("\x01", "|"))
-            elif mtype == "j":
-                text = message.toString().replace("\x01", "|")
-                with self._cond:
-                    self.business_rejects.append(text)
-                    self._cond.notify_all()
-                self._on_message("business_reject", text)
-            else:
-                raise fix.UnsupportedMessageType()
-        except (fix.UnsupportedMessageType, fix.FieldNotFound, fix.IncorrectTagValue):
-            raise
-        except Exception as exc:
-            self._on_message("error", repr(exc))
+    def _record(self, into: list[Any], item: Any, kind: str) -> None:
+        with self._cond:
+            into.append(item)
+            self._cond.notify_all()
+        self._on_message(kind, item)
 
     def _on_execution(self, message: fix.Message) -> None:
         f = codec.parse_execution_report(message)
