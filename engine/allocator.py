@@ -176,8 +176,7 @@ def _split_all(run: _Run, book: AccountBook, total: int, lot: int, method: str, 
             return out
         odd_target: tuple[int, int, int] | None = None  # partition, participant, global
         odd = 0
-        flat = None if method == "tiered" else _flat(run, total, lot, wsum,
-                                                     [b[2] for b in begun], n_rank)
+        flat = None if method == "tiered" else _flat(run, total, lot, wsum, n_rank)
         if flat is None:
             odd_lot = _serial(run, book, total, lot, method)
         else:
@@ -194,64 +193,28 @@ def _split_all(run: _Run, book: AccountBook, total: int, lot: int, method: str, 
         drops = [c[1] for c in checked]
 
 
-def _flat(run: _Run, total: int, lot: int, wsum: int,
-          pages: list[list[tuple[int, int, int, int, int]]], n_rank: int
+_MAX_CLIP_ROUNDS = 64
+
+
+def _flat(run: _Run, total: int, lot: int, wsum: int, n_rank: int
           ) -> tuple[int, tuple[int, int, int] | None] | None:
     """A flat split (engine.split.split) over the partitions; None if it needs the serial path.
 
     Returns the odd lot and who takes it (partition, participant, global index).
     """
-    parts = run.parts
     remaining = total
-    clipped: list[list[int]] = [[] for _ in range(parts)]
-    # Water-filling. The set of clipped accounts does not depend on the order they are
-    # clipped in (each clip only raises everyone else's share), so walk the capped accounts
-    # of all partitions in cap-per-weight order, a group of equal keys at a time, and stop
-    # at the first group where someone fits.
-    pos = [0] * parts
-    more = [len(p) == partition.PAGE for p in pages]
-
-    def fetch(k: int) -> None:
-        count = max(partition.PAGE, len(pages[k]))
-        got = run.each(partition.page, [(len(pages[i]), count if i == k else 0)
-                                        for i in range(parts)])[k]
-        pages[k].extend(got)
-        more[k] = len(got) == count
-
-    while True:
-        for k in range(parts):
-            if pos[k] >= len(pages[k]) and more[k]:
-                fetch(k)
-        heads = [pages[k][pos[k]][0] for k in range(parts) if pos[k] < len(pages[k])]
-        if not heads:
+    # Water-filling: the set of clipped accounts does not depend on the order they are
+    # clipped in (each clip only raises everyone else's share), so clip everyone who
+    # exceeds at the current level, lower the level, repeat.
+    for _ in range(_MAX_CLIP_ROUNDS):
+        clipped = run.all(partition.clip, remaining, wsum)
+        if not any(c[2] for c in clipped):
             break
-        gkey = min(heads)
-        group: list[tuple[int, tuple[int, int, int, int, int]]] = []
-        for k in range(parts):
-            while True:
-                page_k = pages[k]
-                while pos[k] < len(page_k) and page_k[pos[k]][0] == gkey:
-                    group.append((k, page_k[pos[k]]))
-                    pos[k] += 1
-                if pos[k] >= len(page_k) and more[k]:
-                    fetch(k)
-                    continue
-                break
-        done = [False] * len(group)
-        changed = True
-        while changed:
-            changed = False
-            for x, (k, (_key, w, got, cap, j)) in enumerate(group):
-                if not done[x] and remaining * w > cap * wsum:
-                    done[x] = True
-                    remaining -= got
-                    wsum -= w
-                    clipped[k].append(j)
-                    changed = True
-        if not all(done):
-            break
-    floors = run.each(partition.floor, [(remaining, wsum, clipped[k], n_rank)
-                                        for k in range(parts)])
+        remaining -= sum(c[0] for c in clipped)
+        wsum -= sum(c[1] for c in clipped)
+    else:
+        return None  # a long cascade of caps; done serially
+    floors = run.all(partition.floor, remaining, wsum, n_rank)
     given = sum(f[0] for f in floors)
     if sum(f[1] for f in floors) == 0:
         # Everyone is at a cap: only the odd part can go, to the first account in tie-break
@@ -294,24 +257,22 @@ def _serial(run: _Run, book: AccountBook, total: int, lot: int, method: str) -> 
     caps: dict[str, int | None] = {}
     rank: dict[str, int] = {}
     for part in gathered:
-        for g, w, cap, r in part:
+        for _j, g, w, cap, r in part:
             aid = ids[g]
             weights[aid] = w
             caps[aid] = cap
             rank[aid] = r
     if method == "tiered":
-        members = [book.sorted[g] for part in gathered for g, *_ in part]
+        members = [book.sorted[g] for part in gathered for _j, g, *_ in part]
         outcome = run_tiered(total, lot, members, weights, caps=caps, rank=rank)
     else:
         outcome = run_flat(total, lot, weights, caps, rank)
     args = []
     for part in gathered:
-        alloc = []
-        flags = bytearray(len(part))
-        for j, (g, *_rest) in enumerate(part):
+        assigned = []
+        for j, g, *_rest in part:
             aid = ids[g]
             q = outcome.alloc.get(aid)
-            alloc.append(q or 0)
             f = 0 if q is None else partition.IN_ALLOC
             if aid in outcome.clipped:
                 f |= partition.CLIPPED
@@ -319,8 +280,8 @@ def _serial(run: _Run, book: AccountBook, total: int, lot: int, method: str) -> 
                 f |= partition.EXTRA_LOT
             if outcome.odd_lot == aid:
                 f |= partition.ODD_LOT
-            flags[j] = f
-        args.append((alloc, bytes(flags)))
+            assigned.append((j, q or 0, f))
+        args.append((assigned,))
     run.each(partition.assign, args)
     return book.index[outcome.odd_lot] if outcome.odd_lot is not None else None
 

@@ -14,6 +14,7 @@ one decision lives in `_STATE` under a session id until `finish` (or eviction).
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, localcontext
@@ -51,7 +52,6 @@ ODD_LOT = 4
 IN_ALLOC = 8        # the split assigned it a quantity (possibly zero); only these are
                     # checked against their minimum
 
-PAGE = 64
 _ZERO = Decimal(0)
 
 # Account books installed in this process: version -> (global offset, accounts).
@@ -81,9 +81,9 @@ class _Part:
     """One decision's view of one partition."""
 
     __slots__ = (
-        "accounts", "alloc", "cand_j", "cand_keys", "cap", "capped_sorted", "capzero", "ctx",
-        "dropped", "el", "el_cap", "el_key", "el_min", "excl", "flags", "lo", "pe", "pw",
-        "pw_dec", "rank", "sorted_keys", "status",
+        "accounts", "alive", "alloc", "begun", "cand", "cap", "capzero", "ctx", "dropped", "el",
+        "el_cap", "el_key", "el_min", "excl", "flags", "heap", "integral", "jbits", "lo",
+        "near", "pe", "pending", "popped", "pw", "pw_dec", "rank", "scan", "status",
     )
 
     def __init__(self, lo: int, accounts: tuple[Account, ...], ctx: DecisionContext) -> None:
@@ -99,18 +99,29 @@ class _Part:
         self.el_key: list[int | str | None] = []
         self.el_min: list[MinSpec | None] = []
         self.dropped: dict[int, int] = {}  # eligible position -> quantity it was offered
-        # Participants (positive weight, not dropped): eligible position, weights, caps, rank.
+        # Participants (positive weight) of the current method: eligible position, weight,
+        # cap, tie-break rank; `alive` is cleared when one is dropped below its minimum.
         self.pe: list[int] = []
         self.pw_dec: list[Decimal] = []
+        self.integral = True
+        self.begun = False
         self.pw: list[int] = []
         self.cap: list[int | None] = []
         self.rank: list[int] = []
+        self.alive = bytearray()
+        self.jbits = 1
         self.alloc: list[int] = []
-        self.flags: bytearray = bytearray()
-        self.capped_sorted: list[tuple[int, int]] = []
-        self.cand_j: list[int] = []
-        self.cand_keys: list[int] = []
-        self.sorted_keys: list[int] = []
+        self.flags = bytearray()
+        # Water-filling: capped participants by cap per unit of weight, as encoded ints
+        # (key << jbits | participant), sorted lazily (a heap, and the prefix popped so far).
+        self.heap: list[int] = []
+        self.popped: list[int] = []
+        self.scan = 0
+        self.pending: list[int] = []
+        # Lot rounding: candidates for a left-over lot (encoded, sorted) and active accounts
+        # without room for a whole lot.
+        self.cand: list[int] = []
+        self.near: list[int] = []
 
 
 def _state(sid: str) -> _Part:
@@ -167,18 +178,18 @@ def _evaluate(sid: str, version: str, ctx: DecisionContext,
             excl = (SYS_STATUS, *excl)
         if plan.cel:
             attrs = (a.tier, a.strategy, a.vehicle, a.custodian, a.prime_broker, a.scheme)
-            row = (acct_id, book_name, acct_status, a.nav, a.cash, a.position(symbol), _ZERO,
-                   attrs)
+            hits = None
             if plan.cel_categorical:
                 # Every custom rule here reads only categorical account fields, so accounts
                 # that agree on them share one result.
                 ckey = (scope, acct_status, attrs)
                 hits = cel_by_attrs.get(ckey)
-                if hits is None:
-                    hits = cel_by_attrs[ckey] = cel_hits(plan, row, tkey, programs, memo_keys,
-                                                         ctx=ctx)
-            else:
+            if hits is None:
+                row = (acct_id, book_name, acct_status, a.nav, a.cash, a.position(symbol),
+                       _ZERO, attrs)
                 hits = cel_hits(plan, row, tkey, programs, memo_keys, ctx=ctx)
+                if plan.cel_categorical:
+                    cel_by_attrs[ckey] = hits
             if hits:
                 excl = (*excl, *hits)
         if excl:
@@ -242,20 +253,26 @@ def _weigh(sid: str, method: str, preallocations: Mapping[str, Decimal], el_base
            n_elig: int, rotation: int | None) -> tuple[int, int | None]:
     st = _state(sid)
     ctx = st.ctx
-    m_in = MethodInput(ctx.side, ctx.price, ctx.symbol, preallocations)
     accounts = st.accounts
-    pe: list[int] = []
-    pw_dec: list[Decimal] = []
+    if method == "pro_rata":
+        raw: list[Decimal | None] = [accounts[i].intended_qty for i in st.el]
+    elif method == "pari_passu":
+        raw = [accounts[i].nav for i in st.el]
+    else:
+        m_in = MethodInput(ctx.side, ctx.price, ctx.symbol, preallocations)
+        raw = [raw_weight(method, accounts[i], m_in) for i in st.el]
+    pe = [e for e, v in enumerate(raw) if v is not None and v > 0]
+    pw_dec = [v for v in raw if v is not None and v > 0]
+    ints = [int(v) for v in pw_dec]
+    # A split depends only on the ratios of the weights, so whole-number weights are used
+    # as they are; otherwise every weight is scaled by the same power of ten (the caller
+    # picks it from the smallest exponent of all partitions).
+    st.integral = all(v == i for v, i in zip(pw_dec, ints, strict=True))
     exp: int | None = None
-    for e, i in enumerate(st.el):
-        v = raw_weight(method, accounts[i], m_in)
-        if v > 0:
-            pe.append(e)
-            pw_dec.append(v)
-            x = int(v.as_tuple().exponent)
-            if exp is None or x < exp:
-                exp = x
-    st.pe, st.pw_dec, st.pw = pe, pw_dec, []
+    if pw_dec:
+        exp = 0 if st.integral else min(int(v.as_tuple().exponent) for v in pw_dec)
+    st.pe, st.pw_dec, st.pw = pe, pw_dec, ints
+    st.begun = False
     st.dropped = {}
     if rotation:
         off = rotation % n_elig
@@ -264,80 +281,150 @@ def _weigh(sid: str, method: str, preallocations: Mapping[str, Decimal], el_base
         st.rank = [el_base + e for e in pe]
     el_cap = st.el_cap
     st.cap = [el_cap[e] for e in pe]
+    st.alive = bytearray(b"\x01" * len(pe))
+    st.jbits = max(len(pe), 1).bit_length()
+    st.heap = []
+    st.popped = []
     return len(pe), exp
 
 
 # -- the split (see engine.split for the rules; this is the same computation, distributed) --
 
 
-def begin(args: tuple[str, int, Sequence[int]]) -> tuple[int, int, list[tuple[int, int, int,
-                                                                               int, int]]]:
-    """Start a split: drop the given participants, return (Σ weight, count, first cap page)."""
+def begin(args: tuple[str, int, Sequence[int]]) -> tuple[int, int]:
+    """Start a split: drop the given participants; return (Σ weight, participants)."""
     sid, shift, drop = args
     st = _state(sid)
-    if not st.pw and st.pw_dec:
-        st.pw = [int(v.scaleb(shift)) for v in st.pw_dec] if shift else [
-            int(v) for v in st.pw_dec]
-    if drop:
-        gone = set(drop)
-        keep = [j for j in range(len(st.pe)) if j not in gone]
-        for j in drop:
-            st.dropped[st.pe[j]] = st.alloc[j]
-        st.pe = [st.pe[j] for j in keep]
-        st.pw = [st.pw[j] for j in keep]
-        st.pw_dec = [st.pw_dec[j] for j in keep]
-        st.cap = [st.cap[j] for j in keep]
-        st.rank = [st.rank[j] for j in keep]
+    first = not st.begun
+    if first:
+        st.begun = True
+        if not st.integral:
+            st.pw = [int(v.scaleb(shift)) for v in st.pw_dec]
+        elif shift:
+            scale = 10 ** shift
+            st.pw = [w * scale for w in st.pw]
+    alive = st.alive
+    for j in drop:
+        st.dropped[st.pe[j]] = st.alloc[j]
+        alive[j] = 0
     n = len(st.pe)
     st.alloc = [0] * n
     st.flags = bytearray(n)
     pw, cap = st.pw, st.cap
-    # Water-filling visits capped accounts from the tightest cap per unit of weight; the
-    # key is cap/weight scaled to an integer (ties are resolved exactly by the caller).
-    capped = [(((c << 64) // pw[j]), j) for j, c in enumerate(cap) if c is not None]
-    capped.sort()
-    st.capped_sorted = capped
-    return sum(pw), n, _page(st, 0, PAGE)
+    if first:
+        # Water-filling visits capped accounts from the tightest cap per unit of weight;
+        # equal keys are resolved exactly by `clip`.
+        jb = st.jbits
+        st.heap = [(((c << 32) // pw[j]) << jb) | j for j, c in enumerate(cap) if c is not None]
+        heapq.heapify(st.heap)
+        st.popped = []
+    st.scan = 0
+    st.pending = []
+    live = [w for w, a in zip(pw, alive, strict=True) if a] if drop or st.dropped else pw
+    return sum(live), len(live)
 
 
-def _page(st: _Part, start: int, count: int) -> list[tuple[int, int, int, int, int]]:
-    pw, cap, lot = st.pw, st.cap, st.ctx.lot_size
-    out = []
-    for key, j in st.capped_sorted[start:start + count]:
+def _next_capped(st: _Part) -> int | None:
+    """The next capped participant in key order (encoded), or None."""
+    if st.scan < len(st.popped):
+        x = st.popped[st.scan]
+    elif st.heap:
+        x = heapq.heappop(st.heap)
+        st.popped.append(x)
+    else:
+        return None
+    st.scan += 1
+    return x
+
+
+def clip(args: tuple[str, int, int]) -> tuple[int, int, int]:
+    """Clip every capped participant whose share at this water level exceeds its cap.
+
+    Clipping only raises everyone else's share, so everything that exceeds now is clipped
+    in the end, whatever the order; the caller lowers the level and asks again until no
+    partition clips anyone. Returns (Σ clipped quantity, Σ their weight, how many).
+    """
+    sid, remaining, wsum = args
+    st = _state(sid)
+    lot = st.ctx.lot_size
+    pw, cap, alive, flags, alloc = st.pw, st.cap, st.alive, st.flags, st.alloc
+    mask = (1 << st.jbits) - 1
+    got_sum = w_sum = count = 0
+
+    def exceeds(j: int) -> bool:
         c = cap[j]
         assert c is not None
-        out.append((key, pw[j], c - c % lot, c, j))
-    return out
+        return remaining * pw[j] > c * wsum
+
+    def take(j: int) -> None:
+        nonlocal got_sum, w_sum, count
+        c = cap[j]
+        assert c is not None
+        got = c - c % lot
+        alloc[j] = got
+        flags[j] = CLIPPED | IN_ALLOC
+        got_sum += got
+        w_sum += pw[j]
+        count += 1
+
+    # Accounts with the same key as the last one that fitted may still exceed.
+    still = []
+    for j in st.pending:
+        if exceeds(j):
+            take(j)
+        else:
+            still.append(j)
+    st.pending = still
+    if still:
+        return got_sum, w_sum, count
+    while True:
+        x = _next_capped(st)
+        if x is None:
+            return got_sum, w_sum, count
+        j = x & mask
+        if not alive[j]:
+            continue
+        if exceeds(j):
+            take(j)
+            continue
+        # The first that fits: later keys are larger, except equal ones, checked exactly.
+        key = x >> st.jbits
+        group = [j]
+        while True:
+            y = _next_capped(st)
+            if y is None:
+                break
+            if y >> st.jbits != key:
+                st.scan -= 1
+                break
+            k = y & mask
+            if alive[k]:
+                if exceeds(k):
+                    take(k)
+                else:
+                    group.append(k)
+        st.pending = group
+        return got_sum, w_sum, count
 
 
-def page(args: tuple[str, int, int]) -> list[tuple[int, int, int, int, int]]:
-    """Capped participants [start, start + count) in cap-per-weight order."""
-    sid, start, count = args
-    return _page(_state(sid), start, count) if count else []
-
-
-def floor(args: tuple[str, int, int, Sequence[int], int]) -> tuple[int, int, int]:
-    """Clip the water-filled accounts, round the others down; (Σ rounded, active, candidates).
+def floor(args: tuple[str, int, int, int]) -> tuple[int, int, int]:
+    """Round every active account down to whole lots; (Σ rounded, active, candidates).
 
     A candidate is an active account with room for one more lot; its key orders the
     left-over lots: largest fractional remainder first, then tie-break rank.
     """
-    sid, remaining, wsum, clipped, n_rank = args
+    sid, remaining, wsum, n_rank = args
     st = _state(sid)
     lot = st.ctx.lot_size
-    alloc, flags, pw, cap, rank = st.alloc, st.flags, st.pw, st.cap, st.rank
-    for j in clipped:
-        c = cap[j]
-        assert c is not None
-        alloc[j] = c - c % lot
-        flags[j] = CLIPPED | IN_ALLOC
+    alloc, flags, pw, cap, rank, alive = st.alloc, st.flags, st.pw, st.cap, st.rank, st.alive
+    jb = st.jbits
     unit = wsum * lot
     given = 0
     active = 0
-    cand_j: list[int] = []
-    cand_keys: list[int] = []
+    cand: list[int] = []
+    near: list[int] = []
     for j, w in enumerate(pw):
-        if flags[j]:
+        if flags[j] or not alive[j]:
             continue
         num = remaining * w
         a = (num // unit) * lot
@@ -347,20 +434,20 @@ def floor(args: tuple[str, int, int, Sequence[int], int]) -> tuple[int, int, int
         active += 1
         c = cap[j]
         if c is None or a + lot <= c:
-            cand_j.append(j)
-            cand_keys.append((unit - (num - a * wsum)) * n_rank + rank[j])
-    st.cand_j, st.cand_keys = cand_j, cand_keys
-    st.sorted_keys = []
-    return given, active, len(cand_j)
+            cand.append((((unit - (num - a * wsum)) * n_rank + rank[j]) << jb) | j)
+        else:
+            near.append(j)
+    cand.sort()
+    st.cand, st.near = cand, near
+    return given, active, len(cand)
 
 
 def top(args: tuple[str, int]) -> list[int]:
     """The `k` best candidate keys of this partition, best first."""
     sid, k = args
     st = _state(sid)
-    if not st.sorted_keys:
-        st.sorted_keys = sorted(st.cand_keys)
-    return st.sorted_keys[:k]
+    jb = st.jbits
+    return [x >> jb for x in st.cand[:k]]
 
 
 def extra(args: tuple[str, int | None, int, int, int]
@@ -373,28 +460,42 @@ def extra(args: tuple[str, int | None, int, int, int]
     sid, threshold, odd, remaining, wsum = args
     st = _state(sid)
     lot = st.ctx.lot_size
-    alloc, flags = st.alloc, st.flags
+    alloc, flags, pw, cap, rank = st.alloc, st.flags, st.pw, st.cap, st.rank
+    jb = st.jbits
+    mask = (1 << jb) - 1
+    cand = st.cand
+    given = 0
     if threshold is not None:
-        for j, key in zip(st.cand_j, st.cand_keys, strict=True):
-            if key <= threshold:
-                alloc[j] += lot
-                flags[j] |= EXTRA_LOT
+        for x in cand:
+            if x >> jb > threshold:
+                break
+            j = x & mask
+            alloc[j] += lot
+            flags[j] |= EXTRA_LOT
+            given += 1
     if not odd:
         return None
-    best: tuple[int, int, int] | None = None
-    pw, cap, rank = st.pw, st.cap, st.rank
-    for j, w in enumerate(pw):
-        if flags[j] & CLIPPED:
-            continue
-        a = alloc[j]
+
+    def shortfall_key(j: int) -> tuple[int, int, int]:
+        return (-(remaining * pw[j] - alloc[j] * wsum), rank[j], j)
+
+    # Accounts that got no extra lot are short by their remainder (>= 0); those that got
+    # one are over their exact share, so they come last. Among candidates without an extra
+    # lot the first in key order is short the most.
+    found = [shortfall_key(cand[given] & mask)] if given < len(cand) else []
+    for j in st.near:
         c = cap[j]
-        if c is not None and a + odd > c:
-            continue
-        cand = (-(remaining * w - a * wsum), rank[j], j)
-        if best is None or cand < best:
-            best = cand
-    if best is None:
+        if c is None or alloc[j] + odd <= c:
+            found.append(shortfall_key(j))
+    if not found:
+        for x in cand[:given]:
+            j = x & mask
+            c = cap[j]
+            if c is None or alloc[j] + odd <= c:
+                found.append(shortfall_key(j))
+    if not found:
         return None
+    best = min(found)
     return best[0], best[1], best[2], st.lo + st.el[st.pe[best[2]]]
 
 
@@ -403,9 +504,9 @@ def odd_clipped(args: tuple[str, int]) -> tuple[int, int, int] | None:
     sid, odd = args
     st = _state(sid)
     best: tuple[int, int] | None = None
-    alloc, cap, rank = st.alloc, st.cap, st.rank
+    alloc, cap, rank, alive = st.alloc, st.cap, st.rank, st.alive
     for j, c in enumerate(cap):
-        if c is None or alloc[j] + odd <= c:
+        if alive[j] and (c is None or alloc[j] + odd <= c):
             r = rank[j]
             if best is None or r < best[0]:
                 best = (r, j)
@@ -443,19 +544,23 @@ def _check(sid: str, odd_j: int | None, odd: int) -> tuple[int, list[int]]:
     return total, below
 
 
-def gather(args: tuple[str]) -> list[tuple[int, int, int | None, int]]:
-    """Every participant as (global index, weight, cap, rank), for a split run in one place."""
+def gather(args: tuple[str]) -> list[tuple[int, int, int, int | None, int]]:
+    """Every live participant as (participant, global index, weight, cap, rank)."""
     st = _state(args[0])
     lo, el, pe, pw, cap, rank = st.lo, st.el, st.pe, st.pw, st.cap, st.rank
-    return [(lo + el[pe[j]], pw[j], cap[j], rank[j]) for j in range(len(pe))]
+    return [(j, lo + el[pe[j]], pw[j], cap[j], rank[j]) for j in range(len(pe))
+            if st.alive[j]]
 
 
-def assign(args: tuple[str, Sequence[int], bytes]) -> None:
-    """Take allocations and flags for every participant from a split run elsewhere."""
-    sid, alloc, flags = args
+def assign(args: tuple[str, Sequence[tuple[int, int, int]]]) -> None:
+    """Take (participant, allocation, flags) from a split run elsewhere."""
+    sid, assigned = args
     st = _state(sid)
-    st.alloc = list(alloc)
-    st.flags = bytearray(flags)
+    st.alloc = [0] * len(st.pe)
+    st.flags = bytearray(len(st.pe))
+    for j, q, f in assigned:
+        st.alloc[j] = q
+        st.flags[j] = f
 
 
 def finish(args: tuple[str]) -> tuple[int, bytes, list[int], bytes, dict[int, Any],
@@ -474,16 +579,17 @@ def finish(args: tuple[str]) -> tuple[int, bytes, list[int], bytes, dict[int, An
     capped: dict[int, Any] = {}
     dropped: dict[int, Any] = {}
     el = st.el
+    for i in el:
+        status[i] = NOT_PARTICIPATING
     for e, got in st.dropped.items():
         i = el[e]
         status[i] = DROPPED_MIN
         dropped[lo + i] = (got, st.el_min[e])
-    part = set(st.pe)
-    for e, i in enumerate(el):
-        if e not in part and e not in st.dropped:
-            status[i] = NOT_PARTICIPATING
-    alloc, flags = st.alloc, st.flags
+    alloc, flags, alive = st.alloc, st.flags, st.alive
     for j, e in enumerate(st.pe):
+        if not alive[j]:
+            status[el[e]] = DROPPED_MIN
+            continue
         i = el[e]
         f = flags[j] if j < len(flags) else 0
         q = alloc[j] if f & IN_ALLOC else 0
