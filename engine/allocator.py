@@ -368,7 +368,7 @@ def _columns(run: _Run, book: AccountBook, req: AllocationRequest, rb: ReasonBoo
         cap_excluded.update(f[5])
         capped.update(f[6])
         dropped.update(f[7])
-    line_index = [i for i, q in enumerate(qty) if q]
+    line_index = list(itertools.compress(range(len(qty)), qty))
     accounts = book.sorted
     reliefs: dict[int, tuple[tuple[LotRelief, ...], str]] = {}
     if req.side is Side.SELL:
@@ -412,7 +412,7 @@ def _columns(run: _Run, book: AccountBook, req: AllocationRequest, rb: ReasonBoo
                        bool(f & partition.ODD_LOT))
 
     return table.DecisionColumns(
-        accounts=accounts, status=status, qty=qty, flags=flags, line_index=line_index,
+        accounts=accounts, ids=book.ids, status=status, qty=qty, flags=flags, line_index=line_index,
         excluded=excluded, cap_excluded=cap_excluded, capped=capped, dropped=dropped,
         reliefs=reliefs, reason=reason, note=note)
 

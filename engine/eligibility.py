@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import (
     ROUND_HALF_EVEN,
     Context,
@@ -70,6 +70,9 @@ class DecisionContext:
     cel_rules: frozenset[int]
     cel_security: Mapping[str, Any]
     cel_order: Mapping[str, Any]
+    # Identifies everything above except the price (rulebook version, side, look-through
+    # chain), so per-scope plans can be reused across decisions.
+    rules_key: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +135,24 @@ def build_context(
     rulebook: Rulebook, symbol: str, side: Side, price: Decimal,
     securities: Mapping[str, Security],
 ) -> DecisionContext:
-    """Decide every security-only predicate once per decision."""
+    """Decide every security-only predicate once per decision (memoised without the price)."""
     chain = lookthrough_chain(symbol, securities)
+    key = (rulebook.version, symbol, side.value, chain)
+    base = _CONTEXTS.get(key)
+    if base is None:
+        base = _build_context(rulebook, symbol, side, chain)
+        while len(_CONTEXTS) >= _MAX_CONTEXTS:
+            _CONTEXTS.pop(next(iter(_CONTEXTS)))
+        _CONTEXTS[key] = base
+    return replace(base, price=price)
+
+
+_CONTEXTS: dict[tuple[Any, ...], DecisionContext] = {}
+_MAX_CONTEXTS = 256
+
+
+def _build_context(rulebook: Rulebook, symbol: str, side: Side, chain: tuple[Security, ...]
+                   ) -> DecisionContext:
     sec = chain[0]
     excluding: dict[int, tuple[str, str]] = {}
     caps: dict[int, Decimal] = {}
@@ -159,7 +178,7 @@ def build_context(
         rulebook_version=rulebook.version,
         symbol=symbol,
         side=side,
-        price=price,
+        price=Decimal(0),
         lot_size=sec.lot_size,
         excluding=excluding,
         caps=caps,
@@ -176,6 +195,7 @@ def build_context(
             "related_to": sec.related_to or "",
         },
         cel_order={"side": side.value, "symbol": symbol},
+        rules_key=(rulebook.version, symbol, side.value, chain),
     )
 
 

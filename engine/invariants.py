@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
 from decimal import Decimal
-from itertools import pairwise
 
 from engine import partition, table
 from engine.decision import AllocationDecision
@@ -79,12 +79,11 @@ def _check_columns(decision: AllocationDecision, cols: table.DecisionColumns) ->
         raise InvariantViolation(f"negative unallocated_qty {decision.unallocated_qty}")
     if decision.unallocated_qty > 0 and not decision.unallocated_reason:
         raise InvariantViolation("unallocated shares without a reason")
-    accounts, status, qty, index = cols.accounts, cols.status, cols.qty, cols.line_index
-    n = len(accounts)
-    if len(status) != n or len(qty) != n or len(cols.flags) != n:
+    ids, status, qty, index = cols.ids, cols.status, cols.qty, cols.line_index
+    n = len(ids)
+    if len(cols.accounts) != n or len(status) != n or len(qty) != n or len(cols.flags) != n:
         raise InvariantViolation("result columns do not cover every account")
-    ids = [a.account_id for a in accounts]
-    if any(a >= b for a, b in pairwise(ids)):
+    if not all(map(str.__lt__, ids, itertools.islice(ids, 1, None))):
         raise InvariantViolation("duplicate account in results")
     if n and min(qty) < 0:
         raise InvariantViolation("negative quantity in results")
@@ -94,16 +93,15 @@ def _check_columns(decision: AllocationDecision, cols: table.DecisionColumns) ->
             f"sum of lines {sum(line_qty)} != allocated_qty {decision.allocated_qty}")
     if line_qty and min(line_qty) <= 0:
         raise InvariantViolation("non-positive line")
-    if any(a >= b for a, b in pairwise(index)):
+    if not all(map(int.__lt__, index, itertools.islice(index, 1, None))):
         raise InvariantViolation("lines are not sorted by account id")
-    allocated = (partition.ALLOCATED, partition.CAPPED)
-    if any(status[i] not in allocated for i in index):
+    if not {status[i] for i in index} <= {partition.ALLOCATED, partition.CAPPED}:
         raise InvariantViolation("line for an account which is not allocated")
     # Every quantity outside the lines is zero, so no other account holds shares.
     if sum(qty) != sum(line_qty):
         raise InvariantViolation("an account without a line has a quantity")
     lot = decision.lot_size
-    if sum(1 for q in line_qty if q % lot) > 1:
+    if len(line_qty) - [q % lot for q in line_qty].count(0) > 1:
         raise InvariantViolation("more than one line is not a multiple of the lot size")
     for i, (reliefs, _note) in cols.reliefs.items():
         relieved = sum((r.quantity for r in reliefs), Decimal(0))

@@ -35,6 +35,7 @@ from engine.eligibility import (
 from engine.errors import AllocationError
 from engine.methods import MethodInput, raw_weight
 from engine.model import Account, Side
+from engine.rulebook import Rulebook
 
 # Per-account status codes in the compact columns.
 EXCLUDED = 1        # a restriction excludes it (reasons: rule keys)
@@ -75,6 +76,31 @@ def install_accounts(args: tuple[str, int, tuple[Account, ...]]) -> int:
 
 def installed_books() -> list[str]:
     return list(_BOOKS)
+
+
+# Per (book, rulebook): each account's scope (book, and its id if it has account rules) and
+# custom-rule key (scope, status, categorical fields); plans per (rules_key) of a context.
+_STATIC: OrderedDict[tuple[str, str], tuple[list[Any], list[Any]]] = OrderedDict()
+_PLANS: OrderedDict[tuple[Any, ...], dict[Any, Any]] = OrderedDict()
+_MAX_STATIC = 4
+_MAX_PLANS = 64
+
+
+def _static(version: str, accounts: tuple[Account, ...], rulebook: Rulebook
+            ) -> tuple[list[Any], list[Any]]:
+    key = (version, rulebook.version)
+    got = _STATIC.get(key)
+    if got is None:
+        account_rules = rulebook.account_rules
+        scopes = [(a.book, a.account_id if a.account_id in account_rules else None)
+                  for a in accounts]
+        ckeys = [(scope, a.status, (a.tier, a.strategy, a.vehicle, a.custodian,
+                                    a.prime_broker, a.scheme))
+                 for scope, a in zip(scopes, accounts, strict=True)]
+        while len(_STATIC) >= _MAX_STATIC:
+            _STATIC.popitem(last=False)
+        got = _STATIC[key] = (scopes, ckeys)
+    return got
 
 
 class _Part:
@@ -151,12 +177,16 @@ def _evaluate(sid: str, version: str, ctx: DecisionContext,
     while len(_STATE) >= _MAX_STATE:
         _STATE.popitem(last=False)
     _STATE[sid] = st
-    account_rules = rulebook.account_rules
+    scopes, attrs_list = _static(version, accounts, rulebook)
     is_buy = ctx.side is Side.BUY
     is_sell = ctx.side is Side.SELL
     price = ctx.price
     symbol = ctx.symbol
-    plans: dict[tuple[str, str | None], Any] = {}
+    plans = _PLANS.get(ctx.rules_key)
+    if plans is None:
+        while len(_PLANS) >= _MAX_PLANS:
+            _PLANS.popitem(last=False)
+        plans = _PLANS[ctx.rules_key] = {}
     cel_by_attrs: dict[tuple[Any, ...], list[int | str]] = {}
     tkey = trade_key(ctx)
     reset_cel_cache_if_full()
@@ -165,28 +195,26 @@ def _evaluate(sid: str, version: str, ctx: DecisionContext,
     capzero = st.capzero
     el, el_cap, el_key, el_min = st.el, st.el_cap, st.el_key, st.el_min
     for i, a in enumerate(accounts):
-        acct_id = a.account_id
-        book_name = a.book
-        scope = (book_name, acct_id if acct_id in account_rules else None)
+        scope = scopes[i]
         plan = plans.get(scope)
         if plan is None:
-            plan = plans[scope] = plan_for(rulebook.rules_for(acct_id, book_name), ctx,
+            plan = plans[scope] = plan_for(rulebook.rules_for(a.account_id, a.book), ctx,
                                            memo_keys)
         acct_status = a.status
         excl: tuple[int | str, ...] = plan.excl
         if acct_status != "active":
             excl = (SYS_STATUS, *excl)
         if plan.cel:
-            attrs = (a.tier, a.strategy, a.vehicle, a.custodian, a.prime_broker, a.scheme)
+            # (scope, status, categorical fields)
+            ckey = attrs_list[i]
             hits = None
             if plan.cel_categorical:
                 # Every custom rule here reads only categorical account fields, so accounts
                 # that agree on them share one result.
-                ckey = (scope, acct_status, attrs)
                 hits = cel_by_attrs.get(ckey)
             if hits is None:
-                row = (acct_id, book_name, acct_status, a.nav, a.cash, a.position(symbol),
-                       _ZERO, attrs)
+                row = (a.account_id, a.book, acct_status, a.nav, a.cash, a.position(symbol),
+                       _ZERO, ckey[2])
                 hits = cel_hits(plan, row, tkey, programs, memo_keys, ctx=ctx)
                 if plan.cel_categorical:
                     cel_by_attrs[ckey] = hits

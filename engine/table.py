@@ -80,6 +80,7 @@ class DecisionColumns:
     """The per-account outcome of a decision, in account-id order."""
 
     accounts: Sequence[Account]
+    ids: Sequence[str]
     status: bytes          # engine.partition status codes
     qty: Sequence[int]     # shares (0 unless allocated or capped)
     flags: bytes           # engine.partition flags (clipped, extra lot, odd lot)
