@@ -21,6 +21,7 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.events import (
     AllocationAckReceived,
+    BlockOrderInvalid,
     BlockOrderReceived,
     BrokerReportReceived,
     CancelRejectedByBroker,
@@ -95,6 +96,8 @@ class Dispatcher:
             self._on_block_order(event)
         elif isinstance(event, BrokerReportReceived):
             self._on_broker_report(event)
+        elif isinstance(event, BlockOrderInvalid):
+            self._on_invalid_order(event)
         elif isinstance(event, CancelRequested):
             self._on_cancel(event)
         elif isinstance(event, CancelRejectedByBroker):
@@ -204,6 +207,26 @@ class Dispatcher:
             leaves_qty=Decimal(0), book=ev.book, transact_time=now, text=rej.text,
             ord_rej_reason=rej.reason_code,
         )
+
+    def _on_invalid_order(self, ev: BlockOrderInvalid) -> None:
+        now = self.clock.now()
+        log.warning("order.rejected", session=ev.session, cl_ord_id=ev.cl_ord_id,
+                    reason=ev.reason)
+        METRICS.orders.labels(outcome="rejected").inc()
+        self.db.append_event("order.rejected", recorded_at=now, severity="warning",
+                             session_id=ev.session,
+                             detail={"cl_ord_id": ev.cl_ord_id, "text": ev.reason})
+        try:
+            qty = Decimal(ev.order_qty)
+        except ArithmeticError:
+            qty = Decimal(0)
+        self.out.execution_report(
+            ev.session, order_id="NONE", cl_ord_id=ev.cl_ord_id,
+            exec_id=f"REJ-{ev.session.rsplit('>', 1)[-1]}-{ev.seq_num}", exec_type="8",
+            ord_status="8", symbol=ev.symbol or "UNKNOWN", side="buy", side_fix=ev.side_fix or "1",
+            order_qty=qty, last_qty=Decimal(0), last_px=Decimal(0), cum_qty=Decimal(0),
+            avg_px=Decimal(0), leaves_qty=Decimal(0), book=None, transact_time=now,
+            text=ev.reason, ord_rej_reason="99")
 
     def _on_cancel(self, ev: CancelRequested) -> None:
         order = next((o for o in self.orders.values()

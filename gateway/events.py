@@ -32,6 +32,20 @@ class BlockOrderReceived:
 
 
 @dataclass(frozen=True)
+class BlockOrderInvalid:
+    """A D that passed the dictionary but that we cannot act on (e.g. no book in Account)."""
+
+    session: str
+    cl_ord_id: str
+    symbol: str
+    side_fix: str
+    order_qty: str
+    reason: str
+    seq_num: int
+    ts_recv: datetime
+
+
+@dataclass(frozen=True)
 class CancelRequested:
     session: str
     cl_ord_id: str

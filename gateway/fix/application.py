@@ -18,6 +18,7 @@ from gateway.clock import Clock, trade_date_of
 from gateway.errors import AuditWriteError
 from gateway.events import (
     AllocationAckReceived,
+    BlockOrderInvalid,
     BlockOrderReceived,
     BrokerReportReceived,
     CancelRejectedByBroker,
@@ -136,7 +137,19 @@ class GatewayApplication(fix.Application):  # type: ignore[misc]
     def _from_oms(self, message: fix.Message, key: str, mtype: str) -> None:
         now = self._clock.now()
         if mtype == "D":
-            f = codec.parse_new_order_single(message)
+            try:
+                f = codec.parse_new_order_single(message)
+            except codec.DecodeError as exc:
+                # The dictionary accepted it, so this is a business problem: the D's own
+                # reject (ER 39=8 with the reason) answers it, not a session Reject.
+                self._inbox.put(BlockOrderInvalid(
+                    session=key, cl_ord_id=codec.require_str(message, T.ClOrdID),
+                    symbol=codec.get_str(message, T.Symbol) or "",
+                    side_fix=codec.get_str(message, T.Side) or "",
+                    order_qty=codec.get_str(message, T.OrderQty) or "0",
+                    reason=f"{codec.TAG_NAMES.get(exc.tag, 'tag')}({exc.tag}): {exc.reason}",
+                    seq_num=codec.seq_num(message), ts_recv=now))
+                return
             trade_date = trade_date_of(now).isoformat()
             order_id = make_order_id(key, f.cl_ord_id, trade_date)
             row = {

@@ -20,6 +20,10 @@ SIDE_FROM_FIX: Mapping[str, str] = {"1": "buy", "2": "sell", "5": "sell_short"}
 SIDE_TO_FIX: Mapping[str, str] = {v: k for k, v in SIDE_FROM_FIX.items()}
 
 
+TAG_NAMES: Mapping[int, str] = {T.Account: "Account", T.Side: "Side", T.OrderQty: "OrderQty",
+                                T.Price: "Price", T.OrdType: "OrdType", T.Symbol: "Symbol"}
+
+
 class DecodeError(ValueError):
     """A required field is missing or malformed; carries the tag for the session Reject."""
 
@@ -231,7 +235,9 @@ def build_execution_report(
     cum_qty: Decimal, avg_px: Decimal, leaves_qty: Decimal, book: str | None,
     transact_time: datetime, trade_date: str | None = None, text: str | None = None,
     orig_cl_ord_id: str | None = None, ord_rej_reason: str | None = None,
+    side_fix: str | None = None,
 ) -> fix.Message:
+    """An ER; `side_fix` passes the peer's raw Side through when it is not one we trade."""
     msg = new_message("8")
     msg.setField(T.OrderID, order_id)
     msg.setField(T.ClOrdID, cl_ord_id)
@@ -245,7 +251,7 @@ def build_execution_report(
     if book:
         msg.setField(T.Account, book)
     msg.setField(T.Symbol, symbol)
-    msg.setField(T.Side, SIDE_TO_FIX[side])
+    msg.setField(T.Side, side_fix or SIDE_TO_FIX[side])
     msg.setField(T.OrderQty, fmt(order_qty))
     if exec_type in ("F", "G", "H"):
         msg.setField(T.LastQty, fmt(last_qty))
