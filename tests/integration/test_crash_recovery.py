@@ -30,10 +30,12 @@ QTY = Decimal(200_000)
 FILLS = 20
 
 
-def test_sigkill_mid_order_then_restart_completes_with_one_j(tmp_path: Path) -> None:
+def test_sigkill_mid_order_then_restart_completes_with_one_j(
+    tmp_path: Path, database_url: str
+) -> None:
     """Fills sent while the daemon is dead arrive by resend, are applied once, one J goes out."""
     ports = Ports.free()
-    cfg = write_config(tmp_path, ports)
+    cfg = write_config(tmp_path, ports, database_url=database_url)
     order = BlotterOrder(cl_ord_id="CRASH-1", book="SMA-CORE", symbol="AAPL", side="buy",
                          qty=QTY, ord_type="2", price=Decimal("190.50"))
     log = tmp_path / "daemon.log"
