@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
@@ -357,7 +358,15 @@ def _columns(run: _Run, book: AccountBook, req: AllocationRequest, rb: ReasonBoo
              ) -> table.DecisionColumns:
     finished = run.all(partition.finish)
     status = b"".join(f[1] for f in finished)
-    qty: list[int] = list(itertools.chain.from_iterable(f[2] for f in finished))
+    qty: Sequence[int]
+    arrays = [f[2] for f in finished if isinstance(f[2], array)]
+    if len(arrays) == len(finished):
+        packed: array[int] = array("q")
+        for a in arrays:
+            packed.extend(a)
+        qty = packed
+    else:
+        qty = list(itertools.chain.from_iterable(f[2] for f in finished))
     flags = b"".join(f[3] for f in finished)
     excluded: dict[int, tuple[int | str, ...]] = {}
     cap_excluded: dict[int, int | str] = {}

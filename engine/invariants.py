@@ -87,21 +87,19 @@ def _check_columns(decision: AllocationDecision, cols: table.DecisionColumns) ->
         raise InvariantViolation("duplicate account in results")
     if n and min(qty) < 0:
         raise InvariantViolation("negative quantity in results")
-    line_qty = [qty[i] for i in index]
+    # The lines are exactly the accounts with a quantity, in account-id order.
+    if list(index) != list(itertools.compress(range(n), qty)):
+        raise InvariantViolation("lines are not the accounts with a quantity, in id order")
+    line_qty = list(filter(None, qty))
     if sum(line_qty) != decision.allocated_qty:
         raise InvariantViolation(
             f"sum of lines {sum(line_qty)} != allocated_qty {decision.allocated_qty}")
     if line_qty and min(line_qty) <= 0:
         raise InvariantViolation("non-positive line")
-    if not all(map(int.__lt__, index, itertools.islice(index, 1, None))):
-        raise InvariantViolation("lines are not sorted by account id")
-    if not {status[i] for i in index} <= {partition.ALLOCATED, partition.CAPPED}:
+    if not set(itertools.compress(status, qty)) <= {partition.ALLOCATED, partition.CAPPED}:
         raise InvariantViolation("line for an account which is not allocated")
-    # Every quantity outside the lines is zero, so no other account holds shares.
-    if sum(qty) != sum(line_qty):
-        raise InvariantViolation("an account without a line has a quantity")
     lot = decision.lot_size
-    if len(line_qty) - [q % lot for q in line_qty].count(0) > 1:
+    if len(line_qty) - list(map(lot.__rmod__, line_qty)).count(0) > 1:
         raise InvariantViolation("more than one line is not a multiple of the lot size")
     for i, (reliefs, _note) in cols.reliefs.items():
         relieved = sum((r.quantity for r in reliefs), Decimal(0))

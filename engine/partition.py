@@ -15,6 +15,7 @@ one decision lives in `_STATE` under a session id until `finish` (or eviction).
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, localcontext
@@ -81,7 +82,7 @@ def installed_books() -> list[str]:
 # Per (book, rulebook): each account's scope (book, and its id if it has account rules) and
 # custom-rule key (scope, status, categorical fields); plans per (rules_key) of a context.
 _STATIC: OrderedDict[tuple[str, str], tuple[list[Any], list[Any]]] = OrderedDict()
-_PLANS: OrderedDict[tuple[Any, ...], dict[Any, Any]] = OrderedDict()
+_PLANS: OrderedDict[tuple[Any, ...], tuple[dict[Any, Any], dict[Any, Any]]] = OrderedDict()
 _MAX_STATIC = 4
 _MAX_PLANS = 64
 
@@ -182,12 +183,14 @@ def _evaluate(sid: str, version: str, ctx: DecisionContext,
     is_sell = ctx.side is Side.SELL
     price = ctx.price
     symbol = ctx.symbol
-    plans = _PLANS.get(ctx.rules_key)
-    if plans is None:
+    cached = _PLANS.get(ctx.rules_key)
+    if cached is None:
         while len(_PLANS) >= _MAX_PLANS:
             _PLANS.popitem(last=False)
-        plans = _PLANS[ctx.rules_key] = {}
-    cel_by_attrs: dict[tuple[Any, ...], list[int | str]] = {}
+        cached = _PLANS[ctx.rules_key] = ({}, {})
+    # Plans per scope, and custom-rule hits per (scope, status, categorical fields): both
+    # depend only on the rulebook and the trade facts, so they are kept across decisions.
+    plans, cel_by_attrs = cached
     tkey = trade_key(ctx)
     reset_cel_cache_if_full()
     status = st.status
@@ -591,7 +594,7 @@ def assign(args: tuple[str, Sequence[tuple[int, int, int]]]) -> None:
         st.flags[j] = f
 
 
-def finish(args: tuple[str]) -> tuple[int, bytes, list[int], bytes, dict[int, Any],
+def finish(args: tuple[str]) -> tuple[int, bytes, Sequence[int], bytes, dict[int, Any],
                                       dict[int, Any], dict[int, Any], dict[int, Any]]:
     """Per-account outcome in compact columns; closes the session.
 
@@ -631,5 +634,10 @@ def finish(args: tuple[str]) -> tuple[int, bytes, list[int], bytes, dict[int, An
         else:
             status[i] = ALLOCATED
             qty[i] = q
-    return (lo, bytes(status), qty, bytes(flags_out), {lo + i: k for i, k in st.excl.items()},
+    try:
+        packed: Sequence[int] = array("q", qty)  # pickles as one buffer
+    except OverflowError:
+        packed = qty
+    return (lo, bytes(status), packed, bytes(flags_out),
+            {lo + i: k for i, k in st.excl.items()},
             {lo + i: k for i, k in st.capzero.items()}, capped, dropped)
