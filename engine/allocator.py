@@ -53,6 +53,13 @@ class _Run:
     parts: int
     ctx: DecisionContext
     n_eligible: list[int]
+    pending: Callable[[], list[int]] | None = None
+
+    def ready(self) -> None:
+        """Wait for the eligibility started by `_open`."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            self.n_eligible = pending()
 
     def all(self, fn: Callable[[Any], R], *args: Any) -> list[R]:
         """`fn((sid, *args))` in every partition."""
@@ -69,13 +76,15 @@ def _open(rulebook: Rulebook, symbol: str, side: Side, price: Decimal, *,
     ctx = eligibility.build_context(rulebook, symbol, side, price, securities)
     ex: Any = executor or _LOCAL
     if (len(book.ids) < getattr(ex, "min_accounts", PARALLEL_MIN_ACCOUNTS)
-            or not hasattr(ex, "call_partitions")):
+            or not hasattr(ex, "start_partitions")):
         ex = _LOCAL
     ex.prepare(rulebook)
     ex.prepare_accounts(book.version, book.sorted)
     issuer_syms = eligibility.issuer_symbols(symbol, securities)
     run = _Run(ex, f"s{next(_sessions)}", int(ex.partitions), ctx, [])
-    run.n_eligible = run.all(partition.evaluate, book.version, ctx, issuer_syms)
+    # Started here, collected by `ready` so the caller can work while partitions evaluate.
+    run.pending = ex.start_partitions(partition.evaluate,
+                                      [(run.sid, book.version, ctx, issuer_syms)] * run.parts)
     return run
 
 
@@ -301,7 +310,11 @@ def _allocate(req: AllocationRequest, rulebook: Rulebook,
     methods += [m for m in scheme.fallback if m not in methods]
     run = _open(rulebook, req.symbol, req.side, price, securities=req.securities, book=book,
                 executor=executor)
-    rb = ReasonBook(rulebook, run.ctx, req.symbol)
+    try:
+        ih = _inputs_hash(req, book)
+        rb = ReasonBook(rulebook, run.ctx, req.symbol)
+    finally:
+        run.ready()
     n_elig = sum(run.n_eligible)
     bases = [sum(run.n_eligible[:k]) for k in range(run.parts)]
     rotation = req.rotation_offset if scheme.tie_break == "rotation" else None
@@ -336,7 +349,6 @@ def _allocate(req: AllocationRequest, rulebook: Rulebook,
     }
     if req.preallocation_reason:
         params["preallocation_reason"] = req.preallocation_reason
-    ih = _inputs_hash(req, book)
     decision = AllocationDecision(
         decision_id=canonical.sha256_hex(f"{ih}:{rulebook.version}"),
         block_id=req.block_id, symbol=req.symbol, side=req.side, trade_date=req.trade_date,
@@ -421,7 +433,8 @@ def _columns(run: _Run, book: AccountBook, req: AllocationRequest, rb: ReasonBoo
                        bool(f & partition.ODD_LOT))
 
     return table.DecisionColumns(
-        accounts=accounts, ids=book.ids, status=status, qty=qty, flags=flags, line_index=line_index,
+        accounts=accounts, ids=book.ids, ids_unique=not book.duplicates, status=status,
+        qty=qty, flags=flags, line_index=line_index,
         excluded=excluded, cap_excluded=cap_excluded, capped=capped, dropped=dropped,
         reliefs=reliefs, reason=reason, note=note)
 
@@ -446,6 +459,7 @@ def _evaluate_eligibility(order: OrderIntent, accounts: Sequence[Any],
     book = book_for(accounts)
     run = _open(rulebook, order.symbol, order.side, price, securities=securities, book=book,
                 executor=executor)
+    run.ready()
     rb = ReasonBook(rulebook, run.ctx, order.symbol)
     excluded: dict[int, tuple[int | str, ...]] = {}
     cap_excluded: dict[int, int | str] = {}

@@ -31,7 +31,8 @@ class AccountBook:
         self.accounts = accounts
         self.sorted: tuple[Account, ...] = tuple(sorted(accounts, key=lambda a: a.account_id))
         self.ids: list[str] = [a.account_id for a in self.sorted]
-        self.duplicates = any(a == b for a, b in zip(self.ids, self.ids[1:], strict=False))
+        # Sorted, so the ids are unique exactly when they are strictly increasing.
+        self.duplicates = not all(map(str.__lt__, self.ids, itertools.islice(self.ids, 1, None)))
         self.schemes: list[str] = sorted({a.scheme for a in accounts})
         self.first: Account | None = accounts[0] if accounts else None
         # Names the book wherever it is installed (see engine.partition); unique per process.

@@ -48,6 +48,12 @@ class PartitionedExecutor(Executor, Protocol):
         """
         ...
 
+    def start_partitions(self, fn: Callable[[T], R], args: Sequence[T]
+                         ) -> Callable[[], list[R]]:
+        """`call_partitions`, split in two: start now, return a function that waits for the
+        results (so the caller can work meanwhile). The caller must call it."""
+        ...
+
 
 def account_slices(version: str, accounts: Sequence[Account], parts: int
                    ) -> list[tuple[str, int, tuple[Account, ...]]]:
@@ -75,3 +81,8 @@ class InProcessExecutor:
 
     def call_partitions(self, fn: Callable[[T], R], args: Sequence[T]) -> list[R]:
         return [fn(a) for a in args]
+
+    def start_partitions(self, fn: Callable[[T], R], args: Sequence[T]
+                         ) -> Callable[[], list[R]]:
+        results = [fn(a) for a in args]
+        return lambda: results

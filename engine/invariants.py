@@ -83,7 +83,7 @@ def _check_columns(decision: AllocationDecision, cols: table.DecisionColumns) ->
     n = len(ids)
     if len(cols.accounts) != n or len(status) != n or len(qty) != n or len(cols.flags) != n:
         raise InvariantViolation("result columns do not cover every account")
-    if not all(map(str.__lt__, ids, itertools.islice(ids, 1, None))):
+    if not (cols.ids_unique or all(map(str.__lt__, ids, itertools.islice(ids, 1, None)))):
         raise InvariantViolation("duplicate account in results")
     if n and min(qty) < 0:
         raise InvariantViolation("negative quantity in results")

@@ -81,6 +81,7 @@ class DecisionColumns:
 
     accounts: Sequence[Account]
     ids: Sequence[str]
+    ids_unique: bool       # verified strictly increasing when the account book was built
     status: bytes          # engine.partition status codes
     qty: Sequence[int]     # shares (0 unless allocated or capped)
     flags: bytes           # engine.partition flags (clipped, extra lot, odd lot)

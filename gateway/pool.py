@@ -111,22 +111,35 @@ class ProcessPoolExecutorAdapter:
     def _call(self, fn: Callable[[Any], Any], args: Sequence[Any], freeze: bool = False
               ) -> list[Any]:
         """Send args[i] to worker i, then collect every reply (in worker order)."""
-        conns = self._conns[:len(args)]
+        self._send(fn, args, freeze)
+        return self._recv(len(args))
+
+    def _send(self, fn: Callable[[Any], Any], args: Sequence[Any], freeze: bool = False
+              ) -> None:
         try:
-            for conn, a in zip(conns, args, strict=True):
+            for conn, a in zip(self._conns[:len(args)], args, strict=True):
                 conn.send((fn, a, freeze))
-            replies = [conn.recv() for conn in conns]
+        except OSError as e:
+            self._restart()
+            raise WorkerError(f"engine worker failed: {e}") from e
+
+    def _recv(self, n: int) -> list[Any]:
+        try:
+            replies = [conn.recv() for conn in self._conns[:n]]
         except (EOFError, OSError) as e:
-            # A worker died: start afresh (nothing installed) and let the caller retry.
-            self._stop()
-            self._version = None
-            self._books.clear()
-            self._start()
+            self._restart()
             raise WorkerError(f"engine worker failed: {e}") from e
         for ok, value in replies:
             if not ok:
                 raise value
         return [value for _ok, value in replies]
+
+    def _restart(self) -> None:
+        # A worker died: start afresh (nothing installed) and let the caller retry.
+        self._stop()
+        self._version = None
+        self._books.clear()
+        self._start()
 
     @property
     def rulebook_version(self) -> str | None:
@@ -164,6 +177,30 @@ class ProcessPoolExecutorAdapter:
                              f"got {len(args)}")
         with self._lock:
             return self._call(fn, args)
+
+    def start_partitions(self, fn: Callable[[T], R], args: Sequence[T]
+                         ) -> Callable[[], list[R]]:
+        """Send the call now; the returned function waits for the results.
+
+        Other calls wait until the results are collected, so the caller must collect.
+        """
+        if len(args) != self.workers:
+            raise ValueError(f"expected one argument per partition ({self.workers}), "
+                             f"got {len(args)}")
+        self._lock.acquire()
+        try:
+            self._send(fn, args)
+        except BaseException:
+            self._lock.release()
+            raise
+
+        def collect() -> list[R]:
+            try:
+                return self._recv(len(args))
+            finally:
+                self._lock.release()
+
+        return collect
 
     def map_chunks(self, fn: Callable[[T], R], chunks: Sequence[T]) -> list[R]:
         out: list[R] = []
