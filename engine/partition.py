@@ -104,16 +104,39 @@ def _static(version: str, accounts: tuple[Account, ...], rulebook: Rulebook
     return got
 
 
+_WEIGHTS: OrderedDict[tuple[str, str], list[int] | None] = OrderedDict()
+
+
+def _static_weights(version: str, accounts: tuple[Account, ...], method: str
+                    ) -> list[int] | None:
+    """Pro-rata and pari-passu weights per account (0 when not positive), computed once per
+    book; None for other methods or when a weight is not a whole number."""
+    if method not in ("pro_rata", "pari_passu"):
+        return None
+    key = (version, method)
+    if key not in _WEIGHTS:
+        raw = [a.intended_qty if method == "pro_rata" else a.nav for a in accounts]
+        ints = [int(v) if v is not None and v > 0 else 0 for v in raw]
+        whole = all(v is None or v <= 0 or v == i for v, i in zip(raw, ints, strict=True))
+        while len(_WEIGHTS) >= 2 * _MAX_STATIC:
+            _WEIGHTS.popitem(last=False)
+        _WEIGHTS[key] = ints if whole else None
+    return _WEIGHTS[key]
+
+
 class _Part:
     """One decision's view of one partition."""
 
     __slots__ = (
         "accounts", "alive", "alloc", "begun", "cand", "cap", "capzero", "ctx", "dropped", "el",
         "el_cap", "el_key", "el_min", "excl", "flags", "heap", "integral", "jbits", "lo",
-        "near", "pe", "pending", "popped", "pw", "pw_dec", "rank", "scan", "status",
+        "near", "pe", "pending", "popped", "pw", "pw_dec", "rank", "scan", "status", "thr",
+        "version",
     )
 
-    def __init__(self, lo: int, accounts: tuple[Account, ...], ctx: DecisionContext) -> None:
+    def __init__(self, version: str, lo: int, accounts: tuple[Account, ...],
+                 ctx: DecisionContext) -> None:
+        self.version = version
         self.lo = lo
         self.accounts = accounts
         self.ctx = ctx
@@ -149,6 +172,8 @@ class _Part:
         # without room for a whole lot.
         self.cand: list[int] = []
         self.near: list[int] = []
+        # Smallest quantity that meets each participant's minimum (0: none).
+        self.thr: list[int] = []
 
 
 def _state(sid: str) -> _Part:
@@ -174,7 +199,7 @@ def _evaluate(sid: str, version: str, ctx: DecisionContext,
         raise AllocationError(f"account book {version} is not installed in this process")
     lo, accounts = book
     rulebook, programs, memo_keys = compiled(ctx.rulebook_version)
-    st = _Part(lo, accounts, ctx)
+    st = _Part(version, lo, accounts, ctx)
     while len(_STATE) >= _MAX_STATE:
         _STATE.popitem(last=False)
     _STATE[sid] = st
@@ -285,6 +310,12 @@ def _weigh(sid: str, method: str, preallocations: Mapping[str, Decimal], el_base
     st = _state(sid)
     ctx = st.ctx
     accounts = st.accounts
+    static = _static_weights(st.version, accounts, method)
+    if static is not None:
+        # Whole-number weights that do not depend on the trade (see below).
+        ws = [static[i] for i in st.el]
+        pe = [e for e, w in enumerate(ws) if w]
+        return _set_weights(st, pe, [], [ws[e] for e in pe], True, el_base, n_elig, rotation)
     if method == "pro_rata":
         raw: list[Decimal | None] = [accounts[i].intended_qty for i in st.el]
     elif method == "pari_passu":
@@ -298,10 +329,17 @@ def _weigh(sid: str, method: str, preallocations: Mapping[str, Decimal], el_base
     # A split depends only on the ratios of the weights, so whole-number weights are used
     # as they are; otherwise every weight is scaled by the same power of ten (the caller
     # picks it from the smallest exponent of all partitions).
-    st.integral = all(v == i for v, i in zip(pw_dec, ints, strict=True))
+    integral = all(v == i for v, i in zip(pw_dec, ints, strict=True))
+    return _set_weights(st, pe, pw_dec, ints, integral, el_base, n_elig, rotation)
+
+
+def _set_weights(st: _Part, pe: list[int], pw_dec: list[Decimal], ints: list[int],
+                 integral: bool, el_base: int, n_elig: int, rotation: int | None
+                 ) -> tuple[int, int | None]:
     exp: int | None = None
-    if pw_dec:
-        exp = 0 if st.integral else min(int(v.as_tuple().exponent) for v in pw_dec)
+    if pe:
+        exp = 0 if integral else min(int(v.as_tuple().exponent) for v in pw_dec)
+    st.integral = integral
     st.pe, st.pw_dec, st.pw = pe, pw_dec, ints
     st.begun = False
     st.dropped = {}
@@ -324,7 +362,11 @@ def _weigh(sid: str, method: str, preallocations: Mapping[str, Decimal], el_base
 
 def begin(args: tuple[str, int, Sequence[int]]) -> tuple[int, int]:
     """Start a split: drop the given participants; return (Σ weight, participants)."""
-    sid, shift, drop = args
+    with localcontext(DECIMAL_CONTEXT):
+        return _begin(*args)
+
+
+def _begin(sid: str, shift: int, drop: Sequence[int]) -> tuple[int, int]:
     st = _state(sid)
     first = not st.begun
     if first:
@@ -334,6 +376,8 @@ def begin(args: tuple[str, int, Sequence[int]]) -> tuple[int, int]:
         elif shift:
             scale = 10 ** shift
             st.pw = [w * scale for w in st.pw]
+    if first:
+        st.thr = _thresholds(st)
     alive = st.alive
     for j in drop:
         st.dropped[st.pe[j]] = st.alloc[j]
@@ -353,6 +397,35 @@ def begin(args: tuple[str, int, Sequence[int]]) -> tuple[int, int]:
     st.pending = []
     live = [w for w, a in zip(pw, alive, strict=True) if a] if drop or st.dropped else pw
     return sum(live), len(live)
+
+
+def _thresholds(st: _Part) -> list[int]:
+    """Per participant, the smallest quantity q with q >= min_qty and q * price >= min
+    notional (both exact: q * price is a product of a whole number and the price)."""
+    price = st.ctx.price
+    by_min: dict[Any, int] = {}
+    el_min = st.el_min
+    out = []
+    for e in st.pe:
+        mini = el_min[e]
+        if mini is None:
+            out.append(0)
+            continue
+        t = by_min.get(mini)
+        if t is None:
+            q_min, notional = mini[0], mini[1]
+            t = max(q_min, 0)
+            if notional > 0:
+                # Start near notional / price and step to the exact boundary.
+                n_min = int(notional / price)
+                while n_min > 0 and (n_min - 1) * price >= notional:
+                    n_min -= 1
+                while n_min * price < notional:
+                    n_min += 1
+                t = max(t, n_min)
+            by_min[mini] = t
+        out.append(t)
+    return out
 
 
 def _next_capped(st: _Part) -> int | None:
@@ -551,28 +624,15 @@ def check(args: tuple[str, int | None, int]) -> tuple[int, list[int]]:
 
     Returns (Σ allocated, participants below their minimum).
     """
-    with localcontext(DECIMAL_CONTEXT):
-        return _check(*args)
-
-
-def _check(sid: str, odd_j: int | None, odd: int) -> tuple[int, list[int]]:
+    sid, odd_j, odd = args
     st = _state(sid)
     alloc, flags = st.alloc, st.flags
     if odd_j is not None:
         alloc[odd_j] += odd
         flags[odd_j] |= ODD_LOT | IN_ALLOC
-    price = st.ctx.price
-    el_min, pe = st.el_min, st.pe
-    below: list[int] = []
-    total = 0
-    for j, q in enumerate(alloc):
-        if not flags[j] & IN_ALLOC:
-            continue
-        total += q
-        mini = el_min[pe[j]]
-        if mini is not None and (q < mini[0] or (mini[1] > 0 and q * price < mini[1])):
-            below.append(j)
-    return total, below
+    below = [j for j, (q, t) in enumerate(zip(alloc, st.thr, strict=True))
+             if q < t and flags[j] & IN_ALLOC]
+    return sum(alloc), below
 
 
 def gather(args: tuple[str]) -> list[tuple[int, int, int, int | None, int]]:
