@@ -436,7 +436,7 @@ def _columns(run: _Run, book: AccountBook, req: AllocationRequest, rb: ReasonBoo
         accounts=accounts, ids=book.ids, ids_unique=not book.duplicates, status=status,
         qty=qty, flags=flags, line_index=line_index,
         excluded=excluded, cap_excluded=cap_excluded, capped=capped, dropped=dropped,
-        reliefs=reliefs, reason=reason, note=note)
+        reliefs=reliefs, reason=reason, note=note, ids_json=book.ids_json)
 
 
 def evaluate_eligibility(order: OrderIntent, accounts: Sequence[Any],

@@ -11,6 +11,7 @@ sequence gets a fresh book per call.
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -24,8 +25,8 @@ _serial = itertools.count(1)
 
 
 class AccountBook:
-    __slots__ = ("_hash_bytes", "_index", "accounts", "duplicates", "first", "ids", "schemes",
-                 "sorted", "version")
+    __slots__ = ("_hash_bytes", "_ids_json", "_index", "accounts", "duplicates", "first", "ids",
+                 "schemes", "sorted", "version")
 
     def __init__(self, accounts: Sequence[Account]) -> None:
         self.accounts = accounts
@@ -39,6 +40,14 @@ class AccountBook:
         self.version = f"book-{next(_serial)}-{len(self.ids)}"
         self._hash_bytes: bytes | None = None
         self._index: dict[str, int] | None = None
+        self._ids_json: list[str] | None = None
+
+    def ids_json(self) -> list[str]:
+        """Account ids (id order) as JSON strings, as canonical JSON writes them."""
+        if self._ids_json is None:
+            encode = json.encoder.encode_basestring
+            self._ids_json = [encode(i) for i in self.ids]
+        return self._ids_json
 
     @property
     def index(self) -> dict[str, int]:

@@ -63,14 +63,14 @@ class AllocationDecision:
 
     def to_canonical_json(self) -> str:
         """Sorted keys, Decimals as strings: byte-identical for the same inputs and rulebook."""
-        out = self.to_json_head()
         lines, results = self.lines, self.results
-        if isinstance(lines, table.LazyTuple) and lines.columns is not None:
-            out["lines"] = table.lines_json(lines.columns, format(self.avg_px, "f"))
-        else:
-            out["lines"] = [line.to_json() for line in lines]
-        if isinstance(results, table.LazyTuple) and results.columns is not None:
-            out["results"] = table.results_json(results.columns)
-        else:
-            out["results"] = [r.to_json() for r in results]
-        return canonical.dumps(out)
+        if (isinstance(lines, table.LazyTuple) and lines.columns is not None
+                and isinstance(results, table.LazyTuple) and results.columns is not None):
+            # Write the per-account arrays straight from the columns; every other value
+            # goes through canonical.dumps. Keys are sorted as json.dumps sorts them.
+            values = {k: canonical.dumps(v) for k, v in self.to_json_head().items()}
+            values["lines"] = table.lines_text(lines.columns, format(self.avg_px, "f"))
+            values["results"] = table.results_text(results.columns)
+            return "{" + ",".join(f"{canonical.dumps(k)}:{values[k]}"
+                                  for k in sorted(values)) + "}"
+        return canonical.dumps(self.to_json())

@@ -9,12 +9,14 @@ are kept, so reading twice costs nothing more and gives equal values.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, TypeVar, overload
+from typing import TypeVar, overload
 
+from engine import canonical
 from engine.model import Account, AccountResult, AllocationLine, LotRelief, Reason
 
 T = TypeVar("T")
@@ -94,6 +96,8 @@ class DecisionColumns:
     # Shared reasons and notes, by status / flags.
     reason: Callable[[int, int], tuple[Reason, ...]]
     note: Callable[[int], str]
+    # Account ids as JSON strings (memoised per account book).
+    ids_json: Callable[[], Sequence[str]]
 
 
 _STATUS_NAME = {1: "excluded", 2: "excluded", 3: "dropped", 4: "dropped", 5: "not_participating",
@@ -139,40 +143,58 @@ def lines_table(cols: DecisionColumns, avg_px: Decimal) -> LazyTuple[AllocationL
     return LazyTuple(len(cols.line_index), build, cols)
 
 
-def results_json(cols: DecisionColumns) -> list[dict[str, Any]]:
-    """`[r.to_json() for r in results]` with strings for quantities, without the objects."""
-    out: list[dict[str, Any]] = []
-    reason_json: dict[int, list[dict[str, Any]]] = {}
+# A JSON string exactly as canonical.dumps (json.dumps, ensure_ascii=False) writes it.
+_js: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def _reasons_text(reasons: tuple[Reason, ...]) -> str:
+    """canonical.dumps([r.to_json() for r in reasons])"""
+    return "[" + ",".join(
+        f'{{"code":{_js(r.code)},"rule_id":{_js(r.rule_id)},'
+        f'"rule_version":{_js(r.rule_version)},"text":{_js(r.text)}}}' for r in reasons) + "]"
+
+
+def results_text(cols: DecisionColumns) -> str:
+    """The canonical JSON of `[r.to_json() for r in results]`, written from the columns."""
+    out: list[str] = []
     reason, note, reliefs = cols.reason, cols.note, cols.reliefs
-    accounts, qty, flags = cols.accounts, cols.qty, cols.flags
+    qty, flags = cols.qty, cols.flags
+    ids = cols.ids_json()
+    shared: dict[int, str] = {}
     notes: dict[int, str] = {}
     for i, code in enumerate(cols.status):
-        aid = accounts[i].account_id
         # Allocated, rounded-to-zero and not-participating accounts share one reason.
-        rj = reason_json.get(code) if code in (4, 5, 6) else None
+        rj = shared.get(code)
         if rj is None:
-            rj = [r.to_json() for r in reason(code, i)]
+            rj = _reasons_text(reason(code, i))
             if code in (4, 5, 6):
-                reason_json[code] = rj
+                shared[code] = rj
+        status = _STATUS_NAME[code]
         if code <= 3 or code == 5:
-            out.append({"account_id": aid, "status": _STATUS_NAME[code], "qty": "0",
-                        "reasons": rj, "rounding": ""})
+            out.append(f'{{"account_id":{ids[i]},"qty":"0","reasons":{rj},"rounding":"",'
+                       f'"status":"{status}"}}')
             continue
-        f = flags[i]
-        text = notes.get(f)
-        if text is None:
-            text = notes[f] = note(f)
         q = qty[i]
         if q and i in reliefs:
+            text = note(flags[i])
             lot_note = reliefs[i][1]
-            text = f"{text}; {lot_note}" if text else lot_note
-        out.append({"account_id": aid, "status": _STATUS_NAME[code], "qty": str(q),
-                    "reasons": rj, "rounding": text})
-    return out
+            nj = _js(f"{text}; {lot_note}" if text else lot_note)
+        else:
+            f = flags[i]
+            nj = notes.get(f) or notes.setdefault(f, _js(note(f)))
+        out.append(f'{{"account_id":{ids[i]},"qty":"{q}","reasons":{rj},"rounding":{nj},'
+                   f'"status":"{status}"}}')
+    return "[" + ",".join(out) + "]"
 
 
-def lines_json(cols: DecisionColumns, avg_px: str) -> list[dict[str, Any]]:
-    accounts, qty, reliefs = cols.accounts, cols.qty, cols.reliefs
-    return [{"account_id": accounts[i].account_id, "qty": str(qty[i]), "avg_px": avg_px,
-             "lots": [lot.to_json() for lot in reliefs[i][0]] if i in reliefs else []}
-            for i in cols.line_index]
+def lines_text(cols: DecisionColumns, avg_px: str) -> str:
+    """The canonical JSON of `[line.to_json() for line in lines]`, from the columns."""
+    qty, reliefs = cols.qty, cols.reliefs
+    ids = cols.ids_json()
+    px = _js(avg_px)
+    out = []
+    for i in cols.line_index:
+        lots = (canonical.dumps([lot.to_json() for lot in reliefs[i][0]]) if i in reliefs
+                else "[]")
+        out.append(f'{{"account_id":{ids[i]},"avg_px":{px},"lots":{lots},"qty":"{qty[i]}"}}')
+    return "[" + ",".join(out) + "]"
