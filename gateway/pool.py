@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, TypeVar
 
 import engine
@@ -117,6 +118,12 @@ class ProcessPoolExecutorAdapter:
     def _send(self, fn: Callable[[Any], Any], args: Sequence[Any], freeze: bool = False
               ) -> None:
         try:
+            if len(args) > 1 and all(a is args[0] for a in args):
+                # The same message for every worker (a block's numbers): pickle it once.
+                buf = ForkingPickler.dumps((fn, args[0], freeze))
+                for conn in self._conns[:len(args)]:
+                    conn.send_bytes(buf)
+                return
             for conn, a in zip(self._conns[:len(args)], args, strict=True):
                 conn.send((fn, a, freeze))
         except OSError as e:
