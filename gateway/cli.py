@@ -20,6 +20,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import structlog
 
     log = structlog.get_logger("fixalloc")
+    node = None
     try:
         config = load_config(args.config)
         if args.state_dir:
@@ -36,6 +37,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log.error("config.invalid", error=str(exc))
         print(f"fixalloc: configuration error: {exc}", file=sys.stderr)  # noqa: T201
         return EXIT_CONFIG
+    except Exception as exc:
+        # A database that is not up yet or a port in use: exit non-zero so systemd retries.
+        log.error("node.start_failed", error=f"{type(exc).__name__}: {exc}")
+        print(f"fixalloc: could not start: {type(exc).__name__}: {exc}", file=sys.stderr)  # noqa: T201
+        if node is not None:
+            node.stop()
+        return EXIT_FAILURE
     while not stop.wait(0.5):
         pass
     node.stop()

@@ -103,11 +103,12 @@ class HttpServer:
         self._thread.start()
         deadline = threading.Event()
         waited = 0.0
-        while not self.server.started and waited < timeout:
+        while not self.server.started and waited < timeout and self._thread.is_alive():
             deadline.wait(0.05)
             waited += 0.05
         if not self.server.started:
-            raise RuntimeError("HTTP server did not start")
+            host, port = self.server.config.host, self.server.config.port
+            raise RuntimeError(f"HTTP server did not start on {host}:{port} (port in use?)")
 
     @property
     def port(self) -> int:
