@@ -7,10 +7,11 @@ from engine.allocator import (
     allocate,
     evaluate_eligibility,
     inputs_hash,
+    prepare_accounts,
 )
 from engine.decision import AllocationDecision
 from engine.errors import AllocationError, InvariantViolation, RulebookError
-from engine.executor import Executor, InProcessExecutor
+from engine.executor import Executor, InProcessExecutor, PartitionedExecutor
 from engine.invariants import check_decision
 from engine.model import (
     Account,
@@ -41,6 +42,7 @@ __all__ = [
     "InvariantViolation",
     "LotRelief",
     "OrderIntent",
+    "PartitionedExecutor",
     "Reason",
     "Restriction",
     "Rulebook",
@@ -53,4 +55,5 @@ __all__ = [
     "check_decision",
     "evaluate_eligibility",
     "inputs_hash",
+    "prepare_accounts",
 ]

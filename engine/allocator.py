@@ -88,6 +88,22 @@ def _open(rulebook: Rulebook, symbol: str, side: Side, price: Decimal, *,
     return run
 
 
+def prepare_accounts(accounts: Sequence[Any], executor: Executor | None = None) -> None:
+    """Prepare an account book ahead of its first block (call when reference data loads).
+
+    Computes what depends only on the accounts (id order, the accounts' part of the inputs
+    hash) and, if `executor` has partitions and the book is at least its `min_accounts`,
+    installs the accounts in them, so the first block pays none of it. Pass the same tuple
+    that will be in `AllocationRequest.accounts` (books are memoised on its identity).
+    """
+    book = book_for(accounts)
+    book.hash_bytes()
+    ex: Any = executor
+    if (ex is not None and hasattr(ex, "start_partitions")
+            and len(book.ids) >= getattr(ex, "min_accounts", PARALLEL_MIN_ACCOUNTS)):
+        ex.prepare_accounts(book.version, book.sorted)
+
+
 def _scheme_for(book: AccountBook, rulebook: Rulebook) -> Scheme:
     names = book.schemes
     if len(names) > 1:
@@ -487,4 +503,4 @@ def _evaluate_eligibility(order: OrderIntent, accounts: Sequence[Any],
 
 
 __all__ = ["PARALLEL_MIN_ACCOUNTS", "Outcome", "allocate", "evaluate_eligibility",
-           "inputs_hash"]
+           "inputs_hash", "prepare_accounts"]

@@ -85,3 +85,14 @@ def test_pool_matches_in_process_on_every_variant() -> None:
                                         req.avg_px)
             assert engine.evaluate_eligibility(intent, req.accounts, req.securities, rb, pool) \
                 == engine.evaluate_eligibility(intent, req.accounts, req.securities, rb)
+
+
+def test_prepare_accounts_installs_a_book_once() -> None:
+    """A book prepared when reference data loads is not sent again by the first block."""
+    req, rb = VARIANTS[0][1], VARIANTS[0][2]
+    with ProcessPoolExecutorAdapter(2, min_accounts=0) as pool:
+        engine.prepare_accounts(req.accounts, pool)
+        installed = list(pool._books)
+        assert len(installed) == 1
+        engine.allocate(req, rb, pool)
+        assert list(pool._books) == installed
