@@ -405,11 +405,10 @@ def _columns(run: _Run, book: AccountBook, req: AllocationRequest, rb: ReasonBoo
         cap_excluded.update(f[5])
         capped.update(f[6])
         dropped.update(f[7])
-    line_index = list(itertools.compress(range(len(qty)), qty))
     accounts = book.sorted
     reliefs: dict[int, tuple[tuple[LotRelief, ...], str]] = {}
     if req.side is Side.SELL:
-        for i in line_index:
+        for i in itertools.compress(range(len(qty)), qty):
             held = accounts[i].lots.get(req.symbol)
             if held:
                 reliefs[i] = relieve(held, Decimal(qty[i]), req.avg_px, req.trade_date,
@@ -450,7 +449,7 @@ def _columns(run: _Run, book: AccountBook, req: AllocationRequest, rb: ReasonBoo
 
     return table.DecisionColumns(
         accounts=accounts, ids=book.ids, ids_unique=not book.duplicates, status=status,
-        qty=qty, flags=flags, line_index=line_index,
+        qty=qty, flags=flags,
         excluded=excluded, cap_excluded=cap_excluded, capped=capped, dropped=dropped,
         reliefs=reliefs, reason=reason, note=note, ids_json=book.ids_json)
 

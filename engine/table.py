@@ -9,6 +9,7 @@ are kept, so reading twice costs nothing more and gives equal values.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -79,7 +80,10 @@ class LazyTuple(Sequence[T]):
 
 @dataclass(frozen=True, slots=True)
 class DecisionColumns:
-    """The per-account outcome of a decision, in account-id order."""
+    """The per-account outcome of a decision, in account-id order.
+
+    Lines are not stored: an account has a line exactly when its quantity is not zero.
+    """
 
     accounts: Sequence[Account]
     ids: Sequence[str]
@@ -87,7 +91,6 @@ class DecisionColumns:
     status: bytes          # engine.partition status codes
     qty: Sequence[int]     # shares (0 unless allocated or capped)
     flags: bytes           # engine.partition flags (clipped, extra lot, odd lot)
-    line_index: Sequence[int]  # accounts with a line (qty > 0), ascending
     excluded: Mapping[int, tuple[int | str, ...]]
     cap_excluded: Mapping[int, int | str]
     capped: Mapping[int, tuple[int | str, int]]
@@ -138,9 +141,14 @@ def lines_table(cols: DecisionColumns, avg_px: Decimal) -> LazyTuple[AllocationL
         return tuple(
             AllocationLine(accounts[i].account_id, Decimal(qty[i]), avg_px,
                            reliefs[i][0] if i in reliefs else ())
-            for i in cols.line_index)
+            for i in line_index(cols))
 
-    return LazyTuple(len(cols.line_index), build, cols)
+    return LazyTuple(len(cols.qty) - cols.qty.count(0), build, cols)
+
+
+def line_index(cols: DecisionColumns) -> list[int]:
+    """Accounts with a line (quantity not zero), ascending."""
+    return list(itertools.compress(range(len(cols.qty)), cols.qty))
 
 
 # A JSON string exactly as canonical.dumps (json.dumps, ensure_ascii=False) writes it.
@@ -193,7 +201,7 @@ def lines_text(cols: DecisionColumns, avg_px: str) -> str:
     ids = cols.ids_json()
     px = _js(avg_px)
     out = []
-    for i in cols.line_index:
+    for i in line_index(cols):
         lots = (canonical.dumps([lot.to_json() for lot in reliefs[i][0]]) if i in reliefs
                 else "[]")
         out.append(f'{{"account_id":{ids[i]},"avg_px":{px},"lots":{lots},"qty":"{qty[i]}"}}')

@@ -66,7 +66,7 @@ def test_check_decision_reads_the_columns() -> None:
     decision = engine.allocate(VARIANTS[0][1], VARIANTS[0][2])
     cols = decision.results.columns  # type: ignore[attr-defined]
     assert isinstance(cols, table.DecisionColumns)
-    i = cols.line_index[0]
+    i = table.line_index(cols)[0]
     bad_qty = list(cols.qty)
     bad_qty[i] += 1
     bad = dataclasses.replace(cols, qty=bad_qty)
