@@ -77,6 +77,10 @@ class LazyTuple(Sequence[T]):
     def __repr__(self) -> str:
         return repr(self._all())
 
+    def __reduce__(self) -> tuple[type[tuple[T, ...]], tuple[tuple[T, ...]]]:
+        # Pickling or copying (dataclasses.asdict deep-copies) gives the plain tuple.
+        return (tuple, (self._all(),))
+
 
 @dataclass(frozen=True, slots=True)
 class DecisionColumns:

@@ -96,3 +96,13 @@ def test_prepare_accounts_installs_a_book_once() -> None:
         assert len(installed) == 1
         engine.allocate(req, rb, pool)
         assert list(pool._books) == installed
+
+
+def test_a_decision_pickles_and_copies_as_tuples() -> None:
+    import copy
+    import pickle
+
+    decision = engine.allocate(VARIANTS[0][1], VARIANTS[0][2])
+    for other in (pickle.loads(pickle.dumps(decision)), copy.deepcopy(decision)):
+        assert isinstance(other.results, tuple) and isinstance(other.lines, tuple)
+        assert other.to_canonical_json() == decision.to_canonical_json()
