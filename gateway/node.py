@@ -8,6 +8,7 @@ drains what they delivered.
 
 from __future__ import annotations
 
+import gc
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -60,6 +61,13 @@ class Node:
         inbox = Inbox(cfg.gateway.inbox_capacity)
         self.rulebooks = self._rulebooks(db, inbox)
         self.executor = self._executor()
+        # Per-book work (id order, the accounts' part of the inputs hash, the workers' slices)
+        # is done now, not on the first block; the books' tuples are the ones requests carry.
+        for accounts in refdata.accounts_by_book.values():
+            engine.prepare_accounts(accounts, self.executor)
+        # Reference data lives as long as the process: keep it out of every GC pass.
+        gc.collect()
+        gc.freeze()
         self.sessions = FixSessions(cfg, db, inbox, self.clock)
         out = FixOutbound(self.sessions)
         flow = AllocationFlow(cfg, db, out, refdata, self.rulebooks, self.executor, self.clock)
