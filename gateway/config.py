@@ -113,7 +113,8 @@ class RefDataSettings(_Frozen):
     accounts: Path = Path("accounts.csv")
     positions: Path | None = Path("positions.csv")
     rules: Path = Path("rules")
-    watch_rules: bool = True
+    watch: bool = True
+    """Reload the rulebook and the reference-data files when they change on disk."""
 
 
 class BookSettings(_Frozen):

@@ -79,7 +79,7 @@ securities = "{config_dir / 'securities.csv'}"
 accounts = "{config_dir / 'accounts.csv'}"
 positions = "{config_dir / 'positions.csv'}"
 rules = "{config_dir / 'rules'}"
-watch_rules = false
+watch = false
 
 [[books]]
 name = "SMA-CORE"

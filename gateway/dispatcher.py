@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+import engine
 from gateway.allocation_flow import AllocationFlow
 from gateway.clock import Clock
 from gateway.config import Config
@@ -26,6 +27,7 @@ from gateway.events import (
     BrokerReportReceived,
     CancelRejectedByBroker,
     CancelRequested,
+    ReferenceDataChanged,
     RulebookChanged,
     SessionRejectReceived,
     SessionStateChanged,
@@ -109,6 +111,8 @@ class Dispatcher:
         elif isinstance(event, SessionStateChanged):
             self.sessions_up[event.session] = event.logged_on
             METRICS.session_up.labels(session=event.session).set(1 if event.logged_on else 0)
+        elif isinstance(event, ReferenceDataChanged):
+            self._on_refdata(event)
         elif isinstance(event, RulebookChanged):
             # Workers hold the rulebook per version; re-arm them here, on the only thread
             # that uses the executor, so no evaluation races the switch.
@@ -116,6 +120,13 @@ class Dispatcher:
             if callable(prepare):
                 prepare(self.flow.rulebooks.current())
             log.info("rulebook.active", version=event.version)
+
+    def _on_refdata(self, ev: ReferenceDataChanged) -> None:
+        self.refdata = ev.refdata
+        self.flow.refdata = ev.refdata
+        for accounts in ev.refdata.accounts_by_book.values():
+            engine.prepare_accounts(accounts, self.flow.executor)
+        log.info("refdata.active", version=ev.refdata.version)
 
     def _publish(self) -> None:
         allocations: dict[str, int] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,13 @@ class SessionStateChanged:
     session: str
     logged_on: bool
     ts_recv: datetime
+
+
+@dataclass(frozen=True)
+class ReferenceDataChanged:
+    """New accounts/securities, validated; the dispatcher swaps them in on its own thread."""
+
+    refdata: Any
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,14 @@ import uvicorn
 from fastapi import FastAPI, Header, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.errors import ConfigError
 from gateway.metrics import METRICS
 from gateway.persistence.store import Database
 
 
 def build_app(
     *, status: Callable[[], dict[str, Any]], ready: Callable[[], tuple[bool, list[str]]],
-    db: Database, rulebooks: Any = None, api_token: str | None = None,
+    db: Database, rulebooks: Any = None, refdata: Any = None, api_token: str | None = None,
 ) -> FastAPI:
     app = FastAPI(title="fixalloc", version="0.1.0",
                   description="Block allocation gateway: health, status, allocations, metrics")
@@ -84,6 +85,29 @@ def build_app(
         try:
             record = rulebooks.reload("http")
         except RefDataError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
+        return {"active": record.version, "change": record.diff_summary}
+
+    @app.get("/refdata", summary="The active reference-data version and those loaded since start")
+    def get_refdata() -> dict[str, Any]:
+        if refdata is None:
+            raise HTTPException(status_code=404, detail="no reference-data registry")
+        current = refdata.current()
+        history = [{"version": r.version, "loaded_at": r.loaded_at.isoformat(),
+                    "actor": r.actor, "change": r.diff_summary} for r in refdata.history]
+        return {"active": current.version, "last_error": refdata.last_error,
+                "securities": len(current.securities),
+                "accounts": {b: len(a) for b, a in current.accounts_by_book.items()},
+                "history": history}
+
+    @app.post("/refdata/reload", summary="Validate and activate the reference-data files now")
+    def reload_refdata(authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        require_token(authorization)
+        if refdata is None:
+            raise HTTPException(status_code=404, detail="no reference-data registry")
+        try:
+            record = refdata.reload("http")
+        except ConfigError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from exc
         return {"active": record.version, "change": record.diff_summary}
 

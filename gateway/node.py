@@ -21,13 +21,14 @@ from gateway.clock import Clock, SystemClock, settlement_date, trade_date_of
 from gateway.config import Config
 from gateway.dispatcher import Dispatcher
 from gateway.errors import ConfigError
-from gateway.events import RulebookChanged
+from gateway.events import ReferenceDataChanged, RulebookChanged
 from gateway.fix.outbound import FixOutbound
 from gateway.fix.sessions import FixSessions
 from gateway.http import HttpServer, build_app
 from gateway.inbox import Inbox
 from gateway.persistence.store import Database
 from gateway.recovery import recover
+from gateway.refdata_registry import RefDataVersionRecord, ReferenceDataRegistry
 from gateway.reference import ReferenceData
 from gateway.secrets import resolve_secret
 
@@ -45,6 +46,7 @@ class Node:
         self.http: HttpServer | None = None
         self.executor: Any = None
         self.rulebooks: Any = None
+        self.refdata: ReferenceDataRegistry | None = None
         self._stopped = threading.Event()
 
     def start(self) -> None:
@@ -54,11 +56,12 @@ class Node:
                  config_hash=cfg.config_hash(), database=cfg.database_url.split("@")[-1])
         self.db = db = Database(cfg.database_url, sqlite_synchronous=cfg.gateway.sqlite_synchronous)
         db.migrate()
-        refdata = ReferenceData.load(cfg)
+        inbox = Inbox(cfg.gateway.inbox_capacity)
+        self.refdata = self._refdata(db, inbox)
+        refdata = self.refdata.current()
         # Load the exchange calendar now: its first use costs ~0.5 s, which must not land
         # between a block's last fill and its J.
         settlement_date(trade_date_of(self.clock.now()))
-        inbox = Inbox(cfg.gateway.inbox_capacity)
         self.rulebooks = self._rulebooks(db, inbox)
         self.executor = self._executor()
         # Per-book work (id order, the accounts' part of the inputs hash, the workers' slices)
@@ -82,14 +85,31 @@ class Node:
                                        cfg.resolve(cfg.gateway.secrets_file)
                                        if cfg.gateway.secrets_file else None)
             app = build_app(status=self.status, ready=self.ready, db=db,
-                            rulebooks=self.rulebooks, api_token=token)
+                            rulebooks=self.rulebooks, refdata=self.refdata, api_token=token)
             self.http = HttpServer(app, cfg.http.host, cfg.http.port)
             self.http.start()
             log.info("http.listening", host=cfg.http.host, port=self.http.port)
-        if cfg.refdata.watch_rules:
+        if cfg.refdata.watch:
             self.rulebooks.start_watching()
+            self.refdata.start_watching()
         self.started_at = datetime.now(UTC)
         log.info("node.started", sessions=[s["name"] for s in self.sessions.status()])
+
+    def _refdata(self, db: Database, inbox: Inbox) -> ReferenceDataRegistry:
+        def persist(record: RefDataVersionRecord, data: ReferenceData) -> None:
+            db.save_refdata_version(version=record.version, loaded_at=record.loaded_at,
+                                    actor=record.actor, files=data.files,
+                                    diff_summary=record.diff_summary)
+            log.info("refdata.loaded", version=record.version, actor=record.actor,
+                     change=record.diff_summary)
+            inbox.put(ReferenceDataChanged(data))
+
+        def rejected(reason: str) -> None:
+            log.error("refdata.rejected", reason=reason)
+            db.append_event("refdata.rejected", recorded_at=self.clock.now(), severity="error",
+                            detail={"reason": reason})
+
+        return ReferenceDataRegistry(self.config, on_new_version=persist, on_rejected=rejected)
 
     def _rulebooks(self, db: Database, inbox: Inbox) -> Any:
         from gateway.refdata import RefDataError
@@ -136,6 +156,7 @@ class Node:
             "gateway": self.config.gateway.name,
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "rulebook_version": self.rulebooks.current().version if self.rulebooks else None,
+            "refdata_version": self.refdata.current().version if self.refdata else None,
             "sessions": self.sessions.status() if self.sessions else [],
             "open_orders": [o for o in orders if o["status"] not in
                             ("filled", "done_for_day", "canceled", "expired", "rejected")
@@ -153,6 +174,8 @@ class Node:
         log.info("node.stopping")
         if self.rulebooks is not None:
             self.rulebooks.stop()
+        if self.refdata is not None:
+            self.refdata.stop()
         if self.sessions is not None:
             self.sessions.stop()
         if self.dispatcher is not None:

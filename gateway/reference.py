@@ -1,9 +1,15 @@
-"""Reference data the dispatcher reads: accounts grouped by book, and the security master."""
+"""Reference data the dispatcher reads: accounts grouped by book, and the security master.
+
+A `ReferenceData` is immutable and carries the sha256 of the files it came from, so every
+decision can be traced to the exact account and security data in force.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from gateway.config import Config
@@ -14,9 +20,20 @@ from gateway.errors import ConfigError
 class ReferenceData:
     securities: Mapping[str, Any]
     accounts_by_book: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    version: str = ""
+    files: Mapping[str, str] = field(default_factory=dict)
+    """File path -> its text, as loaded (stored with the version for audit)."""
 
     def accounts_for(self, book: str) -> tuple[Any, ...]:
         return self.accounts_by_book.get(book, ())
+
+    @staticmethod
+    def paths(config: Config) -> list[Path]:
+        rd = config.refdata
+        paths = [config.resolve(rd.securities), config.resolve(rd.accounts)]
+        if rd.positions:
+            paths.append(config.resolve(rd.positions))
+        return paths
 
     @classmethod
     def load(cls, config: Config) -> ReferenceData:
@@ -24,6 +41,12 @@ class ReferenceData:
         from gateway import refdata
 
         rd = config.refdata
+        texts: dict[str, str] = {}
+        for path in cls.paths(config):
+            try:
+                texts[str(path)] = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(str(path), None, f"cannot read: {exc.strerror or exc}") from exc
         try:
             securities = refdata.load_securities(config.resolve(rd.securities))
             positions = config.resolve(rd.positions) if rd.positions else None
@@ -33,4 +56,30 @@ class ReferenceData:
         grouped: dict[str, list[Any]] = {}
         for account in accounts:
             grouped.setdefault(account.book, []).append(account)
-        return cls(securities, {k: tuple(v) for k, v in grouped.items()})
+        digest = hashlib.sha256()
+        for name in sorted(texts):
+            digest.update(Path(name).name.encode() + b"\0" + texts[name].encode() + b"\0")
+        return cls(securities, {k: tuple(v) for k, v in grouped.items()}, digest.hexdigest(),
+                   texts)
+
+
+def describe_change(old: ReferenceData | None, new: ReferenceData) -> str:
+    """A one-line summary for the version record: which accounts and securities changed."""
+    if old is None:
+        books = ", ".join(f"{b}: {len(a)}" for b, a in sorted(new.accounts_by_book.items()))
+        return f"initial load: {len(new.securities)} securities; accounts {books}"
+
+    def index(data: ReferenceData) -> dict[str, Any]:
+        return {a.account_id: a for accts in data.accounts_by_book.values() for a in accts}
+
+    parts = []
+    for what, before, after in (("accounts", index(old), index(new)),
+                                ("securities", dict(old.securities), dict(new.securities))):
+        added = sorted(after.keys() - before.keys())
+        removed = sorted(before.keys() - after.keys())
+        changed = sorted(k for k in before.keys() & after.keys() if before[k] != after[k])
+        for verb, ids in (("added", added), ("removed", removed), ("changed", changed)):
+            if ids:
+                shown = ", ".join(ids[:10]) + (f" (+{len(ids) - 10} more)" if len(ids) > 10 else "")
+                parts.append(f"{what} {verb}: {shown}")
+    return "; ".join(parts) or "content changed, no account or security differs"

@@ -174,6 +174,20 @@ class Database:
             )
             return True
 
+    @_transient
+    def save_refdata_version(self, *, version: str, loaded_at: datetime, actor: str,
+                             files: Mapping[str, str], diff_summary: str | None) -> bool:
+        """Store a reference-data version once, with the files' text as loaded."""
+        with self._tx() as conn:
+            versions = t.refdata_versions.c.version
+            if conn.execute(select(versions).where(versions == version)).first():
+                return False
+            conn.execute(insert(t.refdata_versions).values(
+                version=version, loaded_at=loaded_at, actor=actor,
+                content_json=json.dumps(dict(files), sort_keys=True),
+                diff_summary=diff_summary))
+            return True
+
     # -- orders ---------------------------------------------------------------------------
 
     @_transient

@@ -172,6 +172,16 @@ audit_events = Table(
 )
 Index("ix_audit_events_kind", audit_events.c.kind)
 
+refdata_versions = Table(
+    "refdata_versions",
+    metadata,
+    Column("version", String(64), primary_key=True),
+    Column("loaded_at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("content_json", Text, nullable=False),  # file path -> text, as loaded
+    Column("diff_summary", Text, nullable=True),
+)
+
 rulebook_versions = Table(
     "rulebook_versions",
     metadata,

@@ -46,7 +46,8 @@ class Ports:
 
 def write_config(tmp: Path, ports: Ports, *, database_url: str = "", extra: str = "",
                  oms_password_env: str | None = None, broker_extra: str = "",
-                 rules: Path | None = None, http_extra: str = "") -> Path:
+                 rules: Path | None = None, http_extra: str = "",
+                 refdata_dir: Path | None = None, watch: bool = False) -> Path:
     db_line = f'database_url = "{database_url}"' if database_url else ""
     oms_pw = f'password_env = "{oms_password_env}"' if oms_password_env else ""
     text = f"""
@@ -77,11 +78,11 @@ port = {ports.broker}
 {broker_extra}
 
 [refdata]
-securities = "{CONFIG / 'securities.csv'}"
-accounts = "{CONFIG / 'accounts.csv'}"
-positions = "{CONFIG / 'positions.csv'}"
+securities = "{(refdata_dir or CONFIG) / 'securities.csv'}"
+accounts = "{(refdata_dir or CONFIG) / 'accounts.csv'}"
+positions = "{(refdata_dir or CONFIG) / 'positions.csv'}"
 rules = "{rules or CONFIG / 'rules'}"
-watch_rules = false
+watch = {"true" if watch else "false"}
 
 [[books]]
 name = "SMA-CORE"

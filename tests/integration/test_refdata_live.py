@@ -1,0 +1,88 @@
+"""Live reference data: an account frozen in the CSV export is out of the next block."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from gateway.fix.sim.broker import FillPlan
+from gateway.fix.sim.common import wait_for
+from gateway.fix.sim.oms import BlotterOrder
+from tests.support.harness import CONFIG, Ports, http_get, running, write_config
+
+pytestmark = pytest.mark.fix
+
+
+def _set_status(accounts: Path, account_id: str, status: str) -> None:
+    lines = accounts.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(f"{account_id},"):
+            cols = line.split(",")
+            cols[2] = status
+            lines[i] = ",".join(cols)
+    accounts.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _block(n: int) -> BlotterOrder:
+    return BlotterOrder(cl_ord_id=f"RD-{n}", book="SMA-CORE", symbol="AAPL", side="buy",
+                        qty=Decimal(50_000), price=Decimal(190))
+
+
+def _allocated(oms: object, cl_ord_id: str) -> set[str]:
+    j = oms.allocation_for(cl_ord_id)  # type: ignore[attr-defined]
+    return {x["account"] for x in j.lines}
+
+
+def test_account_frozen_in_the_csv_is_excluded_from_the_next_block(tmp_path: Path) -> None:
+    """HTTP reload and the file watcher both apply a valid edit; a broken edit is refused."""
+    data = tmp_path / "refdata"
+    data.mkdir()
+    for name in ("securities.csv", "accounts.csv", "positions.csv"):
+        shutil.copy(CONFIG / name, data / name)
+    accounts = data / "accounts.csv"
+    ports = Ports.free()
+    cfg = write_config(tmp_path, ports, refdata_dir=data, watch=True)
+    with running(tmp_path, ports, cfg, FillPlan(fills=2, interval_ms=10)) as (_b, gw, oms):
+        oms.send_order(_block(1))
+        assert oms.wait(lambda: oms.allocation_for("RD-1") is not None, 30)
+        assert {"SMA0001", "SMA0002"} <= _allocated(oms, "RD-1")
+        first = http_get(ports.http, "/refdata")[1]["active"]
+
+        gw.node.refdata.stop()  # take the watcher out for the explicit-reload half
+        _set_status(accounts, "SMA0001", "frozen")
+        code, body = http_get(ports.http, "/refdata/reload", method="POST")
+        assert code == 200 and body["change"] == "accounts changed: SMA0001"
+        oms.send_order(_block(2))
+        assert oms.wait(lambda: oms.allocation_for("RD-2") is not None, 30)
+        assert "SMA0001" not in _allocated(oms, "RD-2")
+
+        good = accounts.read_text(encoding="utf-8")
+        _set_status(accounts, "SMA0003", "asleep")
+        code, body = http_get(ports.http, "/refdata/reload", method="POST")
+        assert code == 422 and f"{accounts}:4:" in body["detail"]
+        assert http_get(ports.http, "/refdata")[1]["active"] != first  # edit 1 still in force
+
+        accounts.write_text(good, encoding="utf-8")
+        gw.node.refdata.start_watching()
+        time.sleep(0.5)  # let the watcher subscribe before the edit (there is no ready signal)
+        _set_status(accounts, "SMA0002", "do_not_trade")
+        assert wait_for(lambda: http_get(ports.http, "/refdata")[1]["history"][-1]["actor"]
+                        == "file-watch", 10)
+        oms.send_order(_block(3))
+        assert oms.wait(lambda: oms.allocation_for("RD-3") is not None, 30)
+        assert not {"SMA0001", "SMA0002"} & _allocated(oms, "RD-3")
+
+        with gw.node.db.engine.connect() as conn:
+            rows = conn.execute(text("SELECT actor, diff_summary FROM refdata_versions "
+                                     "ORDER BY loaded_at")).all()
+        assert [r[0] for r in rows] == ["startup", "http", "file-watch"]
+        assert rows[2][1] == "accounts changed: SMA0002"
+        status = http_get(ports.http, "/status")[1]
+        decision = http_get(ports.http, f"/allocations/{oms.allocation_for('RD-3').alloc_id}")[1]
+        assert status["refdata_version"] == http_get(ports.http, "/refdata")[1]["active"]
+        assert decision["decision"]["allocated_qty"] == "50000"
