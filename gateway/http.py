@@ -16,7 +16,6 @@ import uvicorn
 from fastapi import FastAPI, Header, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.errors import ConfigError
 from gateway.metrics import METRICS
 from gateway.persistence.store import Database
 
@@ -66,52 +65,45 @@ def build_app(
                 authorization.encode(), f"Bearer {api_token}".encode()):
             raise HTTPException(status_code=401, detail="a valid bearer token is required")
 
-    @app.get("/rulebook", summary="The active rulebook version and the versions loaded since start")
-    def rulebook() -> dict[str, Any]:
-        if rulebooks is None:
-            raise HTTPException(status_code=404, detail="no rulebook registry")
-        history = [{"version": r.version, "loaded_at": r.loaded_at.isoformat(),
-                    "actor": r.actor, "change": r.diff_summary} for r in rulebooks.history]
-        return {"active": rulebooks.current().version, "last_error": rulebooks.last_error,
-                "history": history}
+    def refdata_counts(data: Any) -> dict[str, Any]:
+        return {"securities": len(data.securities),
+                "accounts": {b: len(a) for b, a in data.accounts_by_book.items()}}
 
-    @app.post("/rulebook/reload", summary="Validate and activate the rulebook files now")
-    def reload_rulebook(authorization: str | None = Header(default=None)) -> dict[str, Any]:
-        require_token(authorization)
-        if rulebooks is None:
-            raise HTTPException(status_code=404, detail="no rulebook registry")
-        from gateway.refdata import RefDataError
-
-        try:
-            record = rulebooks.reload("http")
-        except RefDataError as exc:
-            raise HTTPException(status_code=422, detail=str(exc)) from exc
-        return {"active": record.version, "change": record.diff_summary}
-
-    @app.get("/refdata", summary="The active reference-data version and those loaded since start")
-    def get_refdata() -> dict[str, Any]:
-        if refdata is None:
-            raise HTTPException(status_code=404, detail="no reference-data registry")
-        current = refdata.current()
-        history = [{"version": r.version, "loaded_at": r.loaded_at.isoformat(),
-                    "actor": r.actor, "change": r.diff_summary} for r in refdata.history]
-        return {"active": current.version, "last_error": refdata.last_error,
-                "securities": len(current.securities),
-                "accounts": {b: len(a) for b, a in current.accounts_by_book.items()},
-                "history": history}
-
-    @app.post("/refdata/reload", summary="Validate and activate the reference-data files now")
-    def reload_refdata(authorization: str | None = Header(default=None)) -> dict[str, Any]:
-        require_token(authorization)
-        if refdata is None:
-            raise HTTPException(status_code=404, detail="no reference-data registry")
-        try:
-            record = refdata.reload("http")
-        except ConfigError as exc:
-            raise HTTPException(status_code=422, detail=str(exc)) from exc
-        return {"active": record.version, "change": record.diff_summary}
+    for path, registry, what, extra in (
+        ("/rulebook", rulebooks, "rulebook", lambda _rb: {}),
+        ("/refdata", refdata, "reference data (accounts, positions, securities)",
+         refdata_counts),
+    ):
+        if registry is not None:
+            _add_live_endpoints(app, path, registry, what, extra, require_token)
 
     return app
+
+
+def _add_live_endpoints(
+    app: FastAPI, path: str, registry: Any, what: str,
+    extra: Callable[[Any], dict[str, Any]], require_token: Callable[[str | None], None],
+) -> None:
+    """GET the active version of a live file set; POST to reload it (422 when refused)."""
+    name = path.strip("/")
+
+    @app.get(path, summary=f"The active {what} version and the versions loaded since start",
+             operation_id=f"get_{name}")
+    def show() -> dict[str, Any]:
+        history = [{"version": r.version, "loaded_at": r.loaded_at.isoformat(),
+                    "actor": r.actor, "change": r.diff_summary} for r in registry.history]
+        return {"active": registry.current().version, "last_error": registry.last_error,
+                **extra(registry.current()), "history": history}
+
+    @app.post(f"{path}/reload", summary=f"Validate and activate the {what} files now",
+              operation_id=f"reload_{name}")
+    def reload(authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        require_token(authorization)
+        try:
+            record = registry.reload("http")
+        except registry.refused as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
+        return {"active": record.version, "change": record.diff_summary}
 
 
 class HttpServer:

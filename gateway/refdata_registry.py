@@ -9,15 +9,13 @@ the running version stays in force, as for the rulebook.
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchfiles import watch
-
 from gateway.config import Config
 from gateway.errors import ConfigError
+from gateway.live_files import LiveFiles
 from gateway.reference import ReferenceData, describe_change
 
 
@@ -30,7 +28,10 @@ class RefDataVersionRecord:
     diff_summary: str
 
 
-class ReferenceDataRegistry:
+class ReferenceDataRegistry(LiveFiles[ReferenceData, RefDataVersionRecord]):
+    refused = (ConfigError,)
+    thread_name = "refdata-watch"
+
     def __init__(
         self, config: Config,
         on_new_version: Callable[[RefDataVersionRecord, ReferenceData], None] | None = None,
@@ -39,70 +40,24 @@ class ReferenceDataRegistry:
     ) -> None:
         self.config = config
         self._on_new_version = on_new_version
-        self._on_rejected = on_rejected
-        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
-        self._lock = threading.Lock()
-        self._current: ReferenceData | None = None
-        self._records: list[RefDataVersionRecord] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.last_error: str | None = None
-        self.reload("startup")
+        super().__init__(clock=clock, on_rejected=on_rejected)
 
-    def current(self) -> ReferenceData:
-        data = self._current  # one reference read: atomic under the GIL
-        assert data is not None
-        return data
+    def _load(self) -> ReferenceData:
+        return ReferenceData.load(self.config)
 
-    @property
-    def history(self) -> tuple[RefDataVersionRecord, ...]:
-        return tuple(self._records)
+    def _version(self, value: ReferenceData) -> str:
+        return value.version
 
-    def reload(self, actor: str) -> RefDataVersionRecord:
-        """Load and validate the files; raise ConfigError and keep the old version on error."""
-        with self._lock:
-            try:
-                new = ReferenceData.load(self.config)
-            except ConfigError as exc:
-                self.last_error = str(exc)
-                raise
-            self.last_error = None
-            old = self._current
-            record = RefDataVersionRecord(
-                version=new.version, loaded_at=self._clock(), actor=actor,
-                files=tuple(new.files), diff_summary=describe_change(old, new))
-            if old is not None and old.version == new.version:
-                return record
-            self._current = new
-            self._records.append(record)
+    def _record(self, old: ReferenceData | None, new: ReferenceData, actor: str,
+                loaded_at: dt.datetime) -> RefDataVersionRecord:
+        return RefDataVersionRecord(version=new.version, loaded_at=loaded_at, actor=actor,
+                                    files=tuple(new.files),
+                                    diff_summary=describe_change(old, new))
+
+    def _publish(self, record: RefDataVersionRecord, new: ReferenceData) -> None:
         if self._on_new_version is not None:
             self._on_new_version(record, new)
-        return record
 
-    def start_watching(self, poll_interval: float = 0.2) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._watch, args=(poll_interval,),
-                                        name="refdata-watch", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def _watch(self, poll_interval: float) -> None:
+    def _watch_targets(self) -> tuple[list[Path], Callable[[Path], bool]]:
         files = {p.resolve() for p in ReferenceData.paths(self.config)}
-        folders = sorted({p.parent for p in files})
-        step = int(poll_interval * 1000)
-        for changes in watch(*folders, stop_event=self._stop, debounce=100, step=step,
-                             raise_interrupt=False, rust_timeout=step or 200):
-            if not any(Path(path).resolve() in files for _, path in changes):
-                continue
-            try:
-                self.reload("file-watch")
-            except ConfigError as exc:
-                if self._on_rejected is not None:
-                    self._on_rejected(str(exc))
+        return sorted({p.parent for p in files}), lambda path: path.resolve() in files

@@ -10,15 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import json
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchfiles import watch
-
 import engine
 from gateway import refdata
+from gateway.live_files import LiveFiles
 
 
 @dataclass(frozen=True)
@@ -58,8 +56,11 @@ def _diff(old: engine.Rulebook | None, new: engine.Rulebook) -> str:
     return "; ".join(parts) or "content changed"
 
 
-class RulebookRegistry:
+class RulebookRegistry(LiveFiles[engine.Rulebook, RulebookVersionRecord]):
     """Holds the active rulebook loaded from `path` (a directory of YAML files or one file)."""
+
+    refused = (refdata.RefDataError,)
+    thread_name = "rulebook-watch"
 
     def __init__(self, path: str | Path,
                  on_new_version: Callable[[RulebookVersionRecord], None] | None = None,
@@ -67,72 +68,26 @@ class RulebookRegistry:
                  on_rejected: Callable[[str], None] | None = None) -> None:
         self.path = Path(path)
         self._on_new_version = on_new_version
-        self._on_rejected = on_rejected
-        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
-        self._lock = threading.Lock()
-        self._current: engine.Rulebook | None = None
-        self._records: list[RulebookVersionRecord] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.last_error: str | None = None
-        self.reload("startup")
+        super().__init__(clock=clock, on_rejected=on_rejected)
 
-    def current(self) -> engine.Rulebook:
-        rb = self._current  # a single reference read: atomic under the GIL
-        assert rb is not None
-        return rb
+    def _load(self) -> engine.Rulebook:
+        return refdata.load_rulebook(self.path)
 
-    @property
-    def history(self) -> tuple[RulebookVersionRecord, ...]:
-        return tuple(self._records)
+    def _version(self, value: engine.Rulebook) -> str:
+        return value.version
 
-    def reload(self, actor: str) -> RulebookVersionRecord:
-        """Load, validate and activate the files; raise RefDataError and keep the old one."""
-        with self._lock:
-            try:
-                new = refdata.load_rulebook(self.path)
-            except refdata.RefDataError as e:
-                self.last_error = str(e)
-                raise
-            self.last_error = None
-            old = self._current
-            record = RulebookVersionRecord(
-                version=new.version, loaded_at=self._clock(), actor=actor,
-                source_files=tuple(str(p) for p in refdata.rule_files(self.path)),
-                content_json=new.canonical_json(), diff_summary=_diff(old, new),
-            )
-            if old is not None and old.version == new.version:
-                return record
-            self._current = new
-            self._records.append(record)
+    def _record(self, old: engine.Rulebook | None, new: engine.Rulebook, actor: str,
+                loaded_at: dt.datetime) -> RulebookVersionRecord:
+        return RulebookVersionRecord(
+            version=new.version, loaded_at=loaded_at, actor=actor,
+            source_files=tuple(str(p) for p in refdata.rule_files(self.path)),
+            content_json=new.canonical_json(), diff_summary=_diff(old, new),
+        )
+
+    def _publish(self, record: RulebookVersionRecord, new: engine.Rulebook) -> None:
         if self._on_new_version is not None:
             self._on_new_version(record)
-        return record
 
-    def start_watching(self, poll_interval: float = 0.2) -> None:
-        """Reload on file change in a daemon thread (changes are live within a second)."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._watch, args=(poll_interval,),
-                                        name="rulebook-watch", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def _watch(self, poll_interval: float) -> None:
-        # watch() yields batches of changes and returns once stop_event is set.
+    def _watch_targets(self) -> tuple[list[Path], Callable[[Path], bool]]:
         target = self.path if self.path.is_dir() else self.path.parent
-        for _changes in watch(target, stop_event=self._stop, debounce=100,
-                              step=int(poll_interval * 1000), raise_interrupt=False,
-                              rust_timeout=int(poll_interval * 1000) or 200):
-            try:
-                self.reload("file-watch")
-            except refdata.RefDataError as exc:
-                # The running version stays active; operators and the audit trail hear why.
-                if self._on_rejected is not None:
-                    self._on_rejected(str(exc))
+        return [target], lambda _path: True

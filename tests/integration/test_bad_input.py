@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from gateway.fix.sim.broker import BrokerSimulator
 from tests.support.harness import Ports, broker_sim, gateway_in_process, http_get, write_config
 from tests.support.raw_fix import RawFixClient
 
@@ -13,6 +16,21 @@ pytestmark = pytest.mark.fix
 
 GOOD_D = [(11, "RAW-1"), (1, "SMA-CORE"), (21, "1"), (55, "AAPL"), (54, "1"),
           (60, "20261120-15:00:00.000"), (38, "1000"), (40, "2"), (44, "190")]
+
+
+@contextmanager
+def _raw_oms(tmp_path: Path) -> Iterator[tuple[RawFixClient, BrokerSimulator, Ports]]:
+    """The gateway with its broker up, and a raw client logged on to the OMS port."""
+    ports = Ports.free()
+    cfg = write_config(tmp_path, ports)
+    with broker_sim(tmp_path, ports) as broker, gateway_in_process(cfg, ports):
+        assert broker.engine.wait_logged_on(30)
+        client = RawFixClient(ports.oms)
+        try:
+            client.logon()
+            yield client, broker, ports
+        finally:
+            client.close()
 
 
 def _without(tag: int) -> list[tuple[int, str]]:
@@ -33,23 +51,15 @@ def test_malformed_order_gets_session_reject_naming_the_tag(
     tmp_path: Path, body: list[tuple[int, str]], ref_tag: str, reason: str
 ) -> None:
     """Reject(35=3) carries RefTagID and SessionRejectReason; a valid D still works after."""
-    ports = Ports.free()
-    cfg = write_config(tmp_path, ports)
-    with broker_sim(tmp_path, ports) as broker, gateway_in_process(cfg, ports):
-        assert broker.engine.wait_logged_on(30)
-        client = RawFixClient(ports.oms)
-        try:
-            client.logon()
-            client.send("D", body)
-            reject = client.receive("3")
-            assert reject.get(371) == ref_tag.encode()
-            assert reject.get(373) == reason.encode()
-            assert reject.get(372) == b"D"
-            client.send("D", GOOD_D)
-            er = client.receive("8")
-            assert er.get(11) == b"RAW-1" and er.get(39) in (b"0", b"A", b"1", b"2")
-        finally:
-            client.close()
+    with _raw_oms(tmp_path) as (client, _broker, _ports):
+        client.send("D", body)
+        reject = client.receive("3")
+        assert reject.get(371) == ref_tag.encode()
+        assert reject.get(373) == reason.encode()
+        assert reject.get(372) == b"D"
+        client.send("D", GOOD_D)
+        er = client.receive("8")
+        assert er.get(11) == b"RAW-1" and er.get(39) in (b"0", b"A", b"1", b"2")
 
 
 @pytest.mark.parametrize(("body", "text"), [
@@ -62,37 +72,21 @@ def test_order_we_cannot_act_on_gets_its_own_reject(
     tmp_path: Path, body: list[tuple[int, str]], text: str
 ) -> None:
     """A D that passes the dictionary but not our rules gets ER 39=8 with a precise Text."""
-    ports = Ports.free()
-    cfg = write_config(tmp_path, ports)
-    with broker_sim(tmp_path, ports) as broker, gateway_in_process(cfg, ports):
-        assert broker.engine.wait_logged_on(30)
-        client = RawFixClient(ports.oms)
-        try:
-            client.logon()
-            client.send("D", body)
-            er = client.receive("8")
-            assert (er.get(11), er.get(39), er.get(150)) == (b"RAW-1", b"8", b"8")
-            assert er.get(58) == text.encode()
-            assert broker.orders == {}
-        finally:
-            client.close()
+    with _raw_oms(tmp_path) as (client, broker, _ports):
+        client.send("D", body)
+        er = client.receive("8")
+        assert (er.get(11), er.get(39), er.get(150)) == (b"RAW-1", b"8", b"8")
+        assert er.get(58) == text.encode()
+        assert broker.orders == {}
 
 
 def test_garbage_bytes_and_unknown_message_types_do_not_stop_the_daemon(tmp_path: Path) -> None:
     """Garbled bytes are ignored, an unsupported type gets 35=j, and the gateway stays healthy."""
-    ports = Ports.free()
-    cfg = write_config(tmp_path, ports)
-    with broker_sim(tmp_path, ports) as broker, gateway_in_process(cfg, ports):
-        assert broker.engine.wait_logged_on(30)
-        client = RawFixClient(ports.oms)
-        try:
-            client.logon()
-            client.send_bytes(b"8=FIX.4.4\x019=5\x0135=D\x0110=000\x01garbage\x00\xff")
-            client.send("E", [(66, "LIST-1"), (394, "1"), (68, "1"), (73, "0")])  # NewOrderList
-            reject = client.receive("j")
-            assert reject.get(372) == b"E" and reject.get(380) == b"3"
-            client.send("D", GOOD_D)
-            assert client.receive("8").get(11) == b"RAW-1"
-        finally:
-            client.close()
+    with _raw_oms(tmp_path) as (client, _broker, ports):
+        client.send_bytes(b"8=FIX.4.4\x019=5\x0135=D\x0110=000\x01garbage\x00\xff")
+        client.send("E", [(66, "LIST-1"), (394, "1"), (68, "1"), (73, "0")])  # NewOrderList
+        reject = client.receive("j")
+        assert reject.get(372) == b"E" and reject.get(380) == b"3"
+        client.send("D", GOOD_D)
+        assert client.receive("8").get(11) == b"RAW-1"
         assert http_get(ports.http, "/healthz")[0] == 200
