@@ -85,7 +85,11 @@ class AllocationFlow:
             executed_qty=order.ledger.cum_qty, avg_px=order.ledger.avg_px,
             trade_date=date.fromisoformat(order.trade_date),
             accounts=self.refdata.accounts_for(order.book), securities=self.refdata.securities,
-            decided_at=started, method=book.method if book else None,
+            decided_at=started,
+            # A pre-allocated order is split as the OMS said (pro-rated on a partial fill).
+            method=None if order.preallocations else (book.method if book else None),
+            preallocations=dict(order.preallocations) or None,
+            preallocation_reason=order.preallocation_reason,
             # A rotation tie-break stays fair over time: each block of the book starts the
             # rotation one account further on, and the count lives in the database.
             rotation_offset=self.db.allocations_for_book(order.book),

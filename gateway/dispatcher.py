@@ -162,6 +162,11 @@ class Dispatcher:
             return Rejection("99", f"book {ev.book!r} has no accounts")
         if ev.order_qty != ev.order_qty.to_integral_value():
             return Rejection("99", f"OrderQty {ev.order_qty} is not a whole number of shares")
+        in_book = {a.account_id for a in self.refdata.accounts_for(ev.book)}
+        strangers = sorted(a for a, _ in ev.preallocations if a not in in_book)
+        if strangers:
+            return Rejection("99", f"pre-allocation names accounts not in book {ev.book}: "
+                                   f"{', '.join(strangers)}")
         return None
 
     def _on_block_order(self, ev: BlockOrderReceived) -> None:
@@ -172,7 +177,8 @@ class Dispatcher:
             book=ev.book, symbol=ev.symbol, side=ev.side, order_qty=ev.order_qty,
             ord_type=ev.ord_type, price=ev.price, time_in_force=ev.time_in_force,
             broker=book.broker if book else "", trade_date=ev.trade_date,
-            leaves_qty=ev.order_qty,
+            leaves_qty=ev.order_qty, preallocations=ev.preallocations,
+            preallocation_reason=ev.preallocation_reason,
         )
         rejection = self._validate(ev)
         if rejection is None:

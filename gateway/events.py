@@ -30,6 +30,8 @@ class BlockOrderReceived:
     seq_num: int
     ts_recv: datetime
     trade_date: str
+    preallocations: tuple[tuple[str, Decimal], ...] = ()
+    preallocation_reason: str | None = None
 
 
 @dataclass(frozen=True)

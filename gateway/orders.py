@@ -92,6 +92,8 @@ class Order:
     alloc_status: str | None = None
     cancel_count: int = 0
     oms_cancel_cl_ord_id: str | None = None
+    preallocations: tuple[tuple[str, Decimal], ...] = ()
+    preallocation_reason: str | None = None
     excluded: list[dict[str, Any]] = field(default_factory=list)
 
     def move_to(self, new: str) -> None:

@@ -56,6 +56,10 @@ def recover(d: Dispatcher) -> dict[str, int]:
             trade_date=row["trade_date"], status="pending_new" if row["broker"] else "received",
             broker_order_id=row["broker_order_id"], leaves_qty=Decimal(row["order_qty"]),
         )
+        if row.get("preallocations_json"):
+            pre = json.loads(row["preallocations_json"])
+            order.preallocations = tuple((a, Decimal(q)) for a, q in pre["lines"])
+            order.preallocation_reason = pre["reason"]
         if order.status == "received":
             # Stored by the FIX callback, but the process died before the dispatcher saw it:
             # validate and route it now, exactly as the live path would have.
@@ -64,7 +68,9 @@ def recover(d: Dispatcher) -> dict[str, int]:
                 cl_ord_id=order.oms_cl_ord_id, book=order.book, symbol=order.symbol,
                 side=order.side, order_qty=order.order_qty, ord_type=order.ord_type,
                 price=order.price, time_in_force=order.time_in_force, seq_num=0,
-                ts_recv=d.clock.now(), trade_date=order.trade_date))
+                ts_recv=d.clock.now(), trade_date=order.trade_date,
+                preallocations=order.preallocations,
+                preallocation_reason=order.preallocation_reason))
             counts["validated"] += 1
             continue
         d.orders[order.order_id] = order

@@ -7,6 +7,7 @@ PossDup/PossResend repeat never reaches the dispatcher twice.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +161,9 @@ class GatewayApplication(fix.Application):  # type: ignore[misc]
                 "time_in_force": f.time_in_force, "broker": "", "status": "received",
                 "cum_qty": "0", "avg_px": "0", "leaves_qty": codec.fmt(f.order_qty),
                 "trade_date": trade_date, "created_at": now, "updated_at": now,
+                "preallocations_json": json.dumps({
+                    "lines": [[a, codec.fmt(q)] for a, q in f.preallocations],
+                    "reason": f.preallocation_reason}) if f.preallocations else None,
             }
             try:
                 inserted = self._db.insert_order(row)
@@ -173,6 +177,7 @@ class GatewayApplication(fix.Application):  # type: ignore[misc]
                 book=f.book, symbol=f.symbol, side=f.side, order_qty=f.order_qty,
                 ord_type=f.ord_type, price=f.price, time_in_force=f.time_in_force,
                 seq_num=codec.seq_num(message), ts_recv=now, trade_date=trade_date,
+                preallocations=f.preallocations, preallocation_reason=f.preallocation_reason,
             ))
         elif mtype == "F":
             self._inbox.put(CancelRequested(

@@ -21,7 +21,9 @@ SIDE_TO_FIX: Mapping[str, str] = {v: k for k, v in SIDE_FROM_FIX.items()}
 
 
 TAG_NAMES: Mapping[int, str] = {T.Account: "Account", T.Side: "Side", T.OrderQty: "OrderQty",
-                                T.Price: "Price", T.OrdType: "OrdType", T.Symbol: "Symbol"}
+                                T.Price: "Price", T.OrdType: "OrdType", T.Symbol: "Symbol",
+                                T.AllocAccount: "AllocAccount", T.AllocQty: "AllocQty",
+                                T.Text: "Text"}
 
 
 class DecodeError(ValueError):
@@ -118,6 +120,33 @@ class NewOrderFields:
     ord_type: str
     price: Decimal | None
     time_in_force: str | None
+    preallocations: tuple[tuple[str, Decimal], ...] = ()
+    preallocation_reason: str | None = None
+
+
+_PREALLOC_ORDER = [T.AllocAccount, T.AllocAcctIDSource, T.AllocSettlCurrency,
+                   T.IndividualAllocID, T.NoNestedPartyIDs, T.AllocQty]
+
+
+def _preallocations(msg: fix.Message, order_qty: Decimal) -> tuple[tuple[str, Decimal], ...]:
+    """PreAllocGrp on a D: the OMS's manual split, which must cover OrderQty exactly."""
+    out: list[tuple[str, Decimal]] = []
+    for i in range(1, int(get_str(msg, T.NoAllocs) or 0) + 1):
+        entry = group(T.NoAllocs, T.AllocAccount, _PREALLOC_ORDER)
+        msg.getGroup(i, entry)
+        account = require_str(entry, T.AllocAccount)
+        qty = require_decimal(entry, T.AllocQty)
+        if qty <= 0:
+            raise DecodeError(T.AllocQty, f"must be positive for {account}")
+        if any(a == account for a, _ in out):
+            raise DecodeError(T.AllocAccount, f"{account} is pre-allocated twice")
+        out.append((account, qty))
+    total = sum((q for _, q in out), Decimal(0))
+    if out and total != order_qty:
+        raise DecodeError(T.AllocQty, f"pre-allocations sum to {total}, OrderQty is {order_qty}")
+    if out and not (get_str(msg, T.Text) or "").strip():
+        raise DecodeError(T.Text, "required: the reason for the manual pre-allocation")
+    return tuple(out)
 
 
 def parse_new_order_single(msg: fix.Message) -> NewOrderFields:
@@ -141,6 +170,8 @@ def parse_new_order_single(msg: fix.Message) -> NewOrderFields:
         ord_type=ord_type,
         price=price,
         time_in_force=get_str(msg, T.TimeInForce),
+        preallocations=(pre := _preallocations(msg, qty)),
+        preallocation_reason=get_str(msg, T.Text) if pre else None,
     )
 
 

@@ -70,6 +70,7 @@ orders = Table(
     Column("leaves_qty", String(32), nullable=False, default="0"),
     Column("trade_date", String(10), nullable=False),
     Column("eligibility_json", Text, nullable=True),
+    Column("preallocations_json", Text, nullable=True),  # the OMS's manual split + reason
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("oms_session", "oms_cl_ord_id", name="uq_orders_oms_clordid"),

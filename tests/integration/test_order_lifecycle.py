@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -85,3 +86,52 @@ def test_cancel_of_a_filled_or_unknown_order_gets_order_cancel_reject(tmp_path: 
         assert (late.orig_cl_ord_id, late.reason, late.ord_status) == ("LC-1", "0", "2")
         assert (missing.orig_cl_ord_id, missing.reason) == ("NEVER-SENT", "1")
         assert oms.business_rejects == []
+
+
+def test_pre_allocated_order_is_split_as_the_oms_said_pro_rated_on_a_partial(
+    tmp_path: Path,
+) -> None:
+    """NoAllocs on the D (with the reason in Text) drives a manual split of what executed."""
+    ports = Ports.free()
+    cfg = write_config(tmp_path, ports)
+    order = BlotterOrder(cl_ord_id="PRE-1", book="SMA-CORE", symbol="AAPL", side="buy",
+                         qty=Decimal(30_000), price=Decimal("190.50"),
+                         preallocations=(("SMA0001", Decimal(10_000)),
+                                         ("SMA0002", Decimal(15_000)),
+                                         ("SMA0003", Decimal(5_000))),
+                         text="client-directed split per IPS addendum 7")
+    plan = FillPlan(fills=2, interval_ms=20, done_for_day_at=Decimal("0.6"))
+    with running(tmp_path, ports, cfg, plan) as (broker, gw, oms):
+        oms.send_order(order)
+        assert oms.wait(lambda: oms.allocation_for("PRE-1") is not None, 30)
+        lines = {x["account"]: x["qty"] for x in broker.allocations[0].lines}
+        assert lines == {"SMA0001": Decimal(6_000), "SMA0002": Decimal(9_000),
+                         "SMA0003": Decimal(3_000)}
+        alloc = gw.node.db.load_allocations()[0]
+        decision = json.loads(gw.node.db.load_decision(alloc["decision_id"])["canonical_json"])
+        assert decision["method"] == "manual"
+        assert decision["method_params"]["preallocation_reason"] == order.text
+
+
+@pytest.mark.parametrize(("pre", "text", "expected"), [
+    ((("SMA0001", Decimal(600)),), "why", "AllocQty(80): pre-allocations sum to 600, "
+                                          "OrderQty is 1000"),
+    ((("SMA0001", Decimal(1000)),), None, "Text(58): required: the reason for the manual "
+                                          "pre-allocation"),
+    ((("NOT-IN-BOOK", Decimal(1000)),), "why", "pre-allocation names accounts not in book "
+                                                "SMA-CORE: NOT-IN-BOOK"),
+])
+def test_bad_pre_allocation_rejects_the_order_with_the_reason(
+    tmp_path: Path, pre: tuple[tuple[str, Decimal], ...], text: str | None, expected: str
+) -> None:
+    """A split that does not cover OrderQty, has no reason or names a stranger is refused."""
+    ports = Ports.free()
+    cfg = write_config(tmp_path, ports)
+    order = BlotterOrder(cl_ord_id="PRE-BAD", book="SMA-CORE", symbol="AAPL", side="buy",
+                         qty=Decimal(1000), price=Decimal(190), preallocations=pre, text=text)
+    with running(tmp_path, ports, cfg) as (broker, _gw, oms):
+        oms.send_order(order)
+        assert oms.wait(lambda: oms.last_execution("PRE-BAD") is not None, 30)
+        er = oms.last_execution("PRE-BAD")
+        assert er.ord_status == "8" and er.text == expected
+        assert broker.orders == {}

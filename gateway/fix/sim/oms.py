@@ -33,6 +33,8 @@ class BlotterOrder:
     ord_type: str = "2"
     price: Decimal | None = None
     time_in_force: str = "0"
+    preallocations: tuple[tuple[str, Decimal], ...] = ()
+    text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,13 @@ class OmsSimulator(SimApplication):
             ord_type=order.ord_type, price=order.price, time_in_force=order.time_in_force,
             transact_time=datetime.now(UTC))
         msg.setField(T.Account, order.book)
+        if order.text:
+            msg.setField(T.Text, order.text)
+        for account, qty in order.preallocations:
+            entry = codec.group(T.NoAllocs, T.AllocAccount, [T.AllocAccount, T.AllocQty])
+            entry.setField(T.AllocAccount, account)
+            entry.setField(T.AllocQty, codec.fmt(qty))
+            msg.addGroup(entry)
         return self.engine.send(msg)
 
     def send_cancel(self, order: BlotterOrder) -> bool:

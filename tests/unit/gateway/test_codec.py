@@ -138,3 +138,14 @@ def test_golden_files_exist() -> None:
     """The golden data the codec tests read ships with the repository."""
     assert sorted(p.name for p in DATA.glob("*.fix")) == [
         "allocation_instruction.fix", "execution_report_fill.fix"]
+
+
+def test_pre_allocation_group_on_a_d_decodes_with_its_reason() -> None:
+    """PreAllocGrp (NoAllocs on D) gives the OMS's split; Text carries the reason."""
+    text = raw("D", [(11, "BLK-2"), (1, "SMA-CORE"), (21, "1"), (55, "AAPL"), (54, "2"),
+                     (60, "20261120-15:00:00.000"), (38, "1500"), (40, "1"),
+                     (58, "client directed"), (78, "2"), (79, "SMA0001"), (80, "1000"),
+                     (79, "SMA0002"), (80, "500")], sender="OMS1")
+    f = codec.parse_new_order_single(parse(text))
+    assert f.preallocations == (("SMA0001", Decimal(1000)), ("SMA0002", Decimal(500)))
+    assert f.preallocation_reason == "client directed" and f.side == "sell"
