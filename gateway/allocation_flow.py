@@ -76,7 +76,7 @@ class AllocationFlow:
 
     # -- allocation -----------------------------------------------------------------------
 
-    def allocate(self, order: Order) -> None:
+    def allocate(self, order: Order, *, include_oms: bool = True) -> None:
         bound = log.bind(cl_ord_id=order.oms_cl_ord_id, order_id=order.order_id)
         book = self.config.book(order.book)
         started = self.clock.now()
@@ -149,7 +149,7 @@ class AllocationFlow:
                    quantity=str(decision.allocated_qty), avg_px=str(decision.avg_px),
                    decision_id=decision.decision_id, rulebook=decision.rulebook_version)
         METRICS.allocations.labels(state="decided").inc()
-        self.send_pending(order)
+        self.send_pending(order, include_oms=include_oms)
 
     def _j(self, order: Order, alloc: Mapping[str, Any], *, to_oms: bool) -> JBlock:
         order_ref: str | None
@@ -169,7 +169,8 @@ class AllocationFlow:
             transact_time=self.clock.now(), secondary_alloc_id=order.order_id,
         )
 
-    def send_pending(self, order: Order, *, check_wire: bool = False) -> None:
+    def send_pending(self, order: Order, *, check_wire: bool = False,
+                     include_oms: bool = True) -> None:
         """Send whatever of this order's allocation has not been handed to quickfix yet.
 
         Used right after the decision and again by startup recovery, which passes
@@ -203,7 +204,7 @@ class AllocationFlow:
                     (sent - order.ledger.last_fill_at).total_seconds())
             log.info("allocation.sent", alloc_id=order.alloc_id, broker=order.broker,
                      cl_ord_id=order.oms_cl_ord_id, lines=len(j_lines))
-        if alloc["oms_sent_at"] is None:
+        if include_oms and alloc["oms_sent_at"] is None:
             if not (check_wire and self.db.sent_message_contains(order.oms_session, "J", needle)):
                 self.out.allocation(order.oms_session, self._j(order, alloc, to_oms=True),
                                     j_lines, send_udfs=True)

@@ -297,9 +297,14 @@ class Dispatcher:
                                text=f"no matching order for ClOrdID {ev.cl_ord_id}")
             return
         self.apply_report(order, ev)
+        allocating = order.done() and order.alloc_id is None
+        if allocating:
+            # The broker's J first: it is what the T+1 clock waits for. The OMS still sees
+            # its final ER before its copy of the J.
+            self.flow.allocate(order, include_oms=False)
         self.relay(order, ev, ev.report_id)
-        if order.done() and order.alloc_id is None:
-            self.flow.allocate(order)
+        if allocating:
+            self.flow.send_pending(order)
 
     def apply_report(self, order: Order, ev: BrokerReportReceived) -> None:
         """Fold one ER into the order: shared by live traffic and startup recovery."""

@@ -7,6 +7,7 @@ binding would otherwise hand us doubles.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -99,12 +100,19 @@ def new_message(msg_type_value: str) -> fix.Message:
     return msg
 
 
-def group(count_tag: int, first_tag: int, order: Sequence[int]) -> fix.Group:
+@functools.lru_cache(maxsize=64)
+def _field_order(order: tuple[int, ...]) -> fix.IntArray:
+    """One quickfix order array per group layout: quickfix copies it into each group, and
+    building it costs a call per tag, which dominated the time to build a large J."""
     arr = fix.IntArray(len(order) + 1)
     for i, tag in enumerate(order):
         arr[i] = tag
     arr[len(order)] = 0
-    return fix.Group(count_tag, first_tag, arr)
+    return arr
+
+
+def group(count_tag: int, first_tag: int, order: Sequence[int]) -> fix.Group:
+    return fix.Group(count_tag, first_tag, _field_order(tuple(order)))
 
 
 # -- inbound -------------------------------------------------------------------------------
