@@ -182,7 +182,14 @@ class Dispatcher:
         )
         rejection = self._validate(ev)
         if rejection is None:
-            report = self.flow.pre_trade(order)
+            try:
+                report = self.flow.pre_trade(order)
+            except Exception as exc:
+                log.exception("pretrade.failed", cl_ord_id=ev.cl_ord_id)
+                METRICS.alerts.labels(kind="pretrade_failed").inc()
+                self._reject_to_oms(ev, order, Rejection(
+                    "99", f"pre-trade compliance could not be evaluated: {exc}"))
+                return
             order.excluded = report["excluded"]
             if not report["eligible"]:
                 reasons = "; ".join(
