@@ -185,6 +185,7 @@ class Dispatcher:
             try:
                 report = self.flow.pre_trade(order)
             except Exception as exc:
+                # Whatever broke, the OMS must hear back rather than wait on an order in limbo.
                 log.exception("pretrade.failed", cl_ord_id=ev.cl_ord_id)
                 METRICS.alerts.labels(kind="pretrade_failed").inc()
                 self._reject_to_oms(ev, order, Rejection(
