@@ -98,6 +98,8 @@ class AllocationFlow:
             decision = engine.allocate(request, self.rulebooks.current(), self.executor)
             engine.check_decision(decision)
         except Exception as exc:
+            # Whatever the engine raised, the block becomes an exception for operations to
+            # see, never a crash of the dispatcher and never a J.
             order.alloc_status = "exception"
             bound.error("allocation.failed", error=str(exc))
             METRICS.alerts.labels(kind="allocation_failed").inc()

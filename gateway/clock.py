@@ -47,6 +47,7 @@ def settlement_date(trade_date: date, days: int = 1) -> date:
         settle = cal.session_offset(ts, days)  # type: ignore[attr-defined]
         return settle.date()  # type: ignore[no-any-return]
     except Exception:
+        # Outside the calendar's range (far past or future): weekdays are the best we know.
         d = trade_date
         left = days
         while left:

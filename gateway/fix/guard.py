@@ -58,6 +58,7 @@ def fix_callback(fn: F) -> F:
             log.critical("audit.write_failed", callback=fn.__name__, exit_code=EXIT_AUDIT)
             os._exit(EXIT_AUDIT)
         except Exception:
+            # Escaping would make the binding call Py_Exit(1): log with context, return.
             log.exception("fix.callback_failed", callback=fn.__name__)
             return None
 

@@ -89,6 +89,7 @@ class FixSessions:
             try:
                 engine.stop()
             except Exception:
+                # Stopping one side must not keep the other side's sessions up.
                 log.exception("fix.stop_failed")
         # Destroying the engines removes their sessions from quickfix's process-wide
         # registry, so a later engine in the same process can reuse the SessionIDs.

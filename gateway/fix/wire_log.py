@@ -63,6 +63,7 @@ class WireLog(fix.Log):  # type: ignore[misc]
         try:
             log.info("fix.session_event", session=self._session_id, detail=redact(text))
         except Exception:
+            # An exception escaping a Log callback would end the process from an engine thread.
             return
 
     def clear(self) -> None:

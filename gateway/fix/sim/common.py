@@ -115,6 +115,7 @@ class SimApplication(fix.Application):  # type: ignore[misc]
         except (fix.UnsupportedMessageType, fix.FieldNotFound, fix.IncorrectTagValue):
             raise
         except Exception as exc:
+            # A simulator must never take its process down: report and carry on.
             self._on_message("error", repr(exc))
 
     def on_app_message(self, msg_type: str, message: fix.Message) -> None:
