@@ -17,9 +17,9 @@ from __future__ import annotations
 import heapq
 from array import array
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal, localcontext
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.eligibility import (
     DECIMAL_CONTEXT,
@@ -56,27 +56,48 @@ IN_ALLOC = 8        # the split assigned it a quantity (possibly zero); only the
 
 _ZERO = Decimal(0)
 
-# Account books installed in this process: version -> (global offset, accounts).
-_BOOKS: OrderedDict[str, tuple[int, tuple[Account, ...]]] = OrderedDict()
+# Account books installed in this process, per space: version -> (global offset, accounts).
+# A process pool may host one of its partitions in the calling process, which also runs the
+# in-process executor's single partition of the same book: each keeps its own space.
+_BOOKS: dict[str, OrderedDict[str, tuple[int, tuple[Account, ...]]]] = {"": OrderedDict()}
+_SPACE = [""]  # the current space (set by `run_in_space`)
 MAX_BOOKS = 8
 _STATE: OrderedDict[str, _Part] = OrderedDict()
 _MAX_STATE = 8
 
 MinSpec = tuple[int, Decimal, int]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def install_accounts(args: tuple[str, int, tuple[Account, ...]]) -> int:
     """Hold `accounts` (a contiguous slice of a book, starting at global index `lo`)."""
     version, lo, accounts = args
-    if version not in _BOOKS:
-        while len(_BOOKS) >= MAX_BOOKS:
-            _BOOKS.popitem(last=False)
-        _BOOKS[version] = (lo, accounts)
+    books = _BOOKS.setdefault(_SPACE[0], OrderedDict())
+    if version not in books:
+        while len(books) >= MAX_BOOKS:
+            books.popitem(last=False)
+        books[version] = (lo, accounts)
     return len(accounts)
 
 
 def installed_books() -> list[str]:
-    return list(_BOOKS)
+    return list(_BOOKS.get(_SPACE[0], ()))
+
+
+def run_in_space(space: str, fn: Callable[[T], R], arg: T) -> R:
+    """`fn(arg)` against the books installed under `space` (not the default one)."""
+    prev, _SPACE[0] = _SPACE[0], space
+    try:
+        return fn(arg)
+    finally:
+        _SPACE[0] = prev
+
+
+def drop_space(space: str) -> None:
+    """Forget every book installed under `space`."""
+    if space:
+        _BOOKS.pop(space, None)
 
 
 # Per (book, rulebook): each account's scope (book, and its id if it has account rules) and
@@ -194,10 +215,15 @@ def evaluate(args: tuple[str, str, DecisionContext, Mapping[str, Decimal | None]
 
 def _evaluate(sid: str, version: str, ctx: DecisionContext,
               issuer_syms: Mapping[str, Decimal | None]) -> int:
-    book = _BOOKS.get(version)
+    space = _SPACE[0]
+    books = _BOOKS.get(space)
+    book = books.get(version) if books is not None else None
     if book is None:
         raise AllocationError(f"account book {version} is not installed in this process")
     lo, accounts = book
+    if space:
+        # Per-book caches below are keyed by this; keep them apart from the default space.
+        version = f"{version}@{space}"
     rulebook, programs, memo_keys = compiled(ctx.rulebook_version)
     st = _Part(version, lo, accounts, ctx)
     while len(_STATE) >= _MAX_STATE:

@@ -1,8 +1,9 @@
 """Process-pool executor for the engine (the only gateway module that knows about processes).
 
-Workers come from a forkserver (never a fork of the threaded daemon). Each worker owns one
-partition of every account book and is reached through its own pipe, so a decision's rounds
-(engine.partition) always land where the accounts and the decision's state are. Workers get
+Workers come from a forkserver (never a fork of the threaded daemon). With `workers` >= 2
+the calling process hosts partition 0 itself and `workers - 1` worker processes own the
+others, each reached through its own pipe, so a decision's rounds (engine.partition) always
+land where the accounts and the decision's state are. Workers get
 the rulebook once per version (`prepare`, which the registry calls as soon as a version is
 loaded) and each account book once per reference-data version (`prepare_accounts`), so a
 block only sends block-level numbers and receives compact per-account columns.
@@ -12,9 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import multiprocessing
 import signal
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
@@ -64,6 +67,9 @@ def _ping(_arg: object) -> int:
     return 0
 
 
+_spaces = itertools.count(1)
+
+
 class ProcessPoolExecutorAdapter:
     """engine.Executor backed by worker processes; create it before any FIX thread starts."""
 
@@ -74,6 +80,11 @@ class ProcessPoolExecutorAdapter:
         self.workers = workers
         # Below this many accounts allocate() evaluates in-process (see docs/engine.md).
         self.min_accounts = engine.PARALLEL_MIN_ACCOUNTS if min_accounts is None else min_accounts
+        # The caller only waits while the workers compute: with two or more partitions it
+        # runs the first one itself, which saves a process and half the pipe traffic (and on
+        # two cores keeps both busy instead of three processes sharing them).
+        self._host = workers >= 2
+        self._space = f"pool{next(_spaces)}"
         self._ctx = multiprocessing.get_context(mp_context)
         if mp_context == "forkserver":
             self._ctx.set_forkserver_preload(["engine"])
@@ -82,10 +93,12 @@ class ProcessPoolExecutorAdapter:
         self._books: OrderedDict[str, None] = OrderedDict()
         self._procs: list[BaseProcess] = []
         self._conns: list[Connection] = []
+        # What this process keeps for its partition goes with the pool, closed or not.
+        weakref.finalize(self, partition.drop_space, self._space)
         self._start()
 
     def _start(self) -> None:
-        for i in range(self.workers):
+        for i in range(self.workers - self._host):
             parent, child = self._ctx.Pipe(duplex=True)
             proc = self._ctx.Process(  # type: ignore[attr-defined]
                 target=_worker, args=(child,), daemon=True, name=f"fixalloc-engine-{i}")
@@ -111,12 +124,33 @@ class ProcessPoolExecutorAdapter:
 
     def _call(self, fn: Callable[[Any], Any], args: Sequence[Any], freeze: bool = False
               ) -> list[Any]:
-        """Send args[i] to worker i, then collect every reply (in worker order)."""
-        self._send(fn, args, freeze)
-        return self._recv(len(args))
+        """Run args[i] in partition i (see `_remote`), then collect every result in order."""
+        local, remote = self._remote(args)
+        self._send(fn, remote, freeze)
+        return self._collect(fn, local, len(remote))
+
+    def _remote(self, args: Sequence[Any]) -> tuple[list[Any], Sequence[Any]]:
+        """Split args into this process's (partition 0 when hosted) and the workers'."""
+        if self._host and args:
+            return [args[0]], args[1:]
+        return [], args
+
+    def _collect(self, fn: Callable[[Any], Any], local: list[Any], n: int) -> list[Any]:
+        """Run the hosted partition's call here, then wait for the `n` workers' replies."""
+        if not local:
+            return self._recv(n)
+        try:
+            mine = partition.run_in_space(self._space, fn, local[0])
+        except BaseException:
+            # The workers' replies must still be read, or the next call would get them.
+            with contextlib.suppress(Exception):
+                self._recv(n)
+            raise
+        return [mine, *self._recv(n)]
 
     def _send(self, fn: Callable[[Any], Any], args: Sequence[Any], freeze: bool = False
               ) -> None:
+        """Send args[k] to worker k."""
         try:
             if len(args) > 1 and all(a is args[0] for a in args):
                 # The same message for every worker (a block's numbers): pickle it once.
@@ -195,15 +229,17 @@ class ProcessPoolExecutorAdapter:
             raise ValueError(f"expected one argument per partition ({self.workers}), "
                              f"got {len(args)}")
         self._lock.acquire()
+        local, remote = self._remote(args)
         try:
-            self._send(fn, args)
+            self._send(fn, remote)
         except BaseException:
             self._lock.release()
             raise
 
         def collect() -> list[R]:
+            # The hosted partition runs here, while the workers compute theirs.
             try:
-                return self._recv(len(args))
+                return self._collect(fn, local, len(remote))
             finally:
                 self._lock.release()
 
@@ -219,6 +255,7 @@ class ProcessPoolExecutorAdapter:
     def close(self) -> None:
         with self._lock:
             self._stop()
+            partition.drop_space(self._space)
 
     def __enter__(self) -> ProcessPoolExecutorAdapter:
         return self

@@ -3,8 +3,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import engine
-from engine import synthetic
+from engine import partition, synthetic
 from gateway.pool import ProcessPoolExecutorAdapter
 
 
@@ -40,3 +42,22 @@ def test_engine_imports_no_io_or_gateway_modules() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_hosted_partition_shares_the_process_with_in_process_decisions() -> None:
+    """The pool runs partition 0 in this process; its books, caches and errors stay apart
+    from the in-process executor's and from another pool's."""
+    book = synthetic.build(2000, 10, seed=5)
+    local = engine.allocate(book.request, book.rulebook).to_canonical_json()
+    with ProcessPoolExecutorAdapter(2, min_accounts=0) as two, \
+            ProcessPoolExecutorAdapter(3, min_accounts=0) as three:
+        for _ in range(2):
+            assert engine.allocate(book.request, book.rulebook, two).to_canonical_json() == local
+            assert engine.allocate(book.request, book.rulebook).to_canonical_json() == local
+            assert engine.allocate(book.request, book.rulebook, three).to_canonical_json() \
+                == local
+        # A failing round (no such session) fails in every partition, and the pipes stay in
+        # step for the next decision.
+        with pytest.raises(engine.AllocationError):
+            two.call_partitions(partition.top, [("nope", 1)] * two.partitions)
+        assert engine.allocate(book.request, book.rulebook, two).to_canonical_json() == local
