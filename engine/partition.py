@@ -15,6 +15,7 @@ one decision lives in `_STATE` under a session id until `finish` (or eviction).
 from __future__ import annotations
 
 import heapq
+import itertools
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -150,7 +151,8 @@ class _Part:
 
     __slots__ = (
         "accounts", "alive", "alloc", "begun", "cand", "cap", "capzero", "ctx", "dropped", "el",
-        "el_cap", "el_key", "el_min", "excl", "flags", "heap", "integral", "jbits", "lo",
+        "el_cap", "el_key", "el_min", "excl", "flags", "has_min", "heap", "integral", "jbits",
+        "lo",
         "near", "pe", "pending", "popped", "pw", "pw_dec", "rank", "scan", "status", "thr",
         "version",
     )
@@ -195,6 +197,7 @@ class _Part:
         self.near: list[int] = []
         # Smallest quantity that meets each participant's minimum (0: none).
         self.thr: list[int] = []
+        self.has_min: list[int] = []
 
 
 def _state(sid: str) -> _Part:
@@ -404,6 +407,7 @@ def _begin(sid: str, shift: int, drop: Sequence[int]) -> tuple[int, int]:
             st.pw = [w * scale for w in st.pw]
     if first:
         st.thr = _thresholds(st)
+        st.has_min = [j for j, t in enumerate(st.thr) if t]
     alive = st.alive
     for j in drop:
         st.dropped[st.pe[j]] = st.alloc[j]
@@ -421,8 +425,9 @@ def _begin(sid: str, shift: int, drop: Sequence[int]) -> tuple[int, int]:
         st.popped = []
     st.scan = 0
     st.pending = []
-    live = [w for w, a in zip(pw, alive, strict=True) if a] if drop or st.dropped else pw
-    return sum(live), len(live)
+    if drop or st.dropped:
+        return sum(itertools.compress(pw, alive)), alive.count(1)
+    return sum(pw), len(pw)
 
 
 def _thresholds(st: _Part) -> list[int]:
@@ -656,8 +661,9 @@ def check(args: tuple[str, int | None, int]) -> tuple[int, list[int]]:
     if odd_j is not None:
         alloc[odd_j] += odd
         flags[odd_j] |= ODD_LOT | IN_ALLOC
-    below = [j for j, (q, t) in enumerate(zip(alloc, st.thr, strict=True))
-             if q < t and flags[j] & IN_ALLOC]
+    thr = st.thr
+    # Only participants with a minimum can be below it.
+    below = [j for j in st.has_min if alloc[j] < thr[j] and flags[j] & IN_ALLOC]
     return sum(alloc), below
 
 
