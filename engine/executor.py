@@ -37,8 +37,9 @@ class PartitionedExecutor(Executor, Protocol):
     def prepare_accounts(self, version: str, accounts: Sequence[Account]) -> None:
         """Hold `accounts` (a book in account-id order) under `version`.
 
-        Partition i gets `accounts[i * n // p:(i + 1) * n // p]` through
-        `engine.partition.install_accounts`. A version already held is not sent again.
+        Partition i gets a contiguous slice (`account_slices`: equal slices unless the
+        executor sizes the first one differently) through `engine.partition.install_accounts`.
+        A version already held is not sent again.
         """
 
     def call_partitions(self, fn: Callable[[T], R], args: Sequence[T]) -> list[R]:
@@ -55,11 +56,20 @@ class PartitionedExecutor(Executor, Protocol):
         ...
 
 
-def account_slices(version: str, accounts: Sequence[Account], parts: int
+def account_slices(version: str, accounts: Sequence[Account], parts: int,
+                   first: tuple[int, int] | None = None
                    ) -> list[tuple[str, int, tuple[Account, ...]]]:
-    """The `install_accounts` argument for every partition."""
+    """The `install_accounts` argument for every partition.
+
+    Partitions are equal unless `first` = (num, den): partition 0 then gets num/den of the
+    accounts and the others share the rest equally.
+    """
     n = len(accounts)
-    bounds = [k * n // parts for k in range(parts + 1)]
+    if first is None or parts < 2:
+        bounds = [k * n // parts for k in range(parts + 1)]
+    else:
+        head = n * first[0] // first[1]
+        bounds = [0] + [head + k * (n - head) // (parts - 1) for k in range(parts)]
     return [(version, bounds[k], tuple(accounts[bounds[k]:bounds[k + 1]]))
             for k in range(parts)]
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 
@@ -7,6 +8,7 @@ import pytest
 
 import engine
 from engine import partition, synthetic
+from engine.executor import account_slices
 from gateway.pool import ProcessPoolExecutorAdapter
 
 
@@ -61,3 +63,15 @@ def test_hosted_partition_shares_the_process_with_in_process_decisions() -> None
         with pytest.raises(engine.AllocationError):
             two.call_partitions(partition.top, [("nope", 1)] * two.partitions)
         assert engine.allocate(book.request, book.rulebook, two).to_canonical_json() == local
+
+
+def test_account_slices_cover_the_book_in_order() -> None:
+    accounts = synthetic.build(101, 1, seed=2).request.accounts
+    for parts, first in ((1, None), (2, None), (3, None), (2, (117, 217)), (3, (117, 317)),
+                         (2, (0, 1)), (2, (1, 1))):
+        slices = account_slices("v", accounts, parts, first)
+        assert len(slices) == parts
+        assert tuple(a for _v, _lo, part in slices for a in part) == accounts
+        assert [lo for _v, lo, _p in slices] == list(itertools.accumulate(
+            [0] + [len(p) for _v, _lo, p in slices[:-1]]))
+    assert len(account_slices("v", accounts, 2, (117, 217))[0][2]) == 101 * 117 // 217
