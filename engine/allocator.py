@@ -37,8 +37,9 @@ from engine.reasons import ReasonBook
 from engine.rulebook import DEFAULT_SCHEME, Rulebook, Scheme
 
 # Below this many accounts the pool is bypassed. Measured with `fixalloc bench engine
-# --force-pool` on a 2-core machine: ~0.9x at 5,000-10,000 accounts, 1.2x at 20,000, ~1.6x at
-# 100,000 (docs/engine.md); below that the rounds' fixed cost outweighs the halved work.
+# --force-pool` on a 2-core machine: ~1.1x at 5,000-10,000 accounts, 1.3x or more at 20,000,
+# ~1.55x at 100,000 (docs/engine.md); the small gain below 20,000 is within the machine's
+# run-to-run noise, and below ~5,000 the rounds' fixed cost outweighs the halved work.
 PARALLEL_MIN_ACCOUNTS = 20_000
 _LOCAL = InProcessExecutor()
 _sessions = itertools.count(1)
