@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import threading
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -61,7 +62,14 @@ _ZERO = Decimal(0)
 # A process pool may host one of its partitions in the calling process, which also runs the
 # in-process executor's single partition of the same book: each keeps its own space.
 _BOOKS: dict[str, OrderedDict[str, tuple[int, tuple[Account, ...]]]] = {"": OrderedDict()}
-_SPACE = [""]  # the current space (set by `run_in_space`)
+
+
+class _Space(threading.local):
+    # Per thread, so an in-process decision on another thread never sees a pool's space.
+    name = ""
+
+
+_SPACE = _Space()
 MAX_BOOKS = 8
 _STATE: OrderedDict[str, _Part] = OrderedDict()
 _MAX_STATE = 8
@@ -74,7 +82,7 @@ R = TypeVar("R")
 def install_accounts(args: tuple[str, int, tuple[Account, ...]]) -> int:
     """Hold `accounts` (a contiguous slice of a book, starting at global index `lo`)."""
     version, lo, accounts = args
-    books = _BOOKS.setdefault(_SPACE[0], OrderedDict())
+    books = _BOOKS.setdefault(_SPACE.name, OrderedDict())
     if version not in books:
         while len(books) >= MAX_BOOKS:
             books.popitem(last=False)
@@ -83,16 +91,16 @@ def install_accounts(args: tuple[str, int, tuple[Account, ...]]) -> int:
 
 
 def installed_books() -> list[str]:
-    return list(_BOOKS.get(_SPACE[0], ()))
+    return list(_BOOKS.get(_SPACE.name, ()))
 
 
 def run_in_space(space: str, fn: Callable[[T], R], arg: T) -> R:
     """`fn(arg)` against the books installed under `space` (not the default one)."""
-    prev, _SPACE[0] = _SPACE[0], space
+    prev, _SPACE.name = _SPACE.name, space
     try:
         return fn(arg)
     finally:
-        _SPACE[0] = prev
+        _SPACE.name = prev
 
 
 def drop_space(space: str) -> None:
@@ -218,7 +226,7 @@ def evaluate(args: tuple[str, str, DecisionContext, Mapping[str, Decimal | None]
 
 def _evaluate(sid: str, version: str, ctx: DecisionContext,
               issuer_syms: Mapping[str, Decimal | None]) -> int:
-    space = _SPACE[0]
+    space = _SPACE.name
     books = _BOOKS.get(space)
     book = books.get(version) if books is not None else None
     if book is None:

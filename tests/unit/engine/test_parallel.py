@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -75,3 +76,22 @@ def test_account_slices_cover_the_book_in_order() -> None:
         assert [lo for _v, lo, _p in slices] == list(itertools.accumulate(
             [0] + [len(p) for _v, _lo, p in slices[:-1]]))
     assert len(account_slices("v", accounts, 2, (117, 217))[0][2]) == 101 * 117 // 217
+
+
+def test_a_space_is_per_thread() -> None:
+    """While a pool runs its hosted partition, other threads still see the default books."""
+    partition.run_in_space("probe", partition.install_accounts, ("v-probe", 0, ()))
+    seen: list[list[str]] = []
+
+    def probe(_arg: None) -> list[str]:
+        t = threading.Thread(target=lambda: seen.append(partition.installed_books()))
+        t.start()
+        t.join()
+        return partition.installed_books()
+
+    try:
+        assert partition.run_in_space("probe", probe, None) == ["v-probe"]
+        assert seen and "v-probe" not in seen[0]
+    finally:
+        partition.drop_space("probe")
+    assert "v-probe" not in partition.installed_books()
