@@ -51,6 +51,11 @@ class Rejection:
     text: str
 
 
+def relay_exec_id(order_id: str, report_id: int) -> str:
+    """The ExecID of our relay of a broker report to the OMS: stable across restarts."""
+    return f"{order_id}-E{report_id}"
+
+
 class Dispatcher:
     def __init__(self, config: Config, db: Database, inbox: Inbox, out: FixOutbound,
                  refdata: ReferenceData, flow: AllocationFlow, clock: Clock) -> None:
@@ -362,7 +367,7 @@ class Dispatcher:
             order.oms_session, poss_resend=poss_resend, order_id=order.order_id,
             cl_ord_id=order.oms_cancel_cl_ord_id if cancel_reply else order.oms_cl_ord_id,
             orig_cl_ord_id=order.oms_cl_ord_id if cancel_reply else None,
-            exec_id=f"{order.order_id}-E{report_id}",
+            exec_id=relay_exec_id(order.order_id, report_id),
             exec_type=ev.exec_type, ord_status=ev.ord_status, symbol=order.symbol,
             side=order.side, order_qty=order.order_qty, last_qty=ev.last_qty,
             last_px=ev.last_px, cum_qty=ev.cum_qty, avg_px=ev.avg_px, leaves_qty=ev.leaves_qty,

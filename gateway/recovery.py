@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import structlog
 
-from gateway.dispatcher import Dispatcher
+from gateway.dispatcher import Dispatcher, relay_exec_id
 from gateway.events import BlockOrderReceived, BrokerReportReceived
 from gateway.orders import TERMINAL, Order
 
@@ -85,8 +85,14 @@ def recover(d: Dispatcher) -> dict[str, int]:
             ev = _report_event(rep)
             d.apply_report(order, ev)
             if rep["relayed_at"] is None:
-                d.relay(order, ev, ev.report_id, poss_resend=True)
-                counts["relayed"] += 1
+                # The relay may have reached the wire just before the crash that kept it
+                # from being marked: the outbound wire log decides, so the OMS never gets it twice.
+                exec_id = relay_exec_id(order.order_id, ev.report_id)
+                if d.db.sent_message_contains(order.oms_session, "8", f"\x0117={exec_id}\x01"):
+                    d.db.mark_relayed(ev.report_id, d.clock.now())
+                else:
+                    d.relay(order, ev, ev.report_id, poss_resend=True)
+                    counts["relayed"] += 1
         if not reports and not d.db.sent_message_contains(
             d.out.broker_key(order.broker), "D", f"\x0111={order.order_id}\x01"
         ):
