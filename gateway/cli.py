@@ -66,6 +66,39 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_refdata_import(args: argparse.Namespace) -> int:
+    """Validate the reference-data files and store them as the newest database version."""
+    import getpass
+    import json
+    from datetime import UTC, datetime
+
+    from gateway.config import load_config
+    from gateway.persistence.store import Database
+    from gateway.reference import ReferenceData, describe_change, load_stored
+
+    try:
+        config = load_config(args.config)
+        data = ReferenceData.load(config)
+    except ConfigError as exc:
+        print(f"{exc}", file=sys.stderr)  # noqa: T201
+        return EXIT_CONFIG
+    db = Database(config.database_url)
+    try:
+        db.migrate()
+        latest = db.latest_refdata_version()
+        previous = (load_stored(config, latest["version"], json.loads(latest["content_json"]))
+                    if latest else None)
+        change = describe_change(previous, data)
+        stored = db.save_refdata_version(version=data.version, loaded_at=datetime.now(UTC),
+                                         actor=f"import:{getpass.getuser()}", files=data.files,
+                                         diff_summary=change)
+    finally:
+        db.dispose()
+    state = "stored" if stored else "already stored"
+    print(f"{state}: reference data {data.version[:12]} ({change})")  # noqa: T201
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fixalloc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="config_command", required=True).add_parser("check", help="validate a config file")
     check.add_argument("config")
     check.set_defaults(func=_cmd_config_check)
+
+    refdata = sub.add_parser("refdata", help="reference data tools").add_subparsers(
+        dest="refdata_command", required=True)
+    imp = refdata.add_parser("import", help="validate the CSV files named in the config and "
+                                            "store them as the newest version in its database")
+    imp.add_argument("--config", required=True)
+    imp.set_defaults(func=_cmd_refdata_import)
 
     from gateway import demo
 

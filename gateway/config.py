@@ -113,6 +113,9 @@ class RefDataSettings(_Frozen):
     accounts: Path = Path("accounts.csv")
     positions: Path | None = Path("positions.csv")
     rules: Path = Path("rules")
+    source: Literal["files", "database"] = "files"
+    """Where accounts/positions/securities are read from: the CSV files above, or the latest
+    version stored in the database (by another instance or `fixalloc refdata import`)."""
     watch: bool = True
     """Reload the rulebook and the reference-data files when they change on disk."""
 

@@ -109,7 +109,8 @@ class Node:
             db.append_event("refdata.rejected", recorded_at=self.clock.now(), severity="error",
                             detail={"reason": reason})
 
-        return ReferenceDataRegistry(self.config, on_new_version=persist, on_rejected=rejected)
+        return ReferenceDataRegistry(self.config, on_new_version=persist, on_rejected=rejected,
+                                     db=db)
 
     def _rulebooks(self, db: Database, inbox: Inbox) -> Any:
         from gateway.refdata import RefDataError

@@ -63,6 +63,24 @@ class ReferenceData:
                    texts)
 
 
+def load_stored(config: Config, version: str, files: Mapping[str, str]) -> ReferenceData:
+    """Reference data from a version stored in the database, validated exactly like files.
+
+    The stored texts are written under the state dir and loaded by the same loaders, so a
+    database-sourced gateway refuses what a file-sourced one would, with file:line.
+    """
+    folder = config.state_dir / "refdata-db" / version[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    by_name = {Path(name).name: text for name, text in files.items()}
+    for name, text in by_name.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    rd = config.refdata
+    local = rd.model_copy(update={
+        "securities": folder / rd.securities.name, "accounts": folder / rd.accounts.name,
+        "positions": folder / rd.positions.name if rd.positions else None})
+    return ReferenceData.load(config.model_copy(update={"refdata": local}))
+
+
 def describe_change(old: ReferenceData | None, new: ReferenceData) -> str:
     """A one-line summary for the version record: which accounts and securities changed."""
     if old is None:

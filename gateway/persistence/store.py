@@ -188,6 +188,13 @@ class Database:
                 diff_summary=diff_summary))
             return True
 
+    def latest_refdata_version(self) -> dict[str, Any] | None:
+        query = (select(t.refdata_versions)
+                 .order_by(t.refdata_versions.c.loaded_at.desc()).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+            return dict(row) if row else None
+
     # -- orders ---------------------------------------------------------------------------
 
     @_transient

@@ -86,3 +86,31 @@ def test_account_frozen_in_the_csv_is_excluded_from_the_next_block(tmp_path: Pat
         decision = http_get(ports.http, f"/allocations/{oms.allocation_for('RD-3').alloc_id}")[1]
         assert status["refdata_version"] == http_get(ports.http, "/refdata")[1]["active"]
         assert decision["decision"]["allocated_qty"] == "50000"
+
+
+def test_gateway_reads_reference_data_from_the_database(tmp_path: Path) -> None:
+    """source = database: imported versions drive the gateway, and a new import goes live."""
+    from gateway.cli import main
+
+    data = tmp_path / "refdata"
+    data.mkdir()
+    for name in ("securities.csv", "accounts.csv", "positions.csv"):
+        shutil.copy(CONFIG / name, data / name)
+    ports = Ports.free()
+    cfg = write_config(tmp_path, ports, refdata_dir=data, watch=True)
+    cfg.write_text(cfg.read_text().replace("[refdata]\n", '[refdata]\nsource = "database"\n'))
+    assert main(["refdata", "import", "--config", str(cfg)]) == 0
+    with running(tmp_path, ports, cfg, FillPlan(fills=2, interval_ms=10)) as (_b, gw, oms):
+        oms.send_order(_block(1))
+        assert oms.wait(lambda: oms.allocation_for("RD-1") is not None, 30)
+        assert "SMA0001" in _allocated(oms, "RD-1")
+        # Editing the files does nothing by itself in this mode ...
+        _set_status(data / "accounts.csv", "SMA0001", "closed")
+        # ... until the edit is imported into the database the gateway reads.
+        assert main(["refdata", "import", "--config", str(cfg)]) == 0
+        assert wait_for(lambda: http_get(ports.http, "/refdata")[1]["history"][-1]["actor"]
+                        == "database", 10)
+        oms.send_order(_block(2))
+        assert oms.wait(lambda: oms.allocation_for("RD-2") is not None, 30)
+        assert "SMA0001" not in _allocated(oms, "RD-2")
+        assert gw.node.db.count("refdata_versions") == 2
