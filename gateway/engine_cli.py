@@ -15,13 +15,14 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import engine
 from engine import synthetic
 from gateway import refdata
+from gateway.ledger import AVG_PX_PLACES
 from gateway.pool import ProcessPoolExecutorAdapter
 
 EXIT_OK = 0
@@ -130,9 +131,11 @@ def build_request(config: Path, order: dict[str, Any], fills: list[Any] | None,
         if executed > qty:
             raise InputError(f"fills total {executed} exceeds the order qty {qty}")
         # Round the average price once, to the agreed precision (FIX_ALLOCATION 4.3.1),
-        # and use that value everywhere.
-        avg_px = (notional / executed).quantize(Decimal(1).scaleb(-int(order.get(
-            "avg_px_precision", 6))))
+        # and use that value everywhere. The default is the daemon's, so a dry run gives
+        # the decision the gateway would make on the same fills.
+        places = int(order.get("avg_px_precision", AVG_PX_PLACES))
+        avg_px = (notional / executed).quantize(Decimal(1).scaleb(-places),
+                                                rounding=ROUND_HALF_EVEN)
     else:
         if limit is None:
             raise InputError("without fills the order needs a limit_px to price the whole qty")

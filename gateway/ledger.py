@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
-AVG_PX_QUANTUM = Decimal("0.0001")
+AVG_PX_PLACES = 4
+AVG_PX_QUANTUM = Decimal(1).scaleb(-AVG_PX_PLACES)
 """Average prices go on the wire rounded once to 4 decimals (FIX_ALLOCATION.md §4.3)."""
 
 
