@@ -23,15 +23,7 @@ def check_decision(decision: AllocationDecision) -> None:
         raise InvariantViolation(
             f"sum of lines {total} != allocated_qty {decision.allocated_qty}"
         )
-    if decision.allocated_qty != decision.executed_qty - decision.unallocated_qty:
-        raise InvariantViolation(
-            f"allocated_qty {decision.allocated_qty} != executed_qty {decision.executed_qty}"
-            f" - unallocated_qty {decision.unallocated_qty}"
-        )
-    if decision.unallocated_qty < 0:
-        raise InvariantViolation(f"negative unallocated_qty {decision.unallocated_qty}")
-    if decision.unallocated_qty > 0 and not decision.unallocated_reason:
-        raise InvariantViolation("unallocated shares without a reason")
+    _check_totals(decision)
     results = {r.account_id: r for r in decision.results}
     if len(results) != len(decision.results):
         raise InvariantViolation("duplicate account in results")
@@ -69,8 +61,8 @@ def check_decision(decision: AllocationDecision) -> None:
         raise InvariantViolation("lines are not sorted by account id")
 
 
-def _check_columns(decision: AllocationDecision, cols: table.DecisionColumns) -> None:
-    """The same checks, on the columns the lines and results are built from."""
+def _check_totals(decision: AllocationDecision) -> None:
+    """Block-level conservation, shared by the object and the column checks."""
     if decision.allocated_qty != decision.executed_qty - decision.unallocated_qty:
         raise InvariantViolation(
             f"allocated_qty {decision.allocated_qty} != executed_qty {decision.executed_qty}"
@@ -80,6 +72,11 @@ def _check_columns(decision: AllocationDecision, cols: table.DecisionColumns) ->
         raise InvariantViolation(f"negative unallocated_qty {decision.unallocated_qty}")
     if decision.unallocated_qty > 0 and not decision.unallocated_reason:
         raise InvariantViolation("unallocated shares without a reason")
+
+
+def _check_columns(decision: AllocationDecision, cols: table.DecisionColumns) -> None:
+    """The same checks, on the columns the lines and results are built from."""
+    _check_totals(decision)
     ids, status = cols.ids, cols.status
     qty = cols.qty.tolist() if isinstance(cols.qty, array) else list(cols.qty)
     n = len(ids)

@@ -8,7 +8,7 @@ function of the order, so a restart never produces a second J as New for the sam
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import date
 from decimal import Decimal
@@ -131,18 +131,19 @@ class AllocationFlow:
              "lots_json": json.dumps(_plain(ln.lots)) if ln.lots else None}
             for i, ln in enumerate(decision.lines, start=1)
         ]
+        allocation = {
+            "alloc_id": alloc_id, "order_id": order.order_id,
+            "decision_id": decision.decision_id, "broker": order.broker,
+            "alloc_trans_type": "0", "alloc_type": ALLOC_TYPE_TO_FIX[broker.alloc_type],
+            "quantity": str(decision.allocated_qty), "avg_px": str(decision.avg_px),
+            "trade_date": order.trade_date, "settl_date": settl, "status": "pending_send",
+            "created_at": now, "last_fill_at": order.ledger.last_fill_at}
         self.db.save_allocation(
             {"decision_id": decision.decision_id, "order_id": order.order_id,
              "method": decision.method, "rulebook_version": decision.rulebook_version,
              "inputs_hash": decision.inputs_hash, "config_hash": self._config_hash,
              "decided_at": started, "canonical_json": decision.to_canonical_json()},
-            {"alloc_id": alloc_id, "order_id": order.order_id,
-             "decision_id": decision.decision_id, "broker": order.broker,
-             "alloc_trans_type": "0", "alloc_type": ALLOC_TYPE_TO_FIX[broker.alloc_type],
-             "quantity": str(decision.allocated_qty), "avg_px": str(decision.avg_px),
-             "trade_date": order.trade_date, "settl_date": settl, "status": "pending_send",
-             "created_at": now, "last_fill_at": order.ledger.last_fill_at},
-            lines,
+            allocation, lines,
         )
         order.alloc_id = alloc_id
         order.alloc_status = "pending_send"
@@ -151,7 +152,8 @@ class AllocationFlow:
                    quantity=str(decision.allocated_qty), avg_px=str(decision.avg_px),
                    decision_id=decision.decision_id, rulebook=decision.rulebook_version)
         METRICS.allocations.labels(state="decided").inc()
-        self.send_pending(order, include_oms=include_oms)
+        # What was just stored is handed over as is: no read-back on the last-fill path.
+        self.send_pending(order, include_oms=include_oms, stored=(allocation, lines))
 
     def _j(self, order: Order, alloc: Mapping[str, Any], *, to_oms: bool) -> JBlock:
         order_ref: str | None
@@ -171,8 +173,10 @@ class AllocationFlow:
             transact_time=self.clock.now(), secondary_alloc_id=order.order_id,
         )
 
-    def send_pending(self, order: Order, *, check_wire: bool = False,
-                     include_oms: bool = True) -> None:
+    def send_pending(
+        self, order: Order, *, check_wire: bool = False, include_oms: bool = True,
+        stored: tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]] | None = None,
+    ) -> None:
         """Send whatever of this order's allocation has not been handed to quickfix yet.
 
         Used right after the decision and again by startup recovery, which passes
@@ -181,17 +185,20 @@ class AllocationFlow:
         """
         if order.alloc_id is None:
             return
-        alloc = self.db.load_allocation(order.alloc_id)
-        if alloc is None:
-            return
+        if stored is not None:
+            alloc, rows = stored
+        else:
+            loaded = self.db.load_allocation(order.alloc_id)
+            if loaded is None:
+                return
+            alloc, rows = loaded, self.db.load_allocation_lines(order.alloc_id)
         needle = f"\x0170={order.alloc_id}\x01"
-        rows = self.db.load_allocation_lines(order.alloc_id)
         j_lines = [JLine(r["individual_alloc_id"], r["account_id"], Decimal(r["qty"]),
                          Decimal(r["avg_px"]), r["custodian"], r["prime_broker"], r["strategy"],
                          r["vehicle"]) for r in rows]
         broker = self.config.broker(order.broker)
         broker_key = self.out.broker_key(order.broker)
-        if alloc["sent_at"] is None:
+        if alloc.get("sent_at") is None:
             if check_wire and self.db.sent_message_contains(broker_key, "J", needle):
                 log.info("allocation.already_on_wire", alloc_id=order.alloc_id)
             else:
@@ -206,7 +213,7 @@ class AllocationFlow:
                     (sent - order.ledger.last_fill_at).total_seconds())
             log.info("allocation.sent", alloc_id=order.alloc_id, broker=order.broker,
                      cl_ord_id=order.oms_cl_ord_id, lines=len(j_lines))
-        if include_oms and alloc["oms_sent_at"] is None:
+        if include_oms and alloc.get("oms_sent_at") is None:
             if not (check_wire and self.db.sent_message_contains(order.oms_session, "J", needle)):
                 self.out.allocation(order.oms_session, self._j(order, alloc, to_oms=True),
                                     j_lines, send_udfs=True)

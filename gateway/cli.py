@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from gateway.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, ConfigError, SecretMissingError
 
@@ -50,16 +51,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_config_check(args: argparse.Namespace) -> int:
+def _load_config_and_refdata(path: str) -> tuple[Any, Any] | None:
+    """The config and its reference-data files, or None after printing file:line: reason."""
     from gateway.config import load_config
     from gateway.reference import ReferenceData
 
     try:
-        config = load_config(args.config)
-        ref = ReferenceData.load(config)
+        config = load_config(path)
+        return config, ReferenceData.load(config)
     except ConfigError as exc:
         print(f"{exc}", file=sys.stderr)  # noqa: T201
+        return None
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    loaded = _load_config_and_refdata(args.config)
+    if loaded is None:
         return EXIT_CONFIG
+    config, ref = loaded
     books = {b: len(a) for b, a in ref.accounts_by_book.items()}
     print(f"ok: {config.source} hash {config.config_hash()[:12]}; "  # noqa: T201
           f"{len(ref.securities)} securities; accounts per book {books}")
@@ -72,16 +81,13 @@ def _cmd_refdata_import(args: argparse.Namespace) -> int:
     import json
     from datetime import UTC, datetime
 
-    from gateway.config import load_config
     from gateway.persistence.store import Database
-    from gateway.reference import ReferenceData, describe_change, load_stored
+    from gateway.reference import describe_change, load_stored
 
-    try:
-        config = load_config(args.config)
-        data = ReferenceData.load(config)
-    except ConfigError as exc:
-        print(f"{exc}", file=sys.stderr)  # noqa: T201
+    loaded = _load_config_and_refdata(args.config)
+    if loaded is None:
         return EXIT_CONFIG
+    config, data = loaded
     db = Database(config.database_url)
     try:
         db.migrate()
