@@ -10,7 +10,6 @@ production backend and runs the same code.
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,17 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from sqlalchemy.exc import IntegrityError
 
 from gateway.persistence import tables as t
+from gateway.persistence.records import AuditRecords, wire_text
+from gateway.persistence.retry import transient as _transient
 
-_transient = retry(
-    retry=retry_if_exception_type((OperationalError, InterfaceError)),
-    stop=stop_after_attempt(5),
-    wait=wait_exponential(multiplier=0.05, max=1.0),
-    reraise=True,
-)
+__all__ = ["Database", "RecordedReport", "ReportOutcome", "wire_text"]
 
 
 class ReportOutcome(enum.Enum):
@@ -59,7 +54,7 @@ def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
         cur.close()
 
 
-class Database:
+class Database(AuditRecords):
     """Typed access to the tables; no ORM session state is shared between threads."""
 
     def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
@@ -93,108 +88,6 @@ class Database:
         with self.engine.begin() as conn:
             yield conn
 
-    # -- append-only records -------------------------------------------------------------
-
-    @_transient
-    def append_wire(
-        self,
-        *,
-        session_id: str,
-        direction: str,
-        msg_type: str,
-        seq_num: int | None,
-        poss_dup: bool,
-        raw: str,
-        recorded_at: datetime,
-    ) -> None:
-        with self._tx() as conn:
-            conn.execute(
-                insert(t.fix_messages).values(
-                    session_id=session_id,
-                    direction=direction,
-                    msg_type=msg_type,
-                    seq_num=seq_num,
-                    poss_dup=poss_dup,
-                    raw=raw,
-                    recorded_at=recorded_at,
-                )
-            )
-
-    @_transient
-    def append_event(
-        self,
-        kind: str,
-        *,
-        recorded_at: datetime,
-        severity: str = "info",
-        session_id: str | None = None,
-        order_id: str | None = None,
-        alloc_id: str | None = None,
-        detail: Mapping[str, Any] | None = None,
-    ) -> None:
-        with self._tx() as conn:
-            conn.execute(
-                insert(t.audit_events).values(
-                    recorded_at=recorded_at,
-                    kind=kind,
-                    severity=severity,
-                    session_id=session_id,
-                    order_id=order_id,
-                    alloc_id=alloc_id,
-                    detail_json=json.dumps(detail or {}, sort_keys=True, default=str),
-                )
-            )
-
-    @_transient
-    def save_rulebook_version(
-        self,
-        *,
-        version: str,
-        loaded_at: datetime,
-        actor: str,
-        source: str,
-        content_json: str,
-        diff_summary: str | None,
-    ) -> bool:
-        """Store a rulebook version once; returns False when that version is already stored."""
-        with self._tx() as conn:
-            versions = t.rulebook_versions.c.version
-            exists = conn.execute(select(versions).where(versions == version)).first()
-            if exists:
-                return False
-            conn.execute(
-                insert(t.rulebook_versions).values(
-                    version=version,
-                    loaded_at=loaded_at,
-                    actor=actor,
-                    source=source,
-                    content_json=content_json,
-                    diff_summary=diff_summary,
-                )
-            )
-            return True
-
-    @_transient
-    def save_refdata_version(self, *, version: str, loaded_at: datetime, actor: str,
-                             files: Mapping[str, str], diff_summary: str | None) -> bool:
-        """Store a reference-data version once, with the files' text as loaded."""
-        with self._tx() as conn:
-            versions = t.refdata_versions.c.version
-            if conn.execute(select(versions).where(versions == version)).first():
-                return False
-            conn.execute(insert(t.refdata_versions).values(
-                version=version, loaded_at=loaded_at, actor=actor,
-                content_json=json.dumps(dict(files), sort_keys=True),
-                diff_summary=diff_summary))
-            return True
-
-    def latest_refdata_version(self) -> dict[str, Any] | None:
-        query = (select(t.refdata_versions)
-                 .order_by(t.refdata_versions.c.loaded_at.desc()).limit(1))
-        with self.engine.connect() as conn:
-            row = conn.execute(query).mappings().first()
-            return dict(row) if row else None
-
     # -- orders ---------------------------------------------------------------------------
 
     @_transient
@@ -217,6 +110,13 @@ class Database:
             return conn.execute(
                 select(t.orders.c.order_id).where(t.orders.c.order_id == order_id)
             ).first() is not None
+
+    def order_trade_date(self, order_id: str) -> str | None:
+        """The trade date of one of our orders, or None when the id is not ours."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(t.orders.c.trade_date).where(t.orders.c.order_id == order_id)
+            ).scalar()
 
     def load_orders(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -333,39 +233,7 @@ class Database:
             ).mappings().first()
             return dict(row) if row else None
 
-    # -- audit queries --------------------------------------------------------------------
-
-    def wire_messages(
-        self, *, session_id: str | None = None, direction: str | None = None,
-        msg_type: str | None = None,
-    ) -> list[dict[str, Any]]:
-        query = select(t.fix_messages).order_by(t.fix_messages.c.id)
-        if session_id is not None:
-            query = query.where(t.fix_messages.c.session_id == session_id)
-        if direction is not None:
-            query = query.where(t.fix_messages.c.direction == direction)
-        if msg_type is not None:
-            query = query.where(t.fix_messages.c.msg_type == msg_type)
-        with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
-
-    def sent_message_contains(self, session_id: str, msg_type: str, needle: str) -> bool:
-        """Whether an outbound message of this type already carried `needle` (e.g. an AllocID)."""
-        query = select(func.count()).where(
-            t.fix_messages.c.session_id == session_id,
-            t.fix_messages.c.direction == "out",
-            t.fix_messages.c.msg_type == msg_type,
-            t.fix_messages.c.raw.contains(needle),
-        )
-        with self.engine.connect() as conn:
-            return bool(conn.execute(query).scalar_one())
-
-    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        query = select(t.audit_events).order_by(t.audit_events.c.id)
-        if kind is not None:
-            query = query.where(t.audit_events.c.kind == kind)
-        with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+    # -- counts ---------------------------------------------------------------------------
 
     def count(self, table: str) -> int:
         tbl = t.metadata.tables[table]

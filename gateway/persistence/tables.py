@@ -7,6 +7,8 @@ PostgreSQL alike). The FIX sequence-number store is quickfix's own FileStore, no
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -15,12 +17,39 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on every backend.
+
+    SQLite keeps no time zone and hands back naive values; code that subtracts a stored
+    time from the clock's aware `now()` (recovery does) would raise. Stored as UTC, read
+    back as UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            return value.astimezone(UTC)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect
+                             ) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
 
 metadata = MetaData(
     naming_convention={
@@ -43,11 +72,20 @@ fix_messages = Table(
     Column("msg_type", String(8), nullable=False),
     Column("seq_num", Integer, nullable=True),
     Column("poss_dup", Boolean, nullable=False, default=False),
-    Column("raw", Text, nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    # Exactly the bytes that crossed the wire (Password/NewPassword values masked), never
+    # re-encoded: a peer's Latin-1 Text is kept as Latin-1. `store.wire_text` decodes for display.
+    Column("raw", LargeBinary, nullable=False),
+    Column("raw_len", Integer, nullable=True),  # bytes on the wire (raw is cut above the limit)
+    Column("truncated", Boolean, nullable=False, default=False),
+    # The id the message is about: ExecID(17) of an 8, ClOrdID(11) of a D/F/G/9, AllocID(70)
+    # of a J/P/AS/AK/AU/BH. Recovery asks "did this go out?" by key, not by scanning text.
+    Column("ref_id", String(128), nullable=True),
+    Column("recorded_at", UtcDateTime(), nullable=False),
 )
 Index("ix_fix_messages_session_dir", fix_messages.c.session_id, fix_messages.c.direction)
 Index("ix_fix_messages_msg_type", fix_messages.c.msg_type)
+Index("ix_fix_messages_ref", fix_messages.c.session_id, fix_messages.c.direction,
+      fix_messages.c.msg_type, fix_messages.c.ref_id)
 
 orders = Table(
     "orders",
@@ -61,6 +99,8 @@ orders = Table(
     Column("order_qty", String(32), nullable=False),
     Column("ord_type", String(8), nullable=False),
     Column("price", String(32), nullable=True),
+    Column("stop_px", String(32), nullable=True),
+    Column("peg_offset", String(32), nullable=True),
     Column("time_in_force", String(4), nullable=True),
     Column("broker", String(64), nullable=False),
     Column("broker_order_id", String(64), nullable=True),
@@ -71,10 +111,30 @@ orders = Table(
     Column("trade_date", String(10), nullable=False),
     Column("eligibility_json", Text, nullable=True),
     Column("preallocations_json", Text, nullable=True),  # the OMS's manual split + reason
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("oms_session", "oms_cl_ord_id", name="uq_orders_oms_clordid"),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    # FIX asks ClOrdID to be unique per trading day, so an OMS may reuse one tomorrow.
+    UniqueConstraint("oms_session", "oms_cl_ord_id", "trade_date", name="uq_orders_oms_clordid"),
 )
+
+# Block orders refused before they became orders (bad fields, unknown book, limits): kept
+# so a PossDup/PossResend repeat is recognised, and so each reject ER has an ExecID that
+# is unique for the life of the database (REJ<id>), whatever the session's sequence.
+order_rejections = Table(
+    "order_rejections",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("session_id", String(128), nullable=False),
+    Column("cl_ord_id", String(128), nullable=False),
+    Column("trade_date", String(10), nullable=False),
+    Column("seq_num", Integer, nullable=True),
+    Column("order_id", String(64), nullable=True),
+    Column("reason_code", String(4), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+Index("ix_order_rejections_key", order_rejections.c.session_id, order_rejections.c.cl_ord_id,
+      order_rejections.c.trade_date)
 
 broker_reports = Table(
     "broker_reports",
@@ -96,9 +156,9 @@ broker_reports = Table(
     Column("text", Text, nullable=True),
     Column("seq_num", Integer, nullable=True),
     Column("poss_dup", Boolean, nullable=False),
-    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", UtcDateTime(), nullable=False),
     Column("transact_time", String(32), nullable=True),
-    Column("relayed_at", DateTime(timezone=True), nullable=True),
+    Column("relayed_at", UtcDateTime(), nullable=True),
     UniqueConstraint(
         "session_id", "broker_order_id", "exec_id", "trade_date", name="uq_broker_reports_key"
     ),
@@ -114,7 +174,7 @@ decisions = Table(
     Column("rulebook_version", String(64), nullable=False),
     Column("inputs_hash", String(64), nullable=False),
     Column("config_hash", String(64), nullable=False),
-    Column("decided_at", DateTime(timezone=True), nullable=False),
+    Column("decided_at", UtcDateTime(), nullable=False),
     Column("canonical_json", Text, nullable=False),
 )
 
@@ -135,11 +195,15 @@ allocations = Table(
     Column("ack_status", String(2), nullable=True),
     Column("rej_code", String(4), nullable=True),
     Column("ack_text", Text, nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("sent_at", DateTime(timezone=True), nullable=True),
-    Column("oms_sent_at", DateTime(timezone=True), nullable=True),
-    Column("acked_at", DateTime(timezone=True), nullable=True),
-    Column("last_fill_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("sent_at", UtcDateTime(), nullable=True),
+    Column("oms_sent_at", UtcDateTime(), nullable=True),
+    # The OMS's own answer to its copy of the J: its P (87) or a session Reject of the J.
+    Column("oms_status", String(24), nullable=True),
+    Column("oms_ack_text", Text, nullable=True),
+    Column("oms_acked_at", UtcDateTime(), nullable=True),
+    Column("acked_at", UtcDateTime(), nullable=True),
+    Column("last_fill_at", UtcDateTime(), nullable=True),
 )
 Index("ix_allocations_order", allocations.c.order_id)
 
@@ -163,7 +227,7 @@ audit_events = Table(
     "audit_events",
     metadata,
     Column("id", _Id, primary_key=True, autoincrement=True),
-    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", UtcDateTime(), nullable=False),
     Column("kind", String(48), nullable=False),
     Column("severity", String(8), nullable=False),
     Column("session_id", String(128), nullable=True),
@@ -173,11 +237,15 @@ audit_events = Table(
 )
 Index("ix_audit_events_kind", audit_events.c.kind)
 
+# One row per activation, not per distinct content: a rollback to an earlier text is a new
+# row (`reactivated` true), so the newest row is always the version in force.
 refdata_versions = Table(
     "refdata_versions",
     metadata,
-    Column("version", String(64), primary_key=True),
-    Column("loaded_at", DateTime(timezone=True), nullable=False),
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("version", String(64), nullable=False),
+    Column("reactivated", Boolean, nullable=False, default=False),
+    Column("loaded_at", UtcDateTime(), nullable=False),
     Column("actor", String(128), nullable=False),
     Column("content_json", Text, nullable=False),  # file path -> text, as loaded
     Column("diff_summary", Text, nullable=True),
@@ -186,10 +254,14 @@ refdata_versions = Table(
 rulebook_versions = Table(
     "rulebook_versions",
     metadata,
-    Column("version", String(64), primary_key=True),
-    Column("loaded_at", DateTime(timezone=True), nullable=False),
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("version", String(64), nullable=False),
+    Column("reactivated", Boolean, nullable=False, default=False),
+    Column("loaded_at", UtcDateTime(), nullable=False),
     Column("actor", String(128), nullable=False),
     Column("source", Text, nullable=False),
     Column("content_json", Text, nullable=False),
     Column("diff_summary", Text, nullable=True),
 )
+Index("ix_refdata_versions_version", refdata_versions.c.version)
+Index("ix_rulebook_versions_version", rulebook_versions.c.version)

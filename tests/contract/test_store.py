@@ -53,20 +53,42 @@ def test_migrate_twice_is_a_no_op(db: Database) -> None:
     assert db.count("orders") == 0
 
 
-def test_wire_record_round_trips_raw_text(db: Database) -> None:
-    """A raw FIX message is stored verbatim with its session, direction and sequence number."""
-    raw = "8=FIX.4.4\x019=5\x0135=0\x0134=2\x0110=000\x01"
-    db.append_wire(session_id="S", direction="in", msg_type="0", seq_num=2, poss_dup=False,
-                   raw=raw, recorded_at=NOW)
+def test_wire_record_round_trips_the_exact_bytes(db: Database) -> None:
+    """Raw FIX is stored as the bytes that crossed the wire, Latin-1 included."""
+    raw = b"8=FIX.4.4\x019=5\x0135=D\x0134=2\x0111=C1\x0158=caf\xe9\x0110=000\x01"
+    db.append_wire(session_id="S", direction="in", msg_type="D", seq_num=2, poss_dup=False,
+                   raw=raw, ref_id="C1", recorded_at=NOW)
     [row] = db.wire_messages(session_id="S")
-    assert (row["raw"], row["direction"], row["seq_num"], row["msg_type"]) == (raw, "in", 2, "0")
-    assert db.sent_message_contains("S", "0", "35=0") is False  # inbound only
+    assert (row["raw"], row["direction"], row["seq_num"], row["msg_type"]) == (raw, "in", 2, "D")
+    assert row["raw_len"] == len(raw) and row["truncated"] is False
+    assert "58=caf\\xe9" in row["text"]  # displayed with the odd byte named
+    assert db.received_with_ref("S", "D", "C1")[0]["id"] == row["id"]
+    assert db.sent_with_ref("S", "D", "C1") is False  # inbound only
+    db.append_wire(session_id="S", direction="out", msg_type="8", seq_num=9, poss_dup=False,
+                   raw=b"8=FIX.4.4\x0135=8\x0117=X1\x01", ref_id="X1", recorded_at=NOW)
+    assert db.sent_with_ref("S", "8", "X1") is True
+    assert db.sent_message_at("S", 9)["ref_id"] == "X1"
 
 
 def test_duplicate_cl_ord_id_is_refused(db: Database) -> None:
-    """The OMS cannot reuse a ClOrdID on the same session."""
+    """The OMS cannot reuse a ClOrdID on the same session and trade date."""
     assert db.insert_order(_order()) is True
     assert db.insert_order(_order(order_id="O2")) is False
+
+
+def test_cl_ord_id_may_come_back_on_a_later_trade_date(db: Database) -> None:
+    """FIX asks ClOrdIDs to be unique per trading day: tomorrow's reuse is a new order."""
+    assert db.insert_order(_order()) is True
+    assert db.insert_order(_order(order_id="O2") | {"trade_date": "2026-11-23"}) is True
+
+
+def test_rejections_get_ids_unique_for_the_life_of_the_database(db: Database) -> None:
+    kw = {"session_id": "S", "cl_ord_id": "C1", "trade_date": "2026-11-20", "seq_num": 2,
+          "order_id": None, "reason_code": "99", "text": "no", "created_at": NOW}
+    first, second = db.record_rejection(**kw), db.record_rejection(**kw)
+    assert first != second
+    assert db.find_rejection("S", "C1", "2026-11-20")["id"] == first
+    assert db.find_rejection("S", "C1", "2026-11-21") is None
 
 
 def test_report_dedupe_classifies_repeats(db: Database) -> None:
@@ -80,6 +102,15 @@ def test_report_dedupe_classifies_repeats(db: Database) -> None:
     assert changed.outcome is ReportOutcome.CONFLICT
     assert changed.existing is not None and changed.existing["last_qty"] == "100"
     assert db.count("broker_reports") == 1
+
+
+def test_same_exec_id_on_another_trade_date_is_a_new_fill(db: Database) -> None:
+    """ExecIDs are unique per trading day: the key carries the trade date, or a fill is lost."""
+    db.insert_order(_order())
+    first = db.record_broker_report(_report("E1"))
+    later = db.record_broker_report(_report("E1") | {"trade_date": "2026-11-23"})
+    assert (first.outcome, later.outcome) == (ReportOutcome.NEW, ReportOutcome.NEW)
+    assert db.count("broker_reports") == 2
 
 
 def test_allocation_saved_atomically_with_lines(db: Database) -> None:
@@ -101,12 +132,25 @@ def test_allocation_saved_atomically_with_lines(db: Database) -> None:
     assert [x["qty"] for x in db.load_allocation_lines("A1")] == ["100", "100", "100"]
 
 
-def test_rulebook_version_stored_once(db: Database) -> None:
-    """A rulebook version hash is recorded once with who loaded it and when."""
-    kw = {"version": "v1", "loaded_at": NOW, "actor": "file-watch", "source": "rules/",
-          "content_json": "{}", "diff_summary": None}
-    assert db.save_rulebook_version(**kw) is True
-    assert db.save_rulebook_version(**kw) is False
+def test_rulebook_version_rows_are_activations(db: Database) -> None:
+    """One row per activation: a reload of the same text adds none, a rollback adds one."""
+    def kw(version: str) -> dict[str, object]:
+        return {"version": version, "loaded_at": NOW, "actor": "file-watch",
+                "source": "rules/", "content_json": "{}", "diff_summary": None}
+    assert db.save_rulebook_version(**kw("v1")) is True
+    assert db.save_rulebook_version(**kw("v1")) is False
+    assert db.save_rulebook_version(**kw("v2")) is True
+    assert db.save_rulebook_version(**kw("v1")) is True  # the rollback is recorded
+    rows = db.version_rows("rulebook_versions")
+    assert [(r["version"], r["reactivated"]) for r in rows] == [
+        ("v1", False), ("v2", False), ("v1", True)]
+
+
+def test_refdata_rollback_makes_the_newest_row_the_version_in_force(db: Database) -> None:
+    for version in ("r1", "r2", "r1"):
+        db.save_refdata_version(version=version, loaded_at=NOW, actor="t", files={"a": version},
+                                diff_summary=None)
+    assert db.latest_refdata_version()["version"] == "r1"
 
 
 def test_rotation_offset_counts_the_books_allocations(db: Database) -> None:
