@@ -8,39 +8,36 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import gc
 import json
-import resource
-import statistics
 import sys
-import time
-from collections.abc import Callable
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import engine
-from engine import synthetic
-from gateway import refdata
-from gateway.ledger import AVG_PX_PLACES
+from gateway import dry_run, refdata
+from gateway.config import Config, load_config
+from gateway.engine_bench import run_bench
+from gateway.errors import ConfigError
 from gateway.pool import ProcessPoolExecutorAdapter
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
-_SIDES = {"buy": engine.Side.BUY, "sell": engine.Side.SELL, "sell_short": engine.Side.SELL_SHORT,
-          "1": engine.Side.BUY, "2": engine.Side.SELL, "5": engine.Side.SELL_SHORT}
-
-
-class InputError(ValueError):
-    pass
+InputError = dry_run.InputError
+__all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "InputError", "add_commands", "build_request", "main",
+           "run_bench"]
 
 
 def add_commands(subparsers: Any, bench_subparsers: Any) -> None:
     """Register `allocate`, `rules ...` and `bench engine` on the given argparse groups."""
     p = subparsers.add_parser("allocate", help="allocate a block from files; print the decision")
-    p.add_argument("--config", required=True, type=Path, help="config directory")
+    p.add_argument("--config", type=Path,
+                   help="directory with securities.csv, accounts.csv, positions.csv, rules/ "
+                        "(default with --gateway-config: the files its [refdata] names)")
+    p.add_argument("--gateway-config", type=Path, metavar="FILE",
+                   help="the gateway's TOML: validate the order against its [[books]] entry")
     p.add_argument("--order", required=True, type=Path, help="ORDER.json")
-    p.add_argument("--fills", type=Path, help="FILLS.json: list of {exec_id, qty, px}")
+    p.add_argument("--fills", type=Path, help="FILLS.json: list of {exec_id, qty, px} "
+                                              "(absent: the whole qty at limit_px)")
     p.add_argument("--workers", type=int, default=0, help="process-pool workers (0: in-process)")
     p.add_argument("--indent", action="store_true", help="indent the JSON for humans")
     p.add_argument("--decided-at", help="ISO timestamp for the decision (default: now, UTC)")
@@ -72,97 +69,19 @@ def _fail(msg: str) -> int:
     return EXIT_BAD_INPUT
 
 
-def _json_file(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror}") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+def build_request(config: Path | dry_run.RefDataFiles, order: Any, fills: Any | None,
+                  decided_at: dt.datetime, *, gateway_config: Config | None = None,
+                  order_file: str = "ORDER.json", fills_file: str = "FILLS.json"
+                  ) -> tuple[engine.AllocationRequest, engine.Rulebook]:
+    """Decoded ORDER.json (+ FILLS.json; None when there is none) -> the engine request.
 
-
-def _dec(value: Any, what: str) -> Decimal:
-    if isinstance(value, bool) or value is None:
-        raise InputError(f"{what} must be a number, was {value!r}")
-    try:
-        d = Decimal(str(value))
-    except InvalidOperation:
-        raise InputError(f"{what} must be a number, was {value!r}") from None
-    if not d.is_finite():
-        raise InputError(f"{what} must be finite, was {value!r}")
-    return d
-
-
-def build_request(config: Path, order: dict[str, Any], fills: list[Any] | None,
-                  decided_at: dt.datetime) -> tuple[engine.AllocationRequest, engine.Rulebook]:
-    """Turn ORDER.json (+ FILLS.json) and the config directory into an engine request."""
-    if not isinstance(order, dict):
-        raise InputError("order must be a JSON object")
-    missing = [k for k in ("block_id", "symbol", "side", "qty", "book", "trade_date")
-               if k not in order]
-    if missing:
-        raise InputError(f"order is missing {', '.join(missing)}")
-    side = _SIDES.get(str(order["side"]).lower())
-    if side is None:
-        raise InputError(f"order side must be buy, sell or sell_short, was {order['side']!r}")
-    qty = _dec(order["qty"], "order qty")
-    limit = _dec(order["limit_px"], "limit_px") if order.get("limit_px") is not None else None
-    try:
-        trade_date = dt.date.fromisoformat(str(order["trade_date"]))
-    except ValueError:
-        raise InputError(f"trade_date must be YYYY-MM-DD, was {order['trade_date']!r}") from None
-    if fills:
-        if not isinstance(fills, list):
-            raise InputError("fills must be a JSON list")
-        seen: set[str] = set()
-        executed, notional = Decimal(0), Decimal(0)
-        for i, f in enumerate(fills):
-            if not isinstance(f, dict) or "qty" not in f or "px" not in f:
-                raise InputError(f"fills[{i}] needs qty and px")
-            exec_id = str(f.get("exec_id", i))
-            if exec_id in seen:
-                continue  # a repeated execution is applied once
-            seen.add(exec_id)
-            q, px = _dec(f["qty"], f"fills[{i}].qty"), _dec(f["px"], f"fills[{i}].px")
-            if q <= 0 or px <= 0:
-                raise InputError(f"fills[{i}] qty and px must be positive")
-            executed += q
-            notional += q * px
-        if executed > qty:
-            raise InputError(f"fills total {executed} exceeds the order qty {qty}")
-        # Round the average price once, to the agreed precision (FIX_ALLOCATION 4.3.1),
-        # and use that value everywhere. The default is the daemon's, so a dry run gives
-        # the decision the gateway would make on the same fills.
-        places = int(order.get("avg_px_precision", AVG_PX_PLACES))
-        avg_px = (notional / executed).quantize(Decimal(1).scaleb(-places),
-                                                rounding=ROUND_HALF_EVEN)
-    else:
-        if limit is None:
-            raise InputError("without fills the order needs a limit_px to price the whole qty")
-        executed, avg_px = qty, limit
-    securities = refdata.load_securities(config / "securities.csv")
-    positions = config / "positions.csv"
-    accounts = refdata.load_accounts(config / "accounts.csv",
-                                     positions if positions.exists() else None)
-    rulebook = refdata.load_rulebook(config / "rules")
-    book = str(order["book"])
-    in_book = tuple(a for a in accounts if a.book == book)
-    if not in_book:
-        raise InputError(f"no accounts in book {book!r}")
-    pre = order.get("preallocations")
-    prealloc = None
-    if pre is not None:
-        if not isinstance(pre, dict):
-            raise InputError("preallocations must map account id to quantity")
-        prealloc = {str(k): _dec(v, f"preallocations[{k}]") for k, v in pre.items()}
-    request = engine.AllocationRequest(
-        block_id=str(order["block_id"]), symbol=str(order["symbol"]), side=side,
-        executed_qty=executed, avg_px=avg_px, trade_date=trade_date, accounts=in_book,
-        securities=securities, decided_at=decided_at, method=order.get("method"),
-        preallocations=prealloc, preallocation_reason=order.get("preallocation_reason"),
-        rotation_offset=int(order.get("rotation_offset", 0)),
-    )
-    return request, rulebook
+    The checks are gateway.dry_run's; `config` is the reference-data directory.
+    """
+    files = config if isinstance(config, dry_run.RefDataFiles) else dry_run.RefDataFiles.in_dir(
+        config)
+    parsed = None if fills is None else dry_run.parse_fills(fills_file, fills)
+    return dry_run.build_request(files, order, parsed, decided_at, gateway_config=gateway_config,
+                                 order_file=order_file, fills_file=fills_file)
 
 
 def _executor(workers: int, force: bool = False) -> Any:
@@ -171,21 +90,44 @@ def _executor(workers: int, force: bool = False) -> Any:
     return ProcessPoolExecutorAdapter(workers, min_accounts=0 if force else None)
 
 
+def _decided_at(raw: str | None) -> dt.datetime:
+    if not raw:
+        return dt.datetime.now(dt.UTC)
+    try:
+        at = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise InputError("--decided-at", None, None,
+                         f"not an ISO 8601 timestamp: {raw!r}") from None
+    return at
+
+
 def cmd_allocate(args: argparse.Namespace) -> int:
     try:
-        decided_at = (dt.datetime.fromisoformat(args.decided_at) if args.decided_at
-                      else dt.datetime.now(dt.UTC))
-        order = _json_file(args.order)
-        fills = _json_file(args.fills) if args.fills else None
-        request, rulebook = build_request(args.config, order, fills, decided_at)
+        decided_at = _decided_at(args.decided_at)
+        gw = load_config(args.gateway_config) if args.gateway_config else None
+        if args.config is not None:
+            if not args.config.is_dir():
+                return _fail(f"{args.config}: --config: not a directory")
+            files = dry_run.RefDataFiles.in_dir(args.config)
+        elif gw is not None:
+            files = dry_run.RefDataFiles.of_config(gw)
+        else:
+            return _fail("allocate needs --config DIR or --gateway-config FILE")
+        order = dry_run.read_json(args.order)
+        fills = dry_run.read_fills(args.fills) if args.fills else None
+        request, rulebook = dry_run.build_request(
+            files, order, fills, decided_at, gateway_config=gw, order_file=str(args.order),
+            fills_file=str(args.fills))
         executor = _executor(args.workers)
         try:
             decision = engine.allocate(request, rulebook, executor)
         finally:
             if hasattr(executor, "close"):
                 executor.close()
-    except (InputError, refdata.RefDataError, engine.AllocationError, ValueError) as e:
-        return _fail(str(e).splitlines()[0])
+    except (InputError, refdata.RefDataError, ConfigError) as e:
+        return _fail(str(e))
+    except (engine.AllocationError, ValueError) as e:
+        return _fail(f"{args.order}: {str(e).splitlines()[0]}")
     text = decision.to_canonical_json()
     if args.indent:
         text = json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False)
@@ -213,57 +155,6 @@ def cmd_rules_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _peak_rss_mib() -> Decimal:
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kib += resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return (Decimal(kib) / 1024).quantize(Decimal("0.1"))
-
-
-def _time(fn: Callable[[], object], repeats: int) -> tuple[Decimal, object]:
-    times, result = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter_ns()
-        result = fn()
-        times.append(time.perf_counter_ns() - t0)
-    return (Decimal(int(statistics.median(times))) / 1_000_000).quantize(Decimal("0.01")), result
-
-
-def run_bench(accounts: int, rules: int, workers: int, repeats: int, *, seed: int = 7,
-              force_pool: bool = False) -> dict[str, Any]:
-    """Median ms per decision in-process and with `workers` pool workers."""
-    book = synthetic.build(accounts, rules, seed)
-    # Reference data lives as long as the process: keep it out of the cyclic collector's
-    # scans, as the gateway does after loading it (docs/engine.md).
-    gc.collect()
-    gc.freeze()
-    base_ms, base = _time(lambda: engine.allocate(book.request, book.rulebook), repeats)
-    out: dict[str, Any] = {
-        "accounts": accounts, "rules_per_account": str(book.rules_per_account.quantize(
-            Decimal("0.1"))), "restrictions_in_rulebook": len(book.rulebook.restrictions),
-        "workers": workers, "repeats": repeats, "in_process_median_ms": str(base_ms),
-    }
-    if workers > 1 or force_pool:
-        ex = _executor(workers, force_pool)
-        try:
-            ex.prepare(book.rulebook)
-            engine.allocate(book.request, book.rulebook, ex)  # warm the workers
-            pool_ms, dec = _time(lambda: engine.allocate(book.request, book.rulebook, ex),
-                                 repeats)
-        finally:
-            ex.close()
-        assert isinstance(dec, engine.AllocationDecision)
-        assert isinstance(base, engine.AllocationDecision)
-        out["pool_median_ms"] = str(pool_ms)
-        out["pool_used"] = force_pool or accounts >= engine.PARALLEL_MIN_ACCOUNTS
-        out["speedup_vs_one_worker"] = str((base_ms / pool_ms).quantize(Decimal("0.01")))
-        out["identical_decision"] = dec.to_canonical_json() == base.to_canonical_json()
-        out["median_ms"] = str(pool_ms)
-    else:
-        out["median_ms"] = str(base_ms)
-    out["peak_rss_mib"] = str(_peak_rss_mib())
-    return out
-
-
 def cmd_bench_engine(args: argparse.Namespace) -> int:
     if args.accounts < 1 or args.rules < 0 or args.workers < 1 or args.repeats < 1:
         return _fail("accounts, workers and repeats must be positive; rules non-negative")
@@ -273,7 +164,8 @@ def cmd_bench_engine(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(res, sort_keys=True) + "\n")
     else:
         for k, v in res.items():
-            sys.stdout.write(f"{k:>26}: {v}\n")
+            shown = (", ".join(v) or "none") if isinstance(v, list) else v
+            sys.stdout.write(f"{k:>26}: {shown}\n")
     return EXIT_OK
 
 

@@ -1,15 +1,19 @@
 """Load reference data files into engine objects, refusing bad input with file:line: reason.
 
-CSV files: securities, accounts, positions (tax lots). YAML: the rulebook, one file or a
-directory of ``*.yaml`` files merged (books and schemes by name, restrictions appended
-in file-name order). Rulebook errors found by the engine's validation are mapped back to
-the YAML line through the parser's node marks.
+CSV files: securities, accounts, positions (tax lots), in UTF-8 (a byte-order mark is
+accepted) and read in Unicode NFC form, so an id compares equal however it was typed.
+YAML: the rulebook, one file or a directory of ``*.yaml`` files merged (books and schemes
+by name, restrictions appended in file-name order). Rulebook errors found by the engine's
+validation are mapped back to the YAML line through the parser's node marks.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
+import io
+import unicodedata
 from collections.abc import Iterator, Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -37,27 +41,52 @@ ACCOUNT_COLUMNS = ("account_id", "book", "status", "nav", "cash", "tier", "inten
 POSITION_COLUMNS = ("account_id", "symbol", "lot_id", "quantity", "cost_per_share", "acquired")
 
 
-def _rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+def read_text(path: Path) -> str:
+    """The file as text: UTF-8 (a leading byte-order mark is dropped), in Unicode NFC form.
+
+    Identifiers are compared as NFC, so an id typed with a precomposed letter and one with
+    a combining accent are the same id (and a repeat of it is refused). Normalising the
+    whole text is the same as normalising each field: the CSV delimiters, quotes and line
+    ends are starters that compose with nothing, and line numbers are unchanged.
+    """
     try:
-        fh = path.open(newline="", encoding="utf-8")
+        data = path.read_bytes()
     except OSError as e:
         raise RefDataError(path, 0, f"cannot open: {e.strerror}") from None
-    with fh:
-        reader = csv.DictReader(fh)
-        header = tuple(h.strip() for h in (reader.fieldnames or ()))
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise RefDataError(path, 1, f"missing column(s): {', '.join(missing)}")
-        unknown = [c for c in header if c not in columns]
-        if unknown:
-            raise RefDataError(path, 1, f"unknown column(s): {', '.join(unknown)}")
-        reader.fieldnames = list(header)
-        for row in reader:
-            if None in row:
-                raise RefDataError(path, reader.line_num, "more fields than the header")
-            if any(v is None for v in row.values()):
-                raise RefDataError(path, reader.line_num, "fewer fields than the header")
-            yield reader.line_num, {k: (v or "").strip() for k, v in row.items()}
+    skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        text = data[skip:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        at = skip + e.start
+        line_start = data.rfind(b"\n", 0, at) + 1
+        raise RefDataError(path, data.count(b"\n", 0, at) + 1,
+                           f"not valid UTF-8 (byte 0x{data[at]:02x} at column "
+                           f"{at - line_start + 1} of the line, byte offset {at} in the "
+                           "file); save the file as UTF-8") from None
+    return unicodedata.normalize("NFC", text)
+
+
+def _rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    header = tuple(h.strip() for h in (reader.fieldnames or ()))
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise RefDataError(path, 1, f"missing column(s): {', '.join(missing)}")
+    unknown = [c for c in header if c not in columns]
+    if unknown:
+        raise RefDataError(path, 1, f"unknown column(s): {', '.join(unknown)}")
+    reader.fieldnames = list(header)
+    for row in reader:
+        if None in row:
+            raise RefDataError(path, reader.line_num, "more fields than the header")
+        if any(v is None for v in row.values()):
+            raise RefDataError(path, reader.line_num, "fewer fields than the header")
+        yield reader.line_num, {k: (v or "").strip() for k, v in row.items()}
+
+
+def _nfc_note(ident: str) -> str:
+    """Said with a repeated non-ASCII id, which may differ from its first use only in form."""
+    return "" if ident.isascii() else "; ids are compared in Unicode NFC form"
 
 
 def _dec(path: Path, line: int, row: Mapping[str, str], col: str, *, optional: bool = False,
@@ -85,7 +114,7 @@ def _req(path: Path, line: int, row: Mapping[str, str], col: str) -> str:
 
 def _int(path: Path, line: int, row: Mapping[str, str], col: str, minimum: int) -> int:
     raw = row[col]
-    if not raw.isdigit() or int(raw) < minimum:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < minimum:
         raise RefDataError(path, line, f"`{col}` must be an integer >= {minimum}, was {raw!r}")
     return int(raw)
 
@@ -98,7 +127,8 @@ def load_securities(path: str | Path) -> dict[str, engine.Security]:
     for line, row in _rows(p, SECURITY_COLUMNS):
         sym = _req(p, line, row, "symbol")
         if sym in out:
-            raise RefDataError(p, line, f"duplicate symbol {sym!r} (first on line {lines[sym]})")
+            raise RefDataError(p, line, f"duplicate symbol {sym!r} (first on line {lines[sym]}"
+                                        f"{_nfc_note(sym)})")
         tags = frozenset(t.strip() for t in row["esg_tags"].split(";") if t.strip())
         out[sym] = engine.Security(
             symbol=sym, issuer=_req(p, line, row, "issuer"), sector=_req(p, line, row, "sector"),
@@ -132,7 +162,7 @@ def _load_lots(path: Path, known: set[str]) -> dict[str, dict[str, list[engine.T
         lot_id = _req(path, line, row, "lot_id")
         if (acct, lot_id) in ids:
             raise RefDataError(path, line, f"duplicate lot {lot_id!r} for {acct} (first on line "
-                                           f"{ids[acct, lot_id]})")
+                                           f"{ids[acct, lot_id]}{_nfc_note(lot_id)})")
         ids[acct, lot_id] = line
         try:
             acquired = dt.date.fromisoformat(_req(path, line, row, "acquired"))
@@ -156,7 +186,8 @@ def load_accounts(accounts_csv: str | Path, positions_csv: str | Path | None = N
     for line, row in _rows(p, ACCOUNT_COLUMNS):
         acct = _req(p, line, row, "account_id")
         if acct in seen:
-            raise RefDataError(p, line, f"duplicate account {acct!r} (first on line {seen[acct]})")
+            raise RefDataError(p, line, f"duplicate account {acct!r} (first on line {seen[acct]}"
+                                        f"{_nfc_note(acct)})")
         seen[acct] = line
         status = row["status"] or "active"
         if status not in engine.model.ACCOUNT_STATUSES:

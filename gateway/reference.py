@@ -42,12 +42,10 @@ class ReferenceData:
 
         rd = config.refdata
         texts: dict[str, str] = {}
-        for path in cls.paths(config):
-            try:
-                texts[str(path)] = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ConfigError(str(path), None, f"cannot read: {exc.strerror or exc}") from exc
         try:
+            for path in cls.paths(config):
+                # The loaders' own reading (BOM, NFC, a non-UTF-8 byte named with file:line).
+                texts[str(path)] = refdata.read_text(path)
             securities = refdata.load_securities(config.resolve(rd.securities))
             positions = config.resolve(rd.positions) if rd.positions else None
             accounts = refdata.load_accounts(config.resolve(rd.accounts), positions)
