@@ -17,6 +17,8 @@ from typing import Any
 import structlog
 
 import engine
+from gateway import faults
+from gateway.alerts import Alerts
 from gateway.clock import Clock, settlement_date
 from gateway.config import Config
 from gateway.events import AllocationAckReceived
@@ -48,8 +50,10 @@ def _plain(value: Any) -> Any:
 
 class AllocationFlow:
     def __init__(self, config: Config, db: Database, out: FixOutbound, refdata: ReferenceData,
-                 rulebooks: Any, executor: Any, clock: Clock) -> None:
+                 rulebooks: Any, executor: Any, clock: Clock,
+                 alerts: Alerts | None = None) -> None:
         self.config = config
+        self.alerts = alerts or Alerts(db, clock)
         self.db = db
         self.out = out
         self.refdata = refdata
@@ -97,30 +101,27 @@ class AllocationFlow:
         try:
             decision = engine.allocate(request, self.rulebooks.current(), self.executor)
             engine.check_decision(decision)
+            settl = settlement_date(date.fromisoformat(order.trade_date)).isoformat()
         except Exception as exc:
             # Whatever the engine raised, the block becomes an exception for operations to
             # see, never a crash of the dispatcher and never a J.
             order.alloc_status = "exception"
-            bound.error("allocation.failed", error=str(exc))
-            METRICS.alerts.labels(kind="allocation_failed").inc()
-            self.db.append_event("alert.allocation_failed", recorded_at=self.clock.now(),
-                                 severity="error", order_id=order.order_id,
-                                 detail={"error": str(exc)})
+            self.alerts.raise_("allocation_failed", order_id=order.order_id,
+                               detail={"cl_ord_id": order.oms_cl_ord_id, "error": str(exc)})
             return
         METRICS.decision_seconds.observe((self.clock.now() - started).total_seconds())
         if decision.unallocated_qty > 0 or not decision.lines:
             order.alloc_status = "exception"
-            bound.error("allocation.unallocated", unallocated=str(decision.unallocated_qty))
-            self.db.append_event("alert.unallocated_quantity", recorded_at=self.clock.now(),
-                                 severity="error", order_id=order.order_id,
-                                 detail={"unallocated_qty": str(decision.unallocated_qty),
-                                         "decision_id": decision.decision_id})
+            self.alerts.raise_("unallocated_quantity", order_id=order.order_id,
+                               detail={"cl_ord_id": order.oms_cl_ord_id,
+                                       "unallocated_qty": str(decision.unallocated_qty),
+                                       "reason": decision.unallocated_reason,
+                                       "decision_id": decision.decision_id})
             return
         alloc_id = f"{order.order_id}-J1"
         broker = self.config.broker(order.broker)
         accounts = {a.account_id: a for a in self.refdata.accounts_for(order.book)}
         now = self.clock.now()
-        settl = settlement_date(date.fromisoformat(order.trade_date)).isoformat()
         lines = [
             {"individual_alloc_id": f"{alloc_id}-{i:05d}", "alloc_id": alloc_id,
              "account_id": ln.account_id, "qty": str(ln.qty), "avg_px": str(ln.avg_px),
@@ -145,6 +146,7 @@ class AllocationFlow:
              "decided_at": started, "canonical_json": decision.to_canonical_json()},
             allocation, lines,
         )
+        faults.point("decision_stored")
         order.alloc_id = alloc_id
         order.alloc_status = "pending_send"
         bound = bound.bind(alloc_id=alloc_id)
@@ -192,20 +194,20 @@ class AllocationFlow:
             if loaded is None:
                 return
             alloc, rows = loaded, self.db.load_allocation_lines(order.alloc_id)
-        needle = f"\x0170={order.alloc_id}\x01"
         j_lines = [JLine(r["individual_alloc_id"], r["account_id"], Decimal(r["qty"]),
                          Decimal(r["avg_px"]), r["custodian"], r["prime_broker"], r["strategy"],
                          r["vehicle"]) for r in rows]
-        broker = self.config.broker(order.broker)
         broker_key = self.out.broker_key(order.broker)
         if alloc.get("sent_at") is None:
-            if check_wire and self.db.sent_message_contains(broker_key, "J", needle):
+            if check_wire and self.db.sent_with_ref(broker_key, "J", order.alloc_id):
                 log.info("allocation.already_on_wire", alloc_id=order.alloc_id)
             else:
                 self.out.allocation(broker_key, self._j(order, alloc, to_oms=False), j_lines,
-                                    send_udfs=broker.send_udfs)
+                                    send_udfs=self.out.send_udfs(broker_key))
+                faults.point("broker_j_sent")
             sent = self.clock.now()
             self.db.update_allocation(order.alloc_id, status="sent", sent_at=sent)
+            faults.point("broker_j_recorded")
             order.alloc_status = "sent"
             METRICS.allocations.labels(state="sent").inc()
             if order.ledger.last_fill_at is not None:
@@ -214,9 +216,10 @@ class AllocationFlow:
             log.info("allocation.sent", alloc_id=order.alloc_id, broker=order.broker,
                      cl_ord_id=order.oms_cl_ord_id, lines=len(j_lines))
         if include_oms and alloc.get("oms_sent_at") is None:
-            if not (check_wire and self.db.sent_message_contains(order.oms_session, "J", needle)):
+            if not (check_wire and self.db.sent_with_ref(order.oms_session, "J", order.alloc_id)):
                 self.out.allocation(order.oms_session, self._j(order, alloc, to_oms=True),
-                                    j_lines, send_udfs=True)
+                                    j_lines, send_udfs=self.out.send_udfs(order.oms_session))
+                faults.point("oms_j_sent")
             self.db.update_allocation(order.alloc_id, oms_sent_at=self.clock.now())
             log.info("allocation.sent_to_oms", alloc_id=order.alloc_id,
                      cl_ord_id=order.oms_cl_ord_id)
@@ -226,11 +229,11 @@ class AllocationFlow:
     def on_ack(self, ev: AllocationAckReceived, orders: Mapping[str, Order]) -> None:
         order = next((o for o in orders.values() if o.alloc_id == ev.alloc_id), None)
         if order is None or order.alloc_status is None:
-            log.warning("allocation.ack_unknown", alloc_id=ev.alloc_id, session=ev.session)
-            self.db.append_event("alert.unknown_alloc_ack", recorded_at=self.clock.now(),
-                                 severity="warning", session_id=ev.session,
-                                 alloc_id=ev.alloc_id, detail={"status": ev.alloc_status})
+            self.alerts.raise_("unknown_alloc_ack", severity="warning", session_id=ev.session,
+                               alloc_id=ev.alloc_id, detail={"status": ev.alloc_status,
+                                                             "from": "broker"})
             return
+        faults.point("ack_received")
         target = ALLOC_STATUS_FROM_P.get(ev.alloc_status, "received")
         try:
             new = alloc_transition(order.alloc_status, target)
@@ -246,8 +249,7 @@ class AllocationFlow:
         getattr(log, level)("allocation.ack", alloc_id=ev.alloc_id, status=new,
                             rej_code=ev.rej_code, text=ev.text, cl_ord_id=order.oms_cl_ord_id)
         if "rejected" in new:
-            self.db.append_event(f"alert.allocation_{new}", recorded_at=self.clock.now(),
-                                 severity="error", session_id=ev.session, alloc_id=ev.alloc_id,
-                                 order_id=order.order_id,
-                                 detail={"rej_code": ev.rej_code, "text": ev.text,
-                                         "lines": [list(x) for x in ev.rejected_lines]})
+            self.alerts.raise_(f"allocation_{new}", session_id=ev.session,
+                               alloc_id=ev.alloc_id, order_id=order.order_id,
+                               detail={"rej_code": ev.rej_code, "text": ev.text,
+                                       "lines": [list(x) for x in ev.rejected_lines]})

@@ -65,13 +65,24 @@ def _load_config_and_refdata(path: str) -> tuple[Any, Any] | None:
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
-    loaded = _load_config_and_refdata(args.config)
-    if loaded is None:
+    """Every load step of `run` (config, reference data, rulebook, sessions, secrets, TLS)."""
+    from gateway.config import load_config
+    from gateway.preflight import preflight
+
+    try:
+        config = load_config(args.config)
+        checked = preflight(config)
+    except ConfigError as exc:
+        print(f"{exc}", file=sys.stderr)  # noqa: T201
         return EXIT_CONFIG
-    config, ref = loaded
-    books = {b: len(a) for b, a in ref.accounts_by_book.items()}
-    print(f"ok: {config.source} hash {config.config_hash()[:12]}; "  # noqa: T201
-          f"{len(ref.securities)} securities; accounts per book {books}")
+    ref = checked.refdata
+    data = (f"{len(ref.securities)} securities; accounts per book "
+            f"{ {b: len(a) for b, a in ref.accounts_by_book.items()} }"
+            if ref is not None else "reference data from the database")
+    print(f"ok: {config.source} hash {config.config_hash()[:12]}; {data}; "  # noqa: T201
+          f"rulebook {checked.rulebook.version[:12]} "
+          f"({len(checked.rulebook.restrictions)} restrictions); "
+          f"{checked.sessions} FIX sessions")
     return EXIT_OK
 
 

@@ -8,7 +8,7 @@ come from the exchange calendar library rather than a hand-written holiday list.
 from __future__ import annotations
 
 import functools
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -35,8 +35,17 @@ def _xnys() -> object:
     return xcals.get_calendar("XNYS", start="2020-01-01")
 
 
+class CalendarError(RuntimeError):
+    """No settlement date can be computed: a J must not carry a guessed one."""
+
+
 def settlement_date(trade_date: date, days: int = 1) -> date:
-    """Trade date plus `days` NYSE sessions (T+1 for US equities since 2024-05-28)."""
+    """Trade date plus `days` NYSE sessions (T+1 for US equities since 2024-05-28).
+
+    Outside the calendar's range, or if the calendar library fails, this raises rather
+    than fall back to weekdays: a weekday guess would put a wrong SettlDate on a J (a
+    holiday) with nothing in the log. The caller turns it into an alert and an exception.
+    """
     import pandas as pd
 
     cal = _xnys()
@@ -46,12 +55,7 @@ def settlement_date(trade_date: date, days: int = 1) -> date:
             ts = cal.date_to_session(ts, direction="next")  # type: ignore[attr-defined]
         settle = cal.session_offset(ts, days)  # type: ignore[attr-defined]
         return settle.date()  # type: ignore[no-any-return]
-    except Exception:
-        # Outside the calendar's range (far past or future): weekdays are the best we know.
-        d = trade_date
-        left = days
-        while left:
-            d += timedelta(days=1)
-            if d.weekday() < 5:
-                left -= 1
-        return d
+    except Exception as exc:
+        # Whatever the library raised, the answer is "unknown", said loudly.
+        raise CalendarError(f"no XNYS settlement date for trade date {trade_date} "
+                            f"(T+{days}): {type(exc).__name__}: {exc}") from exc

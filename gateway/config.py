@@ -14,8 +14,10 @@ import json
 import os
 import re
 import tomllib
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -56,7 +58,89 @@ class HttpSettings(_Frozen):
     """Environment variable holding the bearer token required by state-changing requests."""
 
 
-class OmsSession(_Frozen):
+_TIME = r"^([01]\d|2[0-3]):[0-5]\d:[0-5]\d$"
+_DAY = Literal["sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"]
+
+
+class TlsSettings(_Frozen):
+    """TLS on one session, done by quickfix's own SSL engine (built in by scripts/dev.sh)."""
+
+    cert_file: Path | None = None
+    """PEM certificate: ours as the acceptor (required there), or our client certificate."""
+    key_file: Path | None = None
+    """PEM private key for cert_file (default: the key is inside cert_file)."""
+    ca_file: Path | None = None
+    """CAs that sign the peer's certificate. Initiator: verify the broker's certificate
+    chain against it. Acceptor: with `require_client_cert`, the OMS must present one."""
+    require_client_cert: bool = False
+    """Acceptor only: refuse an OMS that does not present a certificate signed by ca_file."""
+    protocols: str = "-all +TLSv1_2 +TLSv1_3"
+    """quickfix SSLProtocol syntax; by default TLS 1.2 and 1.3 only."""
+    cipher_suite: str | None = None
+    """OpenSSL cipher list for TLS 1.2 (quickfix SSLCipherSuite); None keeps OpenSSL's."""
+
+    @model_validator(mode="after")
+    def _client_cert_needs_ca(self) -> TlsSettings:
+        if self.require_client_cert and self.ca_file is None:
+            raise ValueError("require_client_cert needs ca_file "
+                             "(the CA of the client certificates)")
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file without cert_file")
+        return self
+
+
+def _zone(zone: str) -> str:
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {zone!r} (an IANA name such as "
+                         "America/New_York)") from None
+    return zone
+
+
+class SessionKeys(_Frozen):
+    """Session settings that differ between counterparties; unset means [fix]'s value."""
+
+    sender_comp_id: str | None = Field(default=None, pattern=_COMP_ID)
+    sender_sub_id: str | None = Field(default=None, pattern=_COMP_ID)
+    sender_location_id: str | None = Field(default=None, pattern=_COMP_ID)
+    target_sub_id: str | None = Field(default=None, pattern=_COMP_ID)
+    target_location_id: str | None = Field(default=None, pattern=_COMP_ID)
+    data_dictionary: Path | None = None
+    """This counterparty's FIX dictionary (per-counterparty files live in fix_specs/)."""
+    heartbeat_seconds: int | None = Field(default=None, ge=1, le=300)
+    reset_on_logon: bool | None = None
+    reset_on_logout: bool | None = None
+    reset_on_disconnect: bool | None = None
+    refresh_on_logon: bool | None = None
+    start_time: str | None = Field(default=None, pattern=_TIME)
+    end_time: str | None = Field(default=None, pattern=_TIME)
+    start_day: _DAY | None = None
+    end_day: _DAY | None = None
+    time_zone: str | None = None
+    non_stop: bool | None = None
+    logon_timeout: int | None = Field(default=None, ge=1, le=600)
+    logout_timeout: int | None = Field(default=None, ge=1, le=600)
+    validate_user_defined_fields: bool | None = None
+    validate_fields_out_of_order: bool | None = None
+    validate_fields_have_values: bool | None = None
+    allow_unknown_msg_fields: bool | None = None
+    check_latency: bool | None = None
+    max_latency_seconds: int | None = Field(default=None, ge=1, le=3600)
+    send_udfs: bool | None = None
+    """Whether the peer's dictionary declares AllocStrategy/AllocVehicle in NoAllocs."""
+    max_message_bytes: int | None = Field(default=None, ge=1024, le=1 << 30)
+    max_messages_per_second: float | None = Field(default=None, ge=0)
+    """Application messages a second accepted from the peer (0: no limit)."""
+    tls: TlsSettings | None = None
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, zone: str | None) -> str | None:
+        return None if zone is None else _zone(zone)
+
+
+class OmsSession(SessionKeys):
     """An OMS that connects to us (we are the acceptor)."""
 
     name: str = Field(pattern=_COMP_ID)
@@ -64,9 +148,11 @@ class OmsSession(_Frozen):
     port: int = Field(ge=1, le=65535)
     password_env: str | None = None
     """Environment variable holding the password the OMS must present on Logon."""
+    allowed_remote_addresses: tuple[str, ...] = ()
+    """Peer addresses quickfix accepts this session from (empty: any, confine with systemd)."""
 
 
-class BrokerSession(_Frozen):
+class BrokerSession(SessionKeys):
     """An executing broker we connect to (we are the initiator)."""
 
     name: str = Field(pattern=_COMP_ID)
@@ -77,19 +163,49 @@ class BrokerSession(_Frozen):
     username: str | None = None
     password_env: str | None = None
     """Environment variable holding the Logon password; never the password itself."""
-    send_udfs: bool = True
-    """Whether this broker's dictionary declares AllocStrategy/AllocVehicle in NoAllocs."""
+    reconnect_seconds: int | None = Field(default=None, ge=1, le=300)
     max_message_size: PositiveInt | None = None
 
 
 class FixSettings(_Frozen):
+    """Defaults for every session; each [[fix.oms]] / [[fix.brokers]] entry may override."""
+
     begin_string: Literal["FIX.4.4"] = "FIX.4.4"
     sender_comp_id: str = Field(default="FIXALLOC", pattern=_COMP_ID)
     data_dictionary: Path = Path("../fix_specs/FIX44.xml")
     heartbeat_seconds: int = Field(default=30, ge=1, le=300)
     reconnect_seconds: int = Field(default=5, ge=1, le=300)
-    start_time: str = "00:00:00"
-    end_time: str = "00:00:00"
+    reset_on_logon: bool = False
+    reset_on_logout: bool = False
+    reset_on_disconnect: bool = False
+    refresh_on_logon: bool = False
+    start_time: str = Field(default="00:00:00", pattern=_TIME)
+    """Start of each session period in time_zone; a new period begins at sequence number 1
+    (the daily reset). Equal start and end times mean a 24-hour period."""
+    end_time: str = Field(default="00:00:00", pattern=_TIME)
+    start_day: _DAY | None = None
+    end_day: _DAY | None = None
+    time_zone: str = "UTC"
+    non_stop: bool = False
+    """No schedule and no scheduled reset at all (quickfix NonStopSession)."""
+    logon_timeout: int = Field(default=10, ge=1, le=600)
+    logout_timeout: int = Field(default=2, ge=1, le=600)
+    validate_user_defined_fields: bool = True
+    validate_fields_out_of_order: bool = True
+    validate_fields_have_values: bool = True
+    allow_unknown_msg_fields: bool = False
+    check_latency: bool = True
+    max_latency_seconds: int = Field(default=120, ge=1, le=3600)
+    send_udfs: bool = True
+    max_message_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=1 << 30)
+    """Inbound messages above this are refused with a session Reject (and an alert)."""
+    oms_max_messages_per_second: float = Field(default=500.0, ge=0)
+    broker_max_messages_per_second: float = Field(default=0.0, ge=0)
+    """0: no limit. A limit on a broker session refuses fills above it (the broker must
+    resend them), so it is off by default there."""
+    reconnect_alert_logons: int = Field(default=5, ge=2, le=1000)
+    """This many logons of one session within `reconnect_alert_seconds` is a reconnect loop."""
+    reconnect_alert_seconds: float = Field(default=60.0, gt=0, le=86_400)
     oms: tuple[OmsSession, ...] = ()
     brokers: tuple[BrokerSession, ...] = ()
 
@@ -99,13 +215,29 @@ class FixSettings(_Frozen):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"session names must be unique, repeated: {', '.join(dupes)}")
-        targets = [s.target_comp_id for s in self.oms] + [s.target_comp_id for s in self.brokers]
-        if len(set(targets)) != len(targets):
-            raise ValueError("every session needs its own target_comp_id")
+        ids = [(s.sender_comp_id or self.sender_comp_id, s.sender_sub_id, s.sender_location_id,
+                s.target_comp_id, s.target_sub_id, s.target_location_id)
+               for s in self.all_sessions()]
+        if len(set(ids)) != len(ids):
+            raise ValueError("two sessions have the same CompIDs: each needs its own "
+                             "sender/target combination")
         ports = [s.port for s in self.oms]
         if len(set(ports)) != len(ports):
             raise ValueError("each OMS acceptor session needs its own port")
         return self
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        return _zone(zone)
+
+    def all_sessions(self) -> tuple[OmsSession | BrokerSession, ...]:
+        return (*self.oms, *self.brokers)
+
+    def effective(self, session: SessionKeys, key: str) -> Any:
+        """A session's own value for `key`, else this section's default."""
+        value = getattr(session, key)
+        return getattr(self, key) if value is None else value
 
 
 class RefDataSettings(_Frozen):
@@ -120,11 +252,31 @@ class RefDataSettings(_Frozen):
     """Reload the rulebook and the reference-data files when they change on disk."""
 
 
+ORD_TYPES = {"market": "1", "limit": "2", "stop": "3", "stop_limit": "4", "pegged": "P"}
+TIME_IN_FORCE = {"day": "0", "gtc": "1", "at_the_open": "2", "ioc": "3", "fok": "4",
+                 "gtd": "6", "at_the_close": "7"}
+
+
 class BookSettings(_Frozen):
     name: str = Field(min_length=1)
     broker: str = Field(min_length=1)
     method: str | None = None
     """Overrides the rulebook's scheme method for every block of this book."""
+    ord_types: tuple[Literal["market", "limit", "stop", "stop_limit", "pegged"], ...] = (
+        "market", "limit")
+    """Order types this book accepts from the OMS; anything else is rejected before routing."""
+    time_in_force: tuple[Literal["day", "gtc", "at_the_open", "ioc", "fok", "gtd",
+                                 "at_the_close"], ...] = ("day", "ioc", "fok", "at_the_open",
+                                                          "at_the_close")
+    """TimeInForce values this book accepts (an absent TimeInForce(59) means day)."""
+    max_order_qty: Decimal = Field(default=Decimal(10_000_000), gt=0)
+    """Largest OrderQty accepted on one block, in shares."""
+    max_notional: Decimal = Field(default=Decimal(2_000_000_000), gt=0)
+    """Largest OrderQty x price (limit price, else the security master's reference price)."""
+    ack_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """How long the broker has to acknowledge a routed (or queued) block."""
+    on_ack_timeout: Literal["reject", "done_for_day"] = "reject"
+    """What the OMS hears when the deadline passes with no acknowledgement from the broker."""
 
 
 class Config(_Frozen):

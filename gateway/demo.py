@@ -205,7 +205,7 @@ def summarize(
         wire = db.wire_messages()
         broker_key = "FIX.4.4:FIXALLOC->BRKA"
         fills_in = [m for m in wire if m["session_id"] == broker_key and m["direction"] == "in"
-                    and m["msg_type"] == "8" and "\x01150=F\x01" in m["raw"]]
+                    and m["msg_type"] == "8" and b"\x01150=F\x01" in m["raw"]]
         j_out = [m for m in wire if m["session_id"] == broker_key and m["direction"] == "out"
                  and m["msg_type"] == "J"]
         latency_ms = None

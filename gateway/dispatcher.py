@@ -8,15 +8,17 @@ through the same code paths as live traffic.
 
 from __future__ import annotations
 
+import queue
 import threading
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import structlog
 
 import engine
+from gateway import faults
+from gateway.alerts import Alerts
 from gateway.allocation_flow import AllocationFlow
 from gateway.clock import Clock
 from gateway.config import Config
@@ -27,28 +29,26 @@ from gateway.events import (
     BrokerReportReceived,
     CancelRejectedByBroker,
     CancelRequested,
+    OmsAllocationAckReceived,
     ReferenceDataChanged,
     RulebookChanged,
     SessionRejectReceived,
     SessionStateChanged,
     Stop,
+    Tick,
 )
 from gateway.fix.outbound import FixOutbound
 from gateway.inbox import Inbox
+from gateway.intake import OrderIntake
 from gateway.metrics import METRICS
 from gateway.orders import ORD_STATUS, InvalidTransition, Order
 from gateway.persistence.store import Database
 from gateway.reference import ReferenceData
+from gateway.session_watch import SessionWatch
 
 log = structlog.get_logger("fixalloc.dispatcher")
 
 _FIX_ORD_STATUS = {v: k for k, v in ORD_STATUS.items()}
-
-
-@dataclass(frozen=True)
-class Rejection:
-    reason_code: str  # OrdRejReason(103)
-    text: str
 
 
 def relay_exec_id(order_id: str, report_id: int) -> str:
@@ -69,6 +69,11 @@ class Dispatcher:
         self.orders: dict[str, Order] = {}
         self.sessions_up: dict[str, bool] = {}
         self.snapshot: Mapping[str, Any] = {"orders": [], "allocations": {}}
+        self.alerts: Alerts = flow.alerts
+        self.intake = OrderIntake(self)
+        self.sessions = SessionWatch(self, loop_logons=config.fix.reconnect_alert_logons,
+                                     loop_window_seconds=config.fix.reconnect_alert_seconds)
+        self.tick_seconds = 0.5
         self._thread: threading.Thread | None = None
         self.stopped = threading.Event()
 
@@ -85,37 +90,58 @@ class Dispatcher:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        # Deadlines are checked between events, and at least every tick while idle.
+        next_tick = time.monotonic() + self.tick_seconds
         while True:
-            event = self.inbox.get()
+            try:
+                event = self.inbox.get(timeout=max(0.0, next_tick - time.monotonic()))
+            except queue.Empty:
+                event = None
+            if event is None or time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + self.tick_seconds
+                self._safely(Tick(self.clock.now()))
+            if event is None:
+                continue
             METRICS.inbox_depth.set(self.inbox.depth())
             if isinstance(event, Stop):
                 self.stopped.set()
                 return
-            try:
-                self.handle(event)
-            except Exception:
-                # One bad event must never stop the gateway; it is logged with its context.
-                log.exception("dispatcher.event_failed", event_type=type(event).__name__)
+            self._safely(event)
+
+    def _safely(self, event: object) -> None:
+        try:
+            self.handle(event)
+        except Exception:
+            # One bad event must never stop the gateway; it is logged with its context.
+            log.exception("dispatcher.event_failed", event_type=type(event).__name__)
+        if not isinstance(event, Tick):
             self._publish()
 
     def handle(self, event: object) -> None:
         if isinstance(event, BlockOrderReceived):
-            self._on_block_order(event)
+            self.intake.on_block_order(event)
         elif isinstance(event, BrokerReportReceived):
             self._on_broker_report(event)
+        elif isinstance(event, Tick):
+            self.intake.on_tick(event.ts)
         elif isinstance(event, BlockOrderInvalid):
-            self._on_invalid_order(event)
+            self.intake.on_invalid(event)
         elif isinstance(event, CancelRequested):
             self._on_cancel(event)
         elif isinstance(event, CancelRejectedByBroker):
             self._on_broker_cancel_reject(event)
         elif isinstance(event, AllocationAckReceived):
             self.flow.on_ack(event, self.orders)
+        elif isinstance(event, OmsAllocationAckReceived):
+            self.sessions.on_oms_ack(event)
         elif isinstance(event, SessionRejectReceived):
-            self._on_session_reject(event)
+            self.sessions.on_session_reject(event)
         elif isinstance(event, SessionStateChanged):
             self.sessions_up[event.session] = event.logged_on
             METRICS.session_up.labels(session=event.session).set(1 if event.logged_on else 0)
+            self.sessions.on_state(event)
+            if event.logged_on:
+                self.intake.on_session_up(event.session)
         elif isinstance(event, ReferenceDataChanged):
             self._on_refdata(event)
         elif isinstance(event, RulebookChanged):
@@ -142,126 +168,19 @@ class Dispatcher:
             "orders": [o.summary() for o in self.orders.values()],
             "allocations": allocations,
             "inbox_depth": self.inbox.depth(),
+            "session_health": self.sessions.health(),
         }
 
-    def _on_session_reject(self, ev: SessionRejectReceived) -> None:
-        """A counterparty refused one of our messages at session level: alert, no blind retry."""
-        METRICS.alerts.labels(kind="session_reject").inc()
-        detail = {"ref_seq_num": ev.ref_seq_num, "ref_msg_type": ev.ref_msg_type,
-                  "ref_tag": ev.ref_tag, "reason": ev.reason, "text": ev.text}
-        log.error("fix.session_reject_received", session=ev.session, **detail)
-        self.db.append_event("alert.session_reject", recorded_at=self.clock.now(),
-                             severity="error", session_id=ev.session, detail=detail)
+    def session_up(self, key: str) -> bool:
+        return self.sessions_up.get(key, False)
 
-    # -- block orders from the OMS ---------------------------------------------------------
-
-    def _validate(self, ev: BlockOrderReceived) -> Rejection | None:
-        if ev.duplicate:
-            return Rejection("6", f"duplicate ClOrdID {ev.cl_ord_id!r} on this session")
-        if self.config.book(ev.book) is None:
-            known = ", ".join(b.name for b in self.config.books) or "none"
-            return Rejection("99", f"unknown book {ev.book!r} in Account(1); known books: {known}")
-        if ev.symbol not in self.refdata.securities:
-            return Rejection("1", f"unknown symbol {ev.symbol!r}: not in the security master")
-        if not self.refdata.accounts_for(ev.book):
-            return Rejection("99", f"book {ev.book!r} has no accounts")
-        if ev.order_qty != ev.order_qty.to_integral_value():
-            return Rejection("99", f"OrderQty {ev.order_qty} is not a whole number of shares")
-        in_book = {a.account_id for a in self.refdata.accounts_for(ev.book)}
-        strangers = sorted(a for a, _ in ev.preallocations if a not in in_book)
-        if strangers:
-            return Rejection("99", f"pre-allocation names accounts not in book {ev.book}: "
-                                   f"{', '.join(strangers)}")
-        return None
-
-    def _on_block_order(self, ev: BlockOrderReceived) -> None:
-        bound = log.bind(session=ev.session, cl_ord_id=ev.cl_ord_id, order_id=ev.order_id)
-        book = self.config.book(ev.book)
-        order = Order(
-            order_id=ev.order_id, oms_session=ev.session, oms_cl_ord_id=ev.cl_ord_id,
-            book=ev.book, symbol=ev.symbol, side=ev.side, order_qty=ev.order_qty,
-            ord_type=ev.ord_type, price=ev.price, time_in_force=ev.time_in_force,
-            broker=book.broker if book else "", trade_date=ev.trade_date,
-            leaves_qty=ev.order_qty, preallocations=ev.preallocations,
-            preallocation_reason=ev.preallocation_reason,
-        )
-        rejection = self._validate(ev)
-        if rejection is None:
-            try:
-                report = self.flow.pre_trade(order)
-            except Exception as exc:
-                # Whatever broke, the OMS must hear back rather than wait on an order in limbo.
-                log.exception("pretrade.failed", cl_ord_id=ev.cl_ord_id)
-                METRICS.alerts.labels(kind="pretrade_failed").inc()
-                self._reject_to_oms(ev, order, Rejection(
-                    "99", f"pre-trade compliance could not be evaluated: {exc}"))
-                return
-            order.excluded = report["excluded"]
-            if not report["eligible"]:
-                reasons = "; ".join(
-                    f"{x['account_id']}: {x['reasons'][0]['text'] if x['reasons'] else x['status']}"
-                    for x in report["excluded"][:5]
-                )
-                rejection = Rejection("99", f"no eligible account in book {ev.book}: {reasons}")
-        if rejection is not None:
-            self._reject_to_oms(ev, order, rejection)
-            return
-        self.orders[order.order_id] = order
-        order.move_to("pending_new")
-        now = self.clock.now()
-        self.db.update_order(order.order_id, status=order.status, broker=order.broker,
-                             eligibility_json=self.flow.eligibility_json(order), updated_at=now)
-        bound.info("order.accepted", book=order.book, symbol=order.symbol, side=order.side,
-                   qty=str(order.order_qty), broker=order.broker,
-                   excluded=len(order.excluded))
-        METRICS.orders.labels(outcome="routed").inc()
-        self.out.new_order(order.broker, cl_ord_id=order.order_id, symbol=order.symbol,
-                           side=order.side, qty=order.order_qty, ord_type=order.ord_type,
-                           price=order.price, time_in_force=order.time_in_force, now=now)
-
-    def _reject_to_oms(self, ev: BlockOrderReceived, order: Order, rej: Rejection) -> None:
-        now = self.clock.now()
-        log.warning("order.rejected", session=ev.session, cl_ord_id=ev.cl_ord_id,
-                    reason=rej.text)
-        METRICS.orders.labels(outcome="rejected").inc()
-        if not ev.duplicate:
-            self.db.update_order(order.order_id, status="rejected", updated_at=now)
-        self.db.append_event("order.rejected", recorded_at=now, severity="warning",
-                             session_id=ev.session, order_id=order.order_id,
-                             detail={"cl_ord_id": ev.cl_ord_id, "text": rej.text})
-        self.out.execution_report(
-            ev.session, order_id=order.order_id if not ev.duplicate else "NONE",
-            cl_ord_id=ev.cl_ord_id, exec_id=f"{order.order_id}-REJ{ev.seq_num}", exec_type="8",
-            ord_status="8", symbol=ev.symbol, side=ev.side, order_qty=ev.order_qty,
-            last_qty=Decimal(0), last_px=Decimal(0), cum_qty=Decimal(0), avg_px=Decimal(0),
-            leaves_qty=Decimal(0), book=ev.book, transact_time=now, text=rej.text,
-            ord_rej_reason=rej.reason_code,
-        )
-
-    def _on_invalid_order(self, ev: BlockOrderInvalid) -> None:
-        now = self.clock.now()
-        log.warning("order.rejected", session=ev.session, cl_ord_id=ev.cl_ord_id,
-                    reason=ev.reason)
-        METRICS.orders.labels(outcome="rejected").inc()
-        self.db.append_event("order.rejected", recorded_at=now, severity="warning",
-                             session_id=ev.session,
-                             detail={"cl_ord_id": ev.cl_ord_id, "text": ev.reason})
-        try:
-            qty = Decimal(ev.order_qty)
-        except ArithmeticError:
-            qty = Decimal(0)
-        self.out.execution_report(
-            ev.session, order_id="NONE", cl_ord_id=ev.cl_ord_id,
-            exec_id=f"REJ-{ev.session.rsplit('>', 1)[-1]}-{ev.seq_num}", exec_type="8",
-            ord_status="8", symbol=ev.symbol or "UNKNOWN", side="buy", side_fix=ev.side_fix or "1",
-            order_qty=qty, last_qty=Decimal(0), last_px=Decimal(0), cum_qty=Decimal(0),
-            avg_px=Decimal(0), leaves_qty=Decimal(0), book=None, transact_time=now,
-            text=ev.reason, ord_rej_reason="99")
+    # -- cancels from the OMS -------------------------------------------------------------
 
     def _on_cancel(self, ev: CancelRequested) -> None:
-        order = next((o for o in self.orders.values()
-                      if o.oms_session == ev.session and o.oms_cl_ord_id == ev.orig_cl_ord_id),
-                     None)
+        # The newest order under that ClOrdID: an OMS may reuse one on a later trade date.
+        order = max((o for o in self.orders.values()
+                     if o.oms_session == ev.session and o.oms_cl_ord_id == ev.orig_cl_ord_id),
+                    key=lambda o: o.trade_date, default=None)
         if order is None or order.status in ("filled", "canceled", "expired", "rejected"):
             # CxlRejReason 1 = unknown order, 0 = too late to cancel.
             text = ("unknown order" if order is None else f"order is {order.status}")
@@ -302,13 +221,13 @@ class Dispatcher:
         if order is None:
             log.warning("fill.unknown_order", session=ev.session, cl_ord_id=ev.cl_ord_id,
                         exec_id=ev.exec_id)
-            self.db.append_event("dk.unknown_order", recorded_at=self.clock.now(),
-                                 severity="warning", session_id=ev.session,
-                                 detail={"cl_ord_id": ev.cl_ord_id, "exec_id": ev.exec_id})
+            self.alerts.raise_("dk_unknown_order", severity="warning", session_id=ev.session,
+                               detail={"cl_ord_id": ev.cl_ord_id, "exec_id": ev.exec_id})
             self.out.dont_know(ev.session, broker_order_id=ev.broker_order_id,
                                exec_id=ev.exec_id,
                                text=f"no matching order for ClOrdID {ev.cl_ord_id}")
             return
+        self.intake.on_broker_answer(order)
         self.apply_report(order, ev)
         allocating = order.done() and order.alloc_id is None
         if allocating:
@@ -329,11 +248,9 @@ class Dispatcher:
             order.ledger.last_fill_at = ev.ts_recv
             METRICS.fills.labels(broker=order.broker).inc()
         elif ev.exec_type in ("G", "H"):
-            self.db.append_event("alert.trade_correction_unsupported",
-                                 recorded_at=self.clock.now(), severity="error",
-                                 session_id=ev.session, order_id=order.order_id,
-                                 detail={"exec_id": ev.exec_id, "exec_type": ev.exec_type})
-            METRICS.alerts.labels(kind="trade_correction").inc()
+            self.alerts.raise_("trade_correction_unsupported", session_id=ev.session,
+                               order_id=order.order_id,
+                               detail={"exec_id": ev.exec_id, "exec_type": ev.exec_type})
         order.ledger.observe_totals(ev.cum_qty, ev.avg_px)
         order.leaves_qty = ev.leaves_qty
         new_status = ORD_STATUS.get(ev.ord_status, order.status)
@@ -345,12 +262,9 @@ class Dispatcher:
         except InvalidTransition as exc:
             bound.error("order.invalid_transition", error=str(exc))
         for problem in order.ledger.discrepancies():
-            METRICS.alerts.labels(kind="ledger_mismatch").inc()
-            bound.warning("ledger.mismatch", problem=problem, exec_id=ev.exec_id)
-            self.db.append_event("alert.ledger_mismatch", recorded_at=self.clock.now(),
-                                 severity="warning", session_id=ev.session,
-                                 order_id=order.order_id,
-                                 detail={"exec_id": ev.exec_id, "problem": problem})
+            self.alerts.raise_("ledger_mismatch", severity="warning", session_id=ev.session,
+                               order_id=order.order_id,
+                               detail={"exec_id": ev.exec_id, "problem": problem})
         self.db.update_order(order.order_id, status=order.status,
                              broker_order_id=order.broker_order_id,
                              cum_qty=str(order.ledger.cum_qty), avg_px=str(order.ledger.avg_px),
@@ -374,4 +288,5 @@ class Dispatcher:
             book=order.book, transact_time=self.clock.now(), trade_date=ev.trade_date,
             text=ev.text,
         )
+        faults.point("relay_sent")
         self.db.mark_relayed(report_id, self.clock.now())

@@ -32,6 +32,8 @@ class BlockOrderReceived:
     trade_date: str
     preallocations: tuple[tuple[str, Decimal], ...] = ()
     preallocation_reason: str | None = None
+    stop_px: Decimal | None = None
+    peg_offset: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class BlockOrderInvalid:
     reason: str
     seq_num: int
     ts_recv: datetime
+    rejection_id: int = 0
+    """The stored rejection's id: the reject ER's ExecID is REJ<id>."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,18 @@ class AllocationAckReceived:
 
 
 @dataclass(frozen=True)
+class OmsAllocationAckReceived:
+    """The OMS's AllocationInstructionAck (P) to its copy of our J."""
+
+    session: str
+    alloc_id: str
+    alloc_status: str
+    rej_code: str | None
+    text: str | None
+    ts_recv: datetime
+
+
+@dataclass(frozen=True)
 class SessionRejectReceived:
     """A counterparty's Reject (35=3) of one of our messages."""
 
@@ -119,6 +135,15 @@ class SessionStateChanged:
     session: str
     logged_on: bool
     ts_recv: datetime
+    reason: str = ""
+    """What the peer said last (its Logout text, a reset it asked for), when known."""
+
+
+@dataclass(frozen=True)
+class Tick:
+    """The clock moved on: the dispatcher checks its deadlines (broker acks)."""
+
+    ts: datetime
 
 
 @dataclass(frozen=True)

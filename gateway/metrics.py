@@ -16,6 +16,14 @@ class Metrics:
                                   "Execution reports dropped as PossDup/PossResend repeats",
                                   ["session"], registry=r)
         self.alerts = Counter("fixalloc_alerts_total", "Alerts raised", ["kind"], registry=r)
+        self.refused = Counter("fixalloc_refused_messages_total",
+                               "Inbound messages refused with a session Reject (too large, "
+                               "over the rate limit, not recordable)", ["session"], registry=r)
+        self.logons = Counter("fixalloc_session_logons_total", "Logons per session",
+                              ["session"], registry=r)
+        self.orders_awaiting_ack = Gauge(
+            "fixalloc_orders_awaiting_broker_ack",
+            "Routed or queued block orders the broker has not acknowledged yet", registry=r)
         self.fills = Counter("fixalloc_fills_total", "Fills applied to the ledger", ["broker"],
                              registry=r)
         self.orders = Counter("fixalloc_orders_total", "Block orders by outcome", ["outcome"],

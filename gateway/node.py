@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 import engine
+from gateway.alerts import Alerts
 from gateway.allocation_flow import AllocationFlow
 from gateway.clock import Clock, SystemClock, settlement_date, trade_date_of
 from gateway.config import Config
@@ -24,9 +25,11 @@ from gateway.errors import ConfigError
 from gateway.events import ReferenceDataChanged, RulebookChanged
 from gateway.fix.outbound import FixOutbound
 from gateway.fix.sessions import FixSessions
+from gateway.fix.store_secrets import scrub_files, secure_state_dir
 from gateway.http import HttpServer, build_app
 from gateway.inbox import Inbox
 from gateway.persistence.store import Database
+from gateway.preflight import preflight
 from gateway.recovery import recover
 from gateway.refdata_registry import RefDataVersionRecord, ReferenceDataRegistry
 from gateway.reference import ReferenceData
@@ -51,11 +54,16 @@ class Node:
 
     def start(self) -> None:
         cfg = self.config
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        # Private from the first file on: the state folder 0700, its files 0600.
+        secure_state_dir(cfg.state_dir)
         log.info("node.starting", state_dir=str(cfg.state_dir), config=str(cfg.source),
                  config_hash=cfg.config_hash(), database=cfg.database_url.split("@")[-1])
+        # The same checks as `fixalloc config check` (the registries below load the
+        # reference data and the rulebook themselves).
+        preflight(cfg, reference=False)
         self.db = db = Database(cfg.database_url, sqlite_synchronous=cfg.gateway.sqlite_synchronous)
         db.migrate()
+        alerts = Alerts(db, self.clock)
         inbox = Inbox(cfg.gateway.inbox_capacity)
         self.refdata = self._refdata(db, inbox)
         refdata = self.refdata.current()
@@ -71,9 +79,13 @@ class Node:
         # Reference data lives as long as the process: keep it out of every GC pass.
         gc.collect()
         gc.freeze()
-        self.sessions = FixSessions(cfg, db, inbox, self.clock)
+        self.sessions = FixSessions(cfg, db, inbox, self.clock, alerts)
+        scrubbed = scrub_files(set(self.sessions.store_dirs.values()))
+        if scrubbed:
+            log.warning("store.secrets_masked", files=scrubbed)
         out = FixOutbound(self.sessions)
-        flow = AllocationFlow(cfg, db, out, refdata, self.rulebooks, self.executor, self.clock)
+        flow = AllocationFlow(cfg, db, out, refdata, self.rulebooks, self.executor, self.clock,
+                              alerts)
         self.dispatcher = Dispatcher(cfg, db, inbox, out, refdata, flow, self.clock)
         recover(self.dispatcher)
         self.dispatcher.start()

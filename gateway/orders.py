@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -48,6 +49,10 @@ ALLOC_TRANSITIONS: dict[tuple[str, str], str] = {
     ("received", "block_rejected"): "block_rejected",
     ("received", "account_rejected"): "account_rejected",
     ("received", "received"): "received",
+    # The peer's session Reject (35=3) of the J itself: the J never reached its workflow.
+    ("pending_send", "session_rejected"): "session_rejected",
+    ("sent", "session_rejected"): "session_rejected",
+    ("received", "session_rejected"): "session_rejected",
 }
 
 ALLOC_STATUS_FROM_P: dict[str, str] = {
@@ -95,6 +100,13 @@ class Order:
     preallocations: tuple[tuple[str, Decimal], ...] = ()
     preallocation_reason: str | None = None
     excluded: list[dict[str, Any]] = field(default_factory=list)
+    stop_px: Decimal | None = None
+    peg_offset: Decimal | None = None
+    held: bool = False
+    """Accepted but not yet handed to the broker session, which is not logged on."""
+    ack_due: datetime | None = None
+    """When the broker must have acknowledged the order by; None once it has."""
+    ack_overdue: bool = False
 
     def move_to(self, new: str) -> None:
         if new == self.status:
@@ -117,4 +129,7 @@ class Order:
             "cum_qty": str(self.ledger.cum_qty), "avg_px": str(self.ledger.avg_px),
             "leaves_qty": str(self.leaves_qty), "alloc_id": self.alloc_id,
             "alloc_status": self.alloc_status, "excluded_accounts": self.excluded,
+            "queued_for_broker": self.held,
+            "broker_ack_due": self.ack_due.isoformat() if self.ack_due else None,
+            "broker_ack_overdue": self.ack_overdue,
         }

@@ -13,13 +13,14 @@ from decimal import Decimal
 
 import structlog
 
+from gateway import faults
 from gateway.dispatcher import Dispatcher, relay_exec_id
 from gateway.events import BlockOrderReceived, BrokerReportReceived
 from gateway.orders import TERMINAL, Order
 
 log = structlog.get_logger("fixalloc.recovery")
 
-_ALLOC_STATUS = re.compile(r"\x0187=(\d)\x01")
+_ALLOC_STATUS = re.compile(rb"\x0187=(\d)\x01")
 
 
 def _report_event(row: dict[str, object]) -> BrokerReportReceived:
@@ -47,6 +48,10 @@ def recover(d: Dispatcher) -> dict[str, int]:
     for row in d.db.load_orders():
         if row["status"] == "rejected":
             continue
+        if row["status"] in TERMINAL and not d.db.load_reports(row["order_id"]):
+            # Closed by us without ever reaching the broker (its acknowledgement deadline
+            # passed while it was queued): the OMS has had its final answer.
+            continue
         order = Order(
             order_id=row["order_id"], oms_session=row["oms_session"],
             oms_cl_ord_id=row["oms_cl_ord_id"], book=row["book"], symbol=row["symbol"],
@@ -55,6 +60,8 @@ def recover(d: Dispatcher) -> dict[str, int]:
             time_in_force=row["time_in_force"], broker=row["broker"],
             trade_date=row["trade_date"], status="pending_new" if row["broker"] else "received",
             broker_order_id=row["broker_order_id"], leaves_qty=Decimal(row["order_qty"]),
+            stop_px=Decimal(row["stop_px"]) if row.get("stop_px") else None,
+            peg_offset=Decimal(row["peg_offset"]) if row.get("peg_offset") else None,
         )
         if row.get("preallocations_json"):
             pre = json.loads(row["preallocations_json"])
@@ -68,7 +75,8 @@ def recover(d: Dispatcher) -> dict[str, int]:
                 cl_ord_id=order.oms_cl_ord_id, book=order.book, symbol=order.symbol,
                 side=order.side, order_qty=order.order_qty, ord_type=order.ord_type,
                 price=order.price, time_in_force=order.time_in_force, seq_num=0,
-                ts_recv=d.clock.now(), trade_date=order.trade_date,
+                ts_recv=d.clock.now(), trade_date=order.trade_date, stop_px=order.stop_px,
+                peg_offset=order.peg_offset,
                 preallocations=order.preallocations,
                 preallocation_reason=order.preallocation_reason))
             counts["validated"] += 1
@@ -88,19 +96,20 @@ def recover(d: Dispatcher) -> dict[str, int]:
                 # The relay may have reached the wire just before the crash that kept it
                 # from being marked: the outbound wire log decides, so the OMS never gets it twice.
                 exec_id = relay_exec_id(order.order_id, ev.report_id)
-                if d.db.sent_message_contains(order.oms_session, "8", f"\x0117={exec_id}\x01"):
+                if d.db.sent_with_ref(order.oms_session, "8", exec_id):
                     d.db.mark_relayed(ev.report_id, d.clock.now())
                 else:
                     d.relay(order, ev, ev.report_id, poss_resend=True)
                     counts["relayed"] += 1
-        if not reports and not d.db.sent_message_contains(
-            d.out.broker_key(order.broker), "D", f"\x0111={order.order_id}\x01"
-        ):
-            d.out.new_order(order.broker, cl_ord_id=order.order_id, symbol=order.symbol,
-                            side=order.side, qty=order.order_qty, ord_type=order.ord_type,
-                            price=order.price, time_in_force=order.time_in_force,
-                            now=d.clock.now())
-            counts["routed"] += 1
+                    faults.point("recovery_redriving")
+        if not reports:
+            if d.db.sent_with_ref(d.out.broker_key(order.broker), "D", order.order_id):
+                # Sent before the crash, not answered yet: the broker's deadline runs again.
+                d.intake.route_sent(order, d.clock.now())
+            else:
+                # Never reached the wire: held until the broker session logs on.
+                d.intake.route(order, d.clock.now(), restarting=True)
+                counts["routed"] += 1
         alloc = allocations.get(order.order_id)
         if alloc is not None:
             order.alloc_id = alloc["alloc_id"]
@@ -109,6 +118,7 @@ def recover(d: Dispatcher) -> dict[str, int]:
             if alloc["sent_at"] is None or alloc["oms_sent_at"] is None:
                 d.flow.send_pending(order, check_wire=True)
                 counts["resent"] += 1
+                faults.point("recovery_redriving")
         elif order.done():
             d.flow.allocate(order)
             counts["allocated"] += 1
@@ -122,16 +132,13 @@ def _replay_acks(d: Dispatcher, order: Order) -> None:
     if order.alloc_status not in ("sent", "received") or order.alloc_id is None:
         return
     key = d.out.broker_key(order.broker)
-    needle = f"\x0170={order.alloc_id}\x01"
-    for msg in d.db.wire_messages(session_id=key, direction="in", msg_type="P"):
-        if needle not in msg["raw"]:
-            continue
-        match = _ALLOC_STATUS.search(msg["raw"])
+    for msg in d.db.received_with_ref(key, "P", order.alloc_id):
+        match = _ALLOC_STATUS.search(bytes(msg["raw"]))
         if match is None:
             continue
         from gateway.events import AllocationAckReceived
 
         d.flow.on_ack(AllocationAckReceived(session=key, alloc_id=order.alloc_id,
-                                            alloc_status=match.group(1), rej_code=None,
+                                            alloc_status=match.group(1).decode(), rej_code=None,
                                             text="replayed from the wire log at startup",
                                             ts_recv=msg["recorded_at"]), d.orders)

@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 VENV=${FIXALLOC_VENV:-$ROOT/.venv}
 WHEELHOUSE=${FIXALLOC_WHEELHOUSE:-$HOME/.cache/fixalloc/wheels}
+QUICKFIX_WHEELS=$WHEELHOUSE/quickfix-tls
 QUICKFIX_VERSION=1.16.0
 PYTHON=${PYTHON:-python3}
 
@@ -19,6 +20,10 @@ say() { printf '==> %s\n' "$*" >&2; }
 apt_install() {
   local missing=()
   command -v g++ >/dev/null || missing+=(g++)
+  # quickfix is built with TLS (HAVE_SSL): OpenSSL headers to build, the openssl tool for
+  # the tests' throwaway certificates.
+  [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+  command -v openssl >/dev/null || missing+=(openssl)
   [ -n "$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null)" ] || missing+=(postgresql)
   command -v runuser >/dev/null || missing+=(util-linux)
   "$PYTHON" -c 'import sysconfig, os, sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)' \
@@ -41,12 +46,50 @@ apt_install() {
 }
 
 quickfix_wheel() {
-  mkdir -p "$WHEELHOUSE"
-  if ls "$WHEELHOUSE"/quickfix-"$QUICKFIX_VERSION"-*.whl >/dev/null 2>&1; then
+  # The PyPI sdist compiles its SSL engines out unless HAVE_SSL is defined and OpenSSL is
+  # linked; this build turns them on (the wheel lives in its own folder of the wheelhouse,
+  # so a plain build from an older checkout is never picked up by mistake).
+  mkdir -p "$QUICKFIX_WHEELS"
+  if ls "$QUICKFIX_WHEELS"/quickfix-"$QUICKFIX_VERSION"-*.whl >/dev/null 2>&1; then
     return 0
   fi
-  say "building quickfix $QUICKFIX_VERSION from source (about 5 minutes, once per machine)"
-  "$VENV/bin/pip" wheel --no-deps -q -w "$WHEELHOUSE" "quickfix==$QUICKFIX_VERSION"
+  say "building quickfix $QUICKFIX_VERSION with TLS from source (about 5 minutes, once per machine)"
+  local src
+  src=$(mktemp -d)
+  "$VENV/bin/pip" download -q --no-deps --no-binary :all: -d "$src" "quickfix==$QUICKFIX_VERSION"
+  tar -xzf "$src"/quickfix-"$QUICKFIX_VERSION".tar.gz -C "$src"
+  # setup.py takes no build options: define HAVE_SSL and link OpenSSL in the Extension itself
+  # (compiler flags from the environment do not reach its C++ compile).
+  "$VENV/bin/python" - "$src/quickfix-$QUICKFIX_VERSION/setup.py" <<'PY'
+import sys
+path = sys.argv[1]
+text = open(path).read()
+anchor = "            extra_compile_args=["
+assert anchor in text, "quickfix setup.py changed: update scripts/dev.sh"
+text = text.replace(anchor, "            define_macros=[('HAVE_SSL', '1')],\n"
+                            "            libraries=['ssl', 'crypto'],\n" + anchor, 1)
+open(path, "w").write(text)
+PY
+  "$VENV/bin/pip" wheel --no-deps -q -w "$QUICKFIX_WHEELS" "$src/quickfix-$QUICKFIX_VERSION"
+  rm -rf "$src"
+}
+
+quickfix_has_tls() {
+  "$VENV/bin/python" - <<'PY'
+import sys, tempfile, os, quickfix as fix
+# The stub engines of a build without HAVE_SSL refuse construction with this message.
+d = tempfile.mkdtemp()
+cfg = os.path.join(d, "c.cfg")
+open(cfg, "w").write("[DEFAULT]\nConnectionType=acceptor\nFileStorePath=%s\n" % d)
+s = fix.SessionSettings(cfg)
+class App(fix.Application):
+    pass
+try:
+    fix.SSLSocketAcceptor(App(), fix.MemoryStoreFactory(), s)
+except Exception as e:
+    # With TLS built in, construction gets as far as "no sessions defined".
+    sys.exit(1 if "HAVE_SSL not enabled" in str(e) else 0)
+PY
 }
 
 install() {
@@ -58,7 +101,14 @@ install() {
   "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel 2>&1 | grep -v '^WARNING: Location' || true
   quickfix_wheel
   say "installing fixalloc and its dependencies"
-  "$VENV/bin/pip" install -q --find-links "$WHEELHOUSE" -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
+  "$VENV/bin/pip" install -q --find-links "$QUICKFIX_WHEELS" -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
+  if ! quickfix_has_tls; then
+    # A venv made before TLS was built in holds the plain wheel: replace it.
+    say "replacing quickfix with the TLS build"
+    "$VENV/bin/pip" install -q --force-reinstall --no-deps --no-index \
+      --find-links "$QUICKFIX_WHEELS" "quickfix==$QUICKFIX_VERSION" 2>&1 | grep -v '^WARNING: Location' || true
+    quickfix_has_tls || { say "quickfix has no TLS support"; exit 1; }
+  fi
   "$VENV/bin/python" -c 'import quickfix, engine, gateway' \
     || { say "installation incomplete"; exit 1; }
 }

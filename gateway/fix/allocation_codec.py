@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
 import quickfix as fix
 
@@ -30,6 +30,12 @@ from gateway.fix.codec import (
 )
 
 ALLOC_TYPE_TO_FIX: Mapping[str, str] = {"calculated": "1", "preliminary": "2"}
+CENT = Decimal("0.01")
+
+
+def _cents(amount: Decimal) -> Decimal:
+    """Money on the J: to the cent, half-even, whatever the thread's Decimal context says."""
+    return amount.quantize(CENT, rounding=ROUND_HALF_EVEN)
 
 
 @dataclass(frozen=True)
@@ -144,7 +150,7 @@ def build_allocation_instruction(
     msg.setField(T.TransactTime, utc_timestamp(block.transact_time))
     msg.setField(T.SettlDate, fix_date(block.settl_date))
     gross = sum((ln.qty * ln.avg_px for ln in lines), Decimal(0))
-    msg.setField(T.GrossTradeAmt, fmt(gross.quantize(Decimal("0.01"))))
+    msg.setField(T.GrossTradeAmt, fmt(_cents(gross)))
     for ln in lines:
         grp = group(T.NoAllocs, T.AllocAccount, _ALLOC_ORDER)
         grp.setField(T.AllocAccount, ln.account_id)
@@ -162,7 +168,7 @@ def build_allocation_instruction(
                 nested.setField(T.NestedPartyRole, role)
                 grp.addGroup(nested)
         grp.setField(T.AllocAvgPx, fmt(ln.avg_px))
-        grp.setField(T.AllocNetMoney, fmt((ln.qty * ln.avg_px).quantize(Decimal("0.01"))))
+        grp.setField(T.AllocNetMoney, fmt(_cents(ln.qty * ln.avg_px)))
         grp.setField(T.AllocSettlInstType, "0")
         if send_udfs:
             if ln.strategy:
@@ -173,7 +179,7 @@ def build_allocation_instruction(
             grp.setField(T.AllocText, f"STRAT={ln.strategy or ''};VEH={ln.vehicle or ''}")
         msg.addGroup(grp)
     if block.alloc_type == "1":
-        net = sum(((ln.qty * ln.avg_px).quantize(Decimal("0.01")) for ln in lines), Decimal(0))
+        net = sum((_cents(ln.qty * ln.avg_px) for ln in lines), Decimal(0))
         msg.setField(T.NetMoney, fmt(net))
     return msg
 

@@ -8,9 +8,10 @@ binding would otherwise hand us doubles.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 import quickfix as fix
@@ -36,8 +37,19 @@ class DecodeError(ValueError):
         self.reason = reason
 
 
+def display(value: str) -> str:
+    r"""A field value as text that is safe to log, store and send back.
+
+    The binding hands over each byte that is not UTF-8 as a surrogate escape; such a
+    value is shown with those bytes as \xNN (the wire log keeps the bytes themselves).
+    """
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def get_str(fmap: fix.FieldMap, tag: int) -> str | None:
-    return fmap.getField(tag) if fmap.isSetField(tag) else None
+    return display(fmap.getField(tag)) if fmap.isSetField(tag) else None
 
 
 def require_str(fmap: fix.FieldMap, tag: int) -> str:
@@ -47,16 +59,49 @@ def require_str(fmap: fix.FieldMap, tag: int) -> str:
     return value
 
 
+MAX_ID_LEN = 64
+
+
+def require_id(fmap: fix.FieldMap, tag: int, max_len: int = MAX_ID_LEN) -> str:
+    """An identifier we store, key on and echo back: exactly the peer's text, or refused.
+
+    A value with bytes that are not UTF-8 or with control characters could not be echoed
+    back byte for byte, and one longer than our columns could not be stored.
+    """
+    if not fmap.isSetField(tag) or fmap.getField(tag) == "":
+        raise DecodeError(tag, "required tag missing")
+    value: str = fmap.getField(tag)
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DecodeError(tag, "value is not valid UTF-8") from None
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise DecodeError(tag, "value contains control characters")
+    if len(value) > max_len:
+        raise DecodeError(tag, f"value is longer than {max_len} characters")
+    return value
+
+
+_FIX_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
+MAX_DECIMAL_LEN = 30
+
+
 def get_decimal(fmap: fix.FieldMap, tag: int) -> Decimal | None:
+    """A FIX float (digits, an optional point and sign; no exponent) as a Decimal.
+
+    An exponent is not FIX syntax, and refusing it also bounds the work a value can cause
+    (Decimal("1e999999999") printed in full would be a billion characters).
+    """
     raw = get_str(fmap, tag)
     if raw is None:
         return None
+    if len(raw) > MAX_DECIMAL_LEN or not _FIX_DECIMAL.fullmatch(raw):
+        raise DecodeError(tag, f"not a FIX decimal: {raw[:40]!r}")
     try:
         value = Decimal(raw)
     except InvalidOperation as exc:
         raise DecodeError(tag, f"not a decimal: {raw!r}") from exc
-    if not value.is_finite():
-        raise DecodeError(tag, f"not a finite decimal: {raw!r}")
     return value
 
 
@@ -91,6 +136,28 @@ def fmt(value: Decimal) -> str:
 
 def utc_timestamp(ts: datetime) -> str:
     return ts.strftime("%Y%m%d-%H:%M:%S.") + f"{ts.microsecond // 1000:03d}"
+
+
+def parse_utc_timestamp(value: str | None) -> datetime | None:
+    """A FIX UTCTimestamp (YYYYMMDD-HH:MM:SS[.fff...]) as an aware datetime; None if absent/bad."""
+    if not value or len(value) < 17:
+        return None
+    try:
+        return datetime.strptime(value[:17], "%Y%m%d-%H:%M:%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def build_session_reject(*, ref_seq_num: int, ref_msg_type: str, reason: str,
+                         text: str) -> fix.Message:
+    """35=3 naming the refused message: sent by the application when it refuses one itself."""
+    msg = new_message("3")
+    msg.setField(T.RefSeqNum, str(ref_seq_num))
+    if ref_msg_type:
+        msg.setField(T.RefMsgType, ref_msg_type)
+    msg.setField(T.SessionRejectReason, reason)
+    msg.setField(T.Text, text[:1000])
+    return msg
 
 
 def new_message(msg_type_value: str) -> fix.Message:
@@ -130,56 +197,44 @@ class NewOrderFields:
     time_in_force: str | None
     preallocations: tuple[tuple[str, Decimal], ...] = ()
     preallocation_reason: str | None = None
+    stop_px: Decimal | None = None
+    peg_offset: Decimal | None = None
 
 
 _PREALLOC_ORDER = [T.AllocAccount, T.AllocAcctIDSource, T.AllocSettlCurrency,
                    T.IndividualAllocID, T.NoNestedPartyIDs, T.AllocQty]
 
 
-def _preallocations(msg: fix.Message, order_qty: Decimal) -> tuple[tuple[str, Decimal], ...]:
-    """PreAllocGrp on a D: the OMS's manual split, which must cover OrderQty exactly."""
+def _preallocations(msg: fix.Message) -> tuple[tuple[str, Decimal], ...]:
+    """PreAllocGrp on a D: the OMS's manual split (gateway.order_checks judges it)."""
     out: list[tuple[str, Decimal]] = []
     for i in range(1, int(get_str(msg, T.NoAllocs) or 0) + 1):
         entry = group(T.NoAllocs, T.AllocAccount, _PREALLOC_ORDER)
         msg.getGroup(i, entry)
-        account = require_str(entry, T.AllocAccount)
-        qty = require_decimal(entry, T.AllocQty)
-        if qty <= 0:
-            raise DecodeError(T.AllocQty, f"must be positive for {account}")
-        if any(a == account for a, _ in out):
-            raise DecodeError(T.AllocAccount, f"{account} is pre-allocated twice")
-        out.append((account, qty))
-    total = sum((q for _, q in out), Decimal(0))
-    if out and total != order_qty:
-        raise DecodeError(T.AllocQty, f"pre-allocations sum to {total}, OrderQty is {order_qty}")
-    if out and not (get_str(msg, T.Text) or "").strip():
-        raise DecodeError(T.Text, "required: the reason for the manual pre-allocation")
+        out.append((require_id(entry, T.AllocAccount), require_decimal(entry, T.AllocQty)))
     return tuple(out)
 
 
 def parse_new_order_single(msg: fix.Message) -> NewOrderFields:
+    """The fields of a block D, decoded; what they must satisfy is gateway.order_checks'."""
     side_raw = require_str(msg, T.Side)
     side = SIDE_FROM_FIX.get(side_raw)
     if side is None:
         raise DecodeError(T.Side, f"unsupported side {side_raw!r}")
-    qty = require_decimal(msg, T.OrderQty)
-    if qty <= 0:
-        raise DecodeError(T.OrderQty, "must be positive")
-    ord_type = require_str(msg, T.OrdType)
-    price = get_decimal(msg, T.Price)
-    if ord_type == "2" and price is None:
-        raise DecodeError(T.Price, "required for a limit order")
+    pre = _preallocations(msg)
     return NewOrderFields(
-        cl_ord_id=require_str(msg, T.ClOrdID),
-        book=require_str(msg, T.Account),
-        symbol=require_str(msg, T.Symbol),
+        cl_ord_id=require_id(msg, T.ClOrdID),
+        book=require_id(msg, T.Account),
+        symbol=require_id(msg, T.Symbol, max_len=32),
         side=side,
-        order_qty=qty,
-        ord_type=ord_type,
-        price=price,
+        order_qty=require_decimal(msg, T.OrderQty),
+        ord_type=require_str(msg, T.OrdType),
+        price=get_decimal(msg, T.Price),
         time_in_force=get_str(msg, T.TimeInForce),
-        preallocations=(pre := _preallocations(msg, qty)),
+        preallocations=pre,
         preallocation_reason=get_str(msg, T.Text) if pre else None,
+        stop_px=get_decimal(msg, T.StopPx),
+        peg_offset=get_decimal(msg, T.PegOffsetValue),
     )
 
 
@@ -202,9 +257,9 @@ class ExecutionReportFields:
 
 def parse_execution_report(msg: fix.Message) -> ExecutionReportFields:
     return ExecutionReportFields(
-        broker_order_id=require_str(msg, T.OrderID),
-        cl_ord_id=require_str(msg, T.ClOrdID),
-        exec_id=require_str(msg, T.ExecID),
+        broker_order_id=require_id(msg, T.OrderID),
+        cl_ord_id=require_id(msg, T.ClOrdID),
+        exec_id=require_id(msg, T.ExecID),
         exec_type=require_str(msg, T.ExecType),
         ord_status=require_str(msg, T.OrdStatus),
         last_qty=get_decimal(msg, T.LastQty) or Decimal(0),
@@ -236,6 +291,7 @@ def fix_date(iso: str) -> str:
 def build_new_order_single(
     *, cl_ord_id: str, symbol: str, side: str, qty: Decimal, ord_type: str,
     price: Decimal | None, time_in_force: str | None, transact_time: datetime,
+    stop_px: Decimal | None = None, peg_offset: Decimal | None = None,
 ) -> fix.Message:
     msg = new_message("D")
     msg.setField(T.ClOrdID, cl_ord_id)
@@ -249,6 +305,10 @@ def build_new_order_single(
         msg.setField(T.Price, fmt(price))
     if time_in_force:
         msg.setField(T.TimeInForce, time_in_force)
+    if stop_px is not None:
+        msg.setField(T.StopPx, fmt(stop_px))
+    if peg_offset is not None:
+        msg.setField(T.PegOffsetValue, fmt(peg_offset))
     return msg
 
 

@@ -18,15 +18,21 @@ class FixOutbound:
     def broker_key(self, broker_name: str) -> str:
         return self._sessions.key_of(broker_name)
 
+    def send_udfs(self, key: str) -> bool:
+        """Whether this session's dictionary takes our UDFs in NoAllocs (else AllocText)."""
+        return self._sessions.send_udfs(key)
+
     def logged_on(self, key: str) -> bool:
         return self._sessions.logged_on(key)
 
     def new_order(self, broker: str, *, cl_ord_id: str, symbol: str, side: str, qty: Decimal,
                   ord_type: str, price: Decimal | None, time_in_force: str | None,
-                  now: datetime) -> bool:
+                  now: datetime, stop_px: Decimal | None = None,
+                  peg_offset: Decimal | None = None) -> bool:
         msg = codec.build_new_order_single(
             cl_ord_id=cl_ord_id, symbol=symbol, side=side, qty=qty, ord_type=ord_type,
-            price=price, time_in_force=time_in_force, transact_time=now)
+            price=price, time_in_force=time_in_force, transact_time=now, stop_px=stop_px,
+            peg_offset=peg_offset)
         return self._sessions.send(self._sessions.key_of(broker), msg)
 
     def cancel(self, broker: str, *, cl_ord_id: str, orig_cl_ord_id: str,

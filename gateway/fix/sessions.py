@@ -15,11 +15,12 @@ from typing import Any
 import quickfix as fix
 import structlog
 
+from gateway.alerts import Alerts
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.fix import settings as qf_settings
 from gateway.fix.application import GatewayApplication, SessionRole
-from gateway.fix.wire_log import WireLogFactory
+from gateway.fix.wire_log import Refusals, WireLogFactory
 from gateway.inbox import Inbox
 from gateway.persistence.store import Database
 
@@ -37,47 +38,76 @@ class SessionInfo:
     key: str
 
 
+_HEADER_IDS = (("sender_sub_id", 50), ("sender_location_id", 142), ("target_sub_id", 57),
+               ("target_location_id", 143))
+_ENGINES: dict[tuple[str, bool], Any] = {
+    ("acceptor", False): fix.ThreadedSocketAcceptor,
+    ("initiator", False): fix.ThreadedSocketInitiator,
+    ("acceptor", True): fix.SSLSocketAcceptor,
+    ("initiator", True): fix.SSLSocketInitiator,
+}
+
+
+def session_roles(config: Config) -> dict[str, SessionRole]:
+    """Each configured session by its quickfix key, with what the callbacks need to know."""
+    fx = config.fix
+    roles: dict[str, SessionRole] = {}
+    for role, sessions, default_rate in (("oms", fx.oms, fx.oms_max_messages_per_second),
+                                         ("broker", fx.brokers,
+                                          fx.broker_max_messages_per_second)):
+        for s in sessions:
+            key = session_key(fx.begin_string, fx.effective(s, "sender_comp_id"),
+                              s.target_comp_id)
+            rate = (s.max_messages_per_second if s.max_messages_per_second is not None
+                    else default_rate)
+            roles[key] = SessionRole(
+                s.name, role, username=getattr(s, "username", None),
+                password_env=s.password_env, max_messages_per_second=rate,
+                burst=max(1, int(rate * 2)), send_udfs=bool(fx.effective(s, "send_udfs")),
+                header_fields=tuple((tag, getattr(s, attr)) for attr, tag in _HEADER_IDS
+                                    if getattr(s, attr)))
+    return roles
+
+
 class FixSessions:
-    def __init__(self, config: Config, db: Database, inbox: Inbox, clock: Clock) -> None:
+    def __init__(self, config: Config, db: Database, inbox: Inbox, clock: Clock,
+                 alerts: Alerts | None = None) -> None:
         self.config = config
-        sender = config.fix.sender_comp_id
-        begin = config.fix.begin_string
+        fx = config.fix
+        begin = fx.begin_string
+        roles = session_roles(config)
         self.infos: dict[str, SessionInfo] = {}
-        roles: dict[str, SessionRole] = {}
-        for oms in config.fix.oms:
-            key = session_key(begin, sender, oms.target_comp_id)
-            self.infos[oms.name] = SessionInfo(oms.name, "oms", key)
-            roles[key] = SessionRole(oms.name, "oms", password_env=oms.password_env)
-        for broker in config.fix.brokers:
-            key = session_key(begin, sender, broker.target_comp_id)
-            self.infos[broker.name] = SessionInfo(broker.name, "broker", key)
-            roles[key] = SessionRole(broker.name, "broker", username=broker.username,
-                                     password_env=broker.password_env)
+        for key, role in roles.items():
+            self.infos[role.name] = SessionInfo(role.name, role.role, key)
         self._ids: dict[str, fix.SessionID] = {
-            info.key: fix.SessionID(begin, sender, info.key.split("->", 1)[1])
+            info.key: fix.SessionID(begin, *info.key.split(":", 1)[1].split("->", 1))
             for info in self.infos.values()
         }
+        refusals = Refusals()
+        alerts = alerts or Alerts(db, clock)
         self.application = GatewayApplication(roles, db, inbox, clock,
                                                config.resolve(config.gateway.secrets_file)
-                                               if config.gateway.secrets_file else None)
-        self._log_factory = WireLogFactory(db, clock)
-        acceptor_text, initiator_text = qf_settings.gateway_settings(config)
+                                               if config.gateway.secrets_file else None,
+                                               refusals=refusals, alerts=alerts)
+        limits = {self.infos[s.name].key: int(fx.effective(s, "max_message_bytes"))
+                  for s in fx.all_sessions()}
+        self.store_dirs = {
+            **{self.infos[s.name].key: config.state_dir / "fix_store" / "oms" for s in fx.oms},
+            **{self.infos[s.name].key: config.state_dir / "fix_store" / "brokers"
+               for s in fx.brokers}}
+        self._log_factory = WireLogFactory(db, clock, refusals=refusals, alerts=alerts,
+                                           max_message_bytes=limits, store_dirs=self.store_dirs)
         self._engines: list[Any] = []
         self._keep: list[Any] = []
-        for side, text, filename, engine_cls in (
-            ("acceptor", acceptor_text, "quickfix-oms.cfg", fix.ThreadedSocketAcceptor),
-            ("initiator", initiator_text, "quickfix-brokers.cfg", fix.ThreadedSocketInitiator),
-        ):
-            if not text:
-                continue
-            for line in text.splitlines():
-                log.info("fix.setting", side=side, setting=line)
-            settings = qf_settings.load(text, config.state_dir / filename)
+        for spec in qf_settings.engine_specs(config):
+            for line in spec.text.splitlines():
+                log.info("fix.setting", side=spec.side, tls=spec.tls, setting=line)
+            settings = qf_settings.load(spec.text, config.state_dir / spec.filename)
             store = fix.FileStoreFactory(settings)
             # quickfix keeps raw pointers to the settings and store: keep them alive.
             self._keep += [settings, store]
-            self._engines.append(engine_cls(self.application, store, settings,
-                                            self._log_factory))
+            self._engines.append(_ENGINES[(spec.side, spec.tls)](
+                self.application, store, settings, self._log_factory))
 
     def start(self) -> None:
         for engine in self._engines:
@@ -95,6 +125,9 @@ class FixSessions:
         # registry, so a later engine in the same process can reuse the SessionIDs.
         self._engines.clear()
         gc.collect()
+
+    def send_udfs(self, key: str) -> bool:
+        return self.application.role(key).send_udfs
 
     def key_of(self, name: str) -> str:
         return self.infos[name].key

@@ -10,12 +10,12 @@ import pytest
 
 from gateway.fix.sim.broker import BrokerSimulator
 from tests.support.harness import Ports, broker_sim, gateway_in_process, http_get, write_config
+from tests.support.oms_client import d_fields
 from tests.support.raw_fix import RawFixClient
 
 pytestmark = pytest.mark.fix
 
-GOOD_D = [(11, "RAW-1"), (1, "SMA-CORE"), (21, "1"), (55, "AAPL"), (54, "1"),
-          (60, "20261120-15:00:00.000"), (38, "1000"), (40, "2"), (44, "190")]
+GOOD_D = d_fields("RAW-1")
 
 
 @contextmanager
@@ -44,6 +44,7 @@ def _with(tag: int, value: str) -> list[tuple[int, str]]:
 @pytest.mark.parametrize(("body", "ref_tag", "reason"), [
     (_without(11), "11", "1"),          # ClOrdID missing: required by the dictionary
     (_with(38, "lots"), "38", "6"),     # OrderQty not a number: incorrect data format
+    (_with(38, "1e23"), "38", "6"),     # an exponent is not FIX float syntax
     (_with(54, "Z"), "54", "5"),        # Side out of range
     ([*GOOD_D, (9999, "x")], "9999", "0"),  # undefined tag -> invalid tag number
 ])
@@ -65,8 +66,8 @@ def test_malformed_order_gets_session_reject_naming_the_tag(
 @pytest.mark.parametrize(("body", "text"), [
     (_without(1), "Account(1): required tag missing"),          # no book
     (_with(54, "6"), "Side(54): unsupported side '6'"),         # sell short exempt: not ours
-    (_without(44), "Price(44): required for a limit order"),
-    (_with(38, "-5"), "OrderQty(38): must be positive"),
+    (_without(44), "Price(44) is required for a limit order"),
+    (_with(38, "-5"), "OrderQty(38) must be positive, was -5"),
 ])
 def test_order_we_cannot_act_on_gets_its_own_reject(
     tmp_path: Path, body: list[tuple[int, str]], text: str

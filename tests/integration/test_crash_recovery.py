@@ -137,6 +137,7 @@ def test_order_stored_by_the_callback_but_never_dispatched_is_routed_at_restart(
     """A D persisted just before a crash is validated, routed and allocated on the next start."""
     from datetime import UTC, datetime
 
+    from gateway.clock import trade_date_of
     from gateway.config import load_config
     from gateway.orders import make_order_id
     from gateway.persistence.store import Database
@@ -146,7 +147,7 @@ def test_order_stored_by_the_callback_but_never_dispatched_is_routed_at_restart(
     cfg = write_config(tmp_path, ports)
     config = load_config(cfg)
     now = datetime.now(UTC)
-    trade_date = "2026-11-20"
+    trade_date = trade_date_of(now).isoformat()
     order_id = make_order_id(OMS_KEY, "ORPHAN-1", trade_date)
     db = Database(config.database_url)
     db.migrate()

@@ -10,10 +10,10 @@ import pytest
 import quickfix as fix
 
 from gateway.fix import tags as T
-from gateway.fix.sim.broker import FillPlan
-from gateway.fix.sim.common import wait_for
+from gateway.fix.sim.broker import BrokerSimulator, FillPlan, SimOrder
 from gateway.fix.sim.oms import BlotterOrder
 from gateway.metrics import METRICS
+from tests.support.eventually import eventually
 from tests.support.harness import (
     BROKER_KEY,
     OMS_KEY,
@@ -36,6 +36,24 @@ def _sent_count(engine_session_id: fix.SessionID) -> int:
     return int(session.getExpectedSenderNum()) - 1
 
 
+def _processed_through(broker: BrokerSimulator, tag: str) -> None:
+    """Return once the gateway's dispatcher has processed everything the broker sent so far.
+
+    The barrier is one more message on the same broker session: a fill for no order, which
+    only the dispatcher answers (DontKnowTrade). quickfix delivers one session's messages
+    to the callback in sequence, the callback enqueues in that order and the dispatcher
+    handles its inbox in order, so when the DK reaches the broker every earlier message
+    has been fully handled, including whatever the dispatcher sent because of it (the
+    outbound wire log is written on the sending thread before the bytes leave).
+    """
+    ghost = SimOrder(broker_order_id=f"BRK-{tag}", cl_ord_id=f"BARRIER-{tag}", symbol="AAPL",
+                     side="buy", qty=Decimal(100), price=None)
+    broker.send_raw_report(ghost, exec_id=f"BARRIER-{tag}", last_qty=Decimal(100),
+                           last_px=Decimal(1))
+    eventually(lambda: any(exec_id == f"BARRIER-{tag}" for exec_id, _ in broker.dont_knows),
+               timeout=10, description=f"the DK for barrier {tag} reached the broker")
+
+
 def test_block_is_routed_filled_allocated_and_every_message_persisted(
     tmp_path: Path, database_url: str
 ) -> None:
@@ -45,12 +63,14 @@ def test_block_is_routed_filled_allocated_and_every_message_persisted(
     with running(tmp_path, ports, cfg, FillPlan(fills=5, interval_ms=20)) as (broker, gw, oms):
         oms.send_order(BLOCK)
         assert oms.wait(lambda: oms.allocation_for(BLOCK.cl_ord_id) is not None, 60)
-        assert wait_for(lambda: len(broker.allocations) == 1, 30)
+        eventually(lambda: len(broker.allocations) == 1, 30, description="the broker got a J")
         db = gw.node.db
-        assert wait_for(lambda: db.load_allocations()[0]["status"] == "accepted", 30)
+        eventually(lambda: db.load_allocations()[0]["status"] == "accepted", 30,
+                   description="the allocation is accepted")
         # Let the final messages reach the wire log before counting.
-        assert wait_for(lambda: len(db.wire_messages(session_id=BROKER_KEY, direction="in",
-                                                      msg_type="P")) == 2, 10)
+        eventually(lambda: len(db.wire_messages(session_id=BROKER_KEY, direction="in",
+                                                msg_type="P")) == 2, 10,
+                   description="both Ps are in the wire log")
         broker_sent = _sent_count(broker.engine.session_id)
         oms_sent = _sent_count(oms.engine.session_id)
         broker_order = next(iter(broker.orders.values()))
@@ -97,23 +117,33 @@ def test_possdup_and_possresend_repeats_are_applied_once(tmp_path: Path) -> None
         oms.send_order(BLOCK)
         assert oms.wait(lambda: oms.allocation_for(BLOCK.cl_ord_id) is not None, 60)
         db = gw.node.db
+        order_id = db.load_orders()[0]["order_id"]
         reports_before = db.count("broker_reports")
         relayed_before = len(oms.executions[BLOCK.cl_ord_id])
+        relays_out_before = len(db.wire_messages(session_id=OMS_KEY, direction="out",
+                                                 msg_type="8"))
         dupes_before = METRICS.duplicates.labels(session=BROKER_KEY)._value.get()
         er_in_before = len(db.wire_messages(session_id=BROKER_KEY, direction="in",
                                             msg_type="8"))
 
         broker.resend_as_duplicate(broker.sent_fills[0], flag=T.PossDupFlag)
         broker.resend_as_duplicate(broker.sent_fills[1], flag=T.PossResend)
+        # Not the duplicates metric: the callback bumps it before the dispatcher would act.
+        _processed_through(broker, "DUP")
 
-        assert wait_for(lambda: METRICS.duplicates.labels(session=BROKER_KEY)._value.get()
-                        == dupes_before + 2, 10)
+        assert METRICS.duplicates.labels(session=BROKER_KEY)._value.get() == dupes_before + 2
         assert len(db.wire_messages(session_id=BROKER_KEY, direction="in",
-                                    msg_type="8")) == er_in_before + 2
-        assert db.count("broker_reports") == reports_before
+                                    msg_type="8")) == er_in_before + 3  # 2 repeats + barrier
+        assert db.count("broker_reports") == reports_before + 1  # the barrier's row only
         order = db.load_orders()[0]
         assert Decimal(order["cum_qty"]) == Decimal(500_000)
+        ledger = gw.node.dispatcher.orders[order_id].ledger
+        assert len(ledger.fills) == 3 and ledger.cum_qty == Decimal(500_000)
+        assert len(db.wire_messages(session_id=OMS_KEY, direction="out",
+                                    msg_type="8")) == relays_out_before  # nothing relayed
         assert len(oms.executions[BLOCK.cl_ord_id]) == relayed_before
+        assert len(db.wire_messages(session_id=BROKER_KEY, direction="out",
+                                    msg_type="J")) == 1
         assert len(broker.allocations) == 1
 
 
@@ -128,14 +158,19 @@ def test_conflicting_repeat_raises_an_alert_and_is_not_applied(tmp_path: Path) -
         order = next(iter(broker.orders.values()))
         exec_id = broker.sent_fills[0].getField(T.ExecID)
         before = db.count("broker_reports")
+        relays_out_before = len(db.wire_messages(session_id=OMS_KEY, direction="out",
+                                                 msg_type="8"))
         broker.send_raw_report(order, exec_id=exec_id, last_qty=Decimal(999_900),
                                last_px=Decimal("1.00"))
-        assert wait_for(lambda: len(db.events("alert.exec_id_conflict")) == 1, 10)
+        # The alert is written by the callback; wait until the dispatcher is past it too.
+        _processed_through(broker, "CONFLICT")
         [alert] = db.events("alert.exec_id_conflict")
         detail = json.loads(alert["detail_json"])
         assert detail["repeat"]["last_qty"] == "999900"
-        assert db.count("broker_reports") == before
+        assert db.count("broker_reports") == before + 1  # the barrier's row only
         assert Decimal(db.load_orders()[0]["cum_qty"]) == Decimal(500_000)
+        assert len(db.wire_messages(session_id=OMS_KEY, direction="out",
+                                    msg_type="8")) == relays_out_before
 
 
 @pytest.mark.parametrize(
@@ -165,8 +200,6 @@ def test_unknown_book_or_symbol_is_rejected_with_a_precise_text(
 
 def test_fill_for_unknown_order_gets_dont_know_trade(tmp_path: Path) -> None:
     """An ER whose ClOrdID matches no order is answered with DK (35=Q, DKReason D)."""
-    from gateway.fix.sim.broker import SimOrder
-
     ports = Ports.free()
     cfg = write_config(tmp_path, ports)
     with broker_sim(tmp_path, ports) as broker, gateway_in_process(cfg, ports) as gw:
@@ -175,7 +208,7 @@ def test_fill_for_unknown_order_gets_dont_know_trade(tmp_path: Path) -> None:
                          side="buy", qty=Decimal(100), price=None)
         broker.send_raw_report(ghost, exec_id="GHOST-1", last_qty=Decimal(100),
                                last_px=Decimal(1))
-        assert wait_for(lambda: broker.dont_knows, 10)
+        eventually(lambda: broker.dont_knows, 10, description="the broker got a DK")
         assert broker.dont_knows[0][0] == "GHOST-1"
         assert "NOT-OURS" in broker.dont_knows[0][1]
-        assert len(gw.node.db.events("dk.unknown_order")) == 1
+        assert len(gw.node.db.events("alert.dk_unknown_order")) == 1

@@ -65,7 +65,7 @@ def test_oms_logon_password_checked_and_never_stored(tmp_path: Path,
             assert not bad.engine.wait_logged_on(3)
         with oms_sim(tmp_path / "good", ports, password="s3cret-pw") as good:
             assert good.engine.wait_logged_on(30)
-        raws = " ".join(m["raw"] for m in gw.node.db.wire_messages())
+        raws = " ".join(m["text"] for m in gw.node.db.wire_messages())
         assert "554=***" in raws
         assert "s3cret-pw" not in raws and "wrong-pw" not in raws
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import shutil
-import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -11,21 +11,45 @@ import pytest
 from sqlalchemy import text
 
 from gateway.fix.sim.broker import FillPlan
-from gateway.fix.sim.common import wait_for
 from gateway.fix.sim.oms import BlotterOrder
-from tests.support.harness import CONFIG, Ports, http_get, running, write_config
+from tests.support.eventually import eventually
+from tests.support.harness import CONFIG, Gateway, Ports, http_get, running, write_config
 
 pytestmark = pytest.mark.fix
 
 
-def _set_status(accounts: Path, account_id: str, status: str) -> None:
-    lines = accounts.read_text(encoding="utf-8").splitlines()
+def _with_status(text: str, account_id: str, status: str) -> str:
+    lines = text.splitlines()
     for i, line in enumerate(lines):
         if line.startswith(f"{account_id},"):
             cols = line.split(",")
             cols[2] = status
             lines[i] = ",".join(cols)
-    accounts.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return "\n".join(lines) + "\n"
+
+
+def _set_status(accounts: Path, account_id: str, status: str) -> None:
+    """An operator's in-place edit of the CSV export."""
+    text = accounts.read_text(encoding="utf-8")
+    accounts.write_text(_with_status(text, account_id, status), encoding="utf-8")
+
+
+def _rewrite(path: Path, text: str) -> None:
+    """Write `text` again, atomically (a reader never sees half a file): a repeat edit."""
+    tmp = path.with_name(f".{path.name}.rewrite")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _dispatcher_uses(gw: Gateway, version: str) -> bool:
+    """The dispatcher itself has applied this reference-data version.
+
+    A registry swaps its current version first and only then stores it and queues it for
+    the dispatcher, so the registry's (or /refdata's) version changing is not yet proof
+    that the next block will see it; the dispatcher's own copy is.
+    """
+    assert gw.node is not None and gw.node.dispatcher is not None
+    return bool(gw.node.dispatcher.refdata.version == version)
 
 
 def _block(n: int) -> BlotterOrder:
@@ -68,11 +92,20 @@ def test_account_frozen_in_the_csv_is_excluded_from_the_next_block(tmp_path: Pat
         assert http_get(ports.http, "/refdata")[1]["active"] != first  # edit 1 still in force
 
         accounts.write_text(good, encoding="utf-8")
-        gw.node.refdata.start_watching()
-        time.sleep(0.5)  # let the watcher subscribe before the edit (there is no ready signal)
+        registry = gw.node.refdata
+        in_force = registry.current().version
+        registry.start_watching()
+        # watchfiles gives no signal once it has subscribed, so an edit made before that is
+        # never seen: make the edit, then repeat it (same content) until a reload happens.
+        edited = _with_status(good, "SMA0002", "do_not_trade")
         _set_status(accounts, "SMA0002", "do_not_trade")
-        assert wait_for(lambda: http_get(ports.http, "/refdata")[1]["history"][-1]["actor"]
-                        == "file-watch", 10)
+        eventually(lambda: registry.current().version != in_force, 10,
+                   nudge=lambda: _rewrite(accounts, edited),
+                   description="the file watcher loaded the edit")
+        watched = registry.current().version
+        eventually(lambda: _dispatcher_uses(gw, watched), 10,
+                   description="the dispatcher applied the watched version")
+        assert http_get(ports.http, "/refdata")[1]["history"][-1]["actor"] == "file-watch"
         oms.send_order(_block(3))
         assert oms.wait(lambda: oms.allocation_for("RD-3") is not None, 30)
         assert not {"SMA0001", "SMA0002"} & _allocated(oms, "RD-3")
@@ -108,8 +141,10 @@ def test_gateway_reads_reference_data_from_the_database(tmp_path: Path) -> None:
         _set_status(data / "accounts.csv", "SMA0001", "closed")
         # ... until the edit is imported into the database the gateway reads.
         assert main(["refdata", "import", "--config", str(cfg)]) == 0
-        assert wait_for(lambda: http_get(ports.http, "/refdata")[1]["history"][-1]["actor"]
-                        == "database", 10)
+        imported = gw.node.db.latest_refdata_version()["version"]
+        eventually(lambda: _dispatcher_uses(gw, imported), 10,
+                   description="the dispatcher applied the imported version")
+        assert http_get(ports.http, "/refdata")[1]["history"][-1]["actor"] == "database"
         oms.send_order(_block(2))
         assert oms.wait(lambda: oms.allocation_for("RD-2") is not None, 30)
         assert "SMA0001" not in _allocated(oms, "RD-2")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.clock import Clock
 from gateway.config import load_config
 from gateway.fix.sim.broker import BrokerSimulator, FillPlan
 from gateway.fix.sim.common import wait_for
@@ -47,7 +48,13 @@ class Ports:
 def write_config(tmp: Path, ports: Ports, *, database_url: str = "", extra: str = "",
                  oms_password_env: str | None = None, broker_extra: str = "",
                  rules: Path | None = None, http_extra: str = "",
-                 refdata_dir: Path | None = None, watch: bool = False) -> Path:
+                 refdata_dir: Path | None = None, watch: bool = False, oms_extra: str = "",
+                 fix_extra: str = "", gateway_extra: str = "", sessions_extra: str = "") -> Path:
+    """The gateway's TOML for one OMS (OMS1) and one broker (BRKA) on these ports.
+
+    `*_extra` strings are TOML lines added to that section; `sessions_extra` may add whole
+    [[fix.oms]] / [[fix.brokers]] tables after the two standard sessions.
+    """
     db_line = f'database_url = "{database_url}"' if database_url else ""
     oms_pw = f'password_env = "{oms_password_env}"' if oms_password_env else ""
     text = f"""
@@ -55,6 +62,7 @@ def write_config(tmp: Path, ports: Ports, *, database_url: str = "", extra: str 
 state_dir = "{tmp / 'state'}"
 {db_line}
 sqlite_synchronous = "NORMAL"
+{gateway_extra}
 
 [http]
 port = {ports.http}
@@ -64,18 +72,21 @@ port = {ports.http}
 data_dictionary = "{ROOT / 'fix_specs' / 'FIX44.xml'}"
 reconnect_seconds = 1
 heartbeat_seconds = 5
+{fix_extra}
 
 [[fix.oms]]
 name = "OMS1"
 target_comp_id = "OMS1"
 port = {ports.oms}
 {oms_pw}
+{oms_extra}
 
 [[fix.brokers]]
 name = "BRKA"
 target_comp_id = "BRKA"
 port = {ports.broker}
 {broker_extra}
+{sessions_extra}
 
 [refdata]
 securities = "{(refdata_dir or CONFIG) / 'securities.csv'}"
@@ -135,8 +146,11 @@ def broker_sim(tmp: Path, ports: Ports, plan: FillPlan | None = None,
 
 
 @contextmanager
-def oms_sim(tmp: Path, ports: Ports, password: str | None = None) -> Iterator[OmsSimulator]:
-    sim = OmsSimulator(port=ports.oms, state_dir=tmp / "oms", password=password)
+def oms_sim(tmp: Path, ports: Ports, password: str | None = None, *,
+            dictionary: Path | None = None, ack_allocations: bool = False
+            ) -> Iterator[OmsSimulator]:
+    sim = OmsSimulator(port=ports.oms, state_dir=tmp / "oms", password=password,
+                       dictionary=dictionary, ack_allocations=ack_allocations)
     sim.start()
     try:
         yield sim
@@ -145,8 +159,9 @@ def oms_sim(tmp: Path, ports: Ports, password: str | None = None) -> Iterator[Om
 
 
 @contextmanager
-def gateway_in_process(config_path: Path, ports: Ports) -> Iterator[Gateway]:
-    node = Node(load_config(config_path))
+def gateway_in_process(config_path: Path, ports: Ports, clock: Clock | None = None
+                       ) -> Iterator[Gateway]:
+    node = Node(load_config(config_path), clock)
     node.start()
     try:
         yield Gateway(config_path, ports, node=node)
@@ -166,13 +181,18 @@ def running(tmp: Path, ports: Ports, config_path: Path, plan: FillPlan | None = 
         yield broker, gw, oms
 
 
-def start_daemon(config_path: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_daemon(config_path: Path, log: Path, *, fault: str | None = None
+                 ) -> subprocess.Popen[bytes]:
+    """`fixalloc run` as its own process; `fault` names a FIXALLOC_FAULT step to die at."""
     out = log.open("ab")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("FIXALLOC_FAULT", None)
+    if fault:
+        env["FIXALLOC_FAULT"] = fault
     return subprocess.Popen(
         [sys.executable, "-m", "gateway", "run", "--config", str(config_path),
          "--log-format", "json"],
-        stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT),
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT), env=env,
     )
 
 

@@ -17,7 +17,10 @@ class RawFixClient:
         self.seq = 1
         self.parser = simplefix.FixParser()
 
-    def send(self, msg_type: str, body: list[tuple[int, str]], *, seq: int | None = None) -> None:
+    def send(self, msg_type: str, body: list[tuple[int, str | bytes]], *,
+             seq: int | None = None,
+             header: list[tuple[int, str | bytes]] | None = None) -> None:
+        """Send one message; `header` adds header fields (PossDupFlag, OrigSendingTime...)."""
         msg = simplefix.FixMessage()
         msg.append_pair(8, "FIX.4.4", header=True)
         msg.append_pair(35, msg_type, header=True)
@@ -25,6 +28,8 @@ class RawFixClient:
         msg.append_pair(56, self.target, header=True)
         msg.append_pair(34, seq if seq is not None else self.seq, header=True)
         msg.append_utc_timestamp(52, datetime.now(UTC), precision=3, header=True)
+        for tag, value in header or []:
+            msg.append_pair(tag, value, header=True)
         for tag, value in body:
             msg.append_pair(tag, value)
         self.sock.sendall(msg.encode())
@@ -52,6 +57,25 @@ class RawFixClient:
                 break
             self.parser.append_buffer(data)
         raise AssertionError(f"no 35={msg_type} received within {timeout}s")
+
+    def receive_any(self, timeout: float = 10.0) -> simplefix.FixMessage:
+        """The next message of any type but Heartbeat/TestRequest."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = self.parser.get_message()
+            if msg is not None:
+                if msg.get(35) in (b"0", b"1"):
+                    continue
+                return msg
+            self.sock.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                break
+            if not data:
+                break
+            self.parser.append_buffer(data)
+        raise AssertionError(f"no message received within {timeout}s")
 
     def logon(self) -> None:
         self.send("A", [(98, "0"), (108, "30")])

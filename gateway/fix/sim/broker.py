@@ -3,11 +3,17 @@
 It acknowledges orders, fills them in configurable partial fills at configurable prices,
 honours cancels, and answers each AllocationInstruction with P received then accepted
 (or a block reject when Σ AllocQty or the quantity does not match what it executed).
+
+Like a real broker it remembers its orders across its own restarts: every change is
+written to `STATE_DIR/broker-state.json` (with its FIX store beside it), and a restarted
+simulator resumes filling the orders it had working. A J repeated with PossDupFlag (a
+resend) is recognised by its AllocID and not booked or answered twice.
 """
 
 from __future__ import annotations
 
-import itertools
+import json
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,18 +67,72 @@ class BrokerSimulator(SimApplication):
     def __init__(self, *, port: int, state_dir: Path, sender: str = "BRKA",
                  target: str = "FIXALLOC", plan: FillPlan | None = None,
                  dictionary: Path | None = None,
-                 on_message: Callable[[str, Any], None] | None = None) -> None:
+                 on_message: Callable[[str, Any], None] | None = None,
+                 tls: dict[str, str] | None = None) -> None:
         super().__init__(on_message)
         self.plan = plan or FillPlan()
         self.orders: dict[str, SimOrder] = {}
         self.allocations: list[allocation_codec.JReceived] = []
+        self.repeated_allocations: list[allocation_codec.JReceived] = []
+        """J received again with PossDupFlag/PossResend: recognised, not booked twice."""
         self.rejects: list[str] = []
         self.dont_knows: list[tuple[str, str]] = []
         self.sent_fills: list[fix.Message] = []
-        self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        self._state_file = state_dir / "broker-state.json"
+        self._next_id = 1
+        self._booked: set[str] = set()
+        self._load_state()
         self.engine = SimEngine(self, role="acceptor", sender=sender, target=target, port=port,
-                                state_dir=state_dir, dictionary=dictionary)
+                                state_dir=state_dir, dictionary=dictionary, tls=tls)
+
+    # -- state that survives a restart ------------------------------------------------------
+
+    def _id(self) -> int:
+        with self._lock:
+            value = self._next_id
+            self._next_id += 1
+        return value
+
+    def _load_state(self) -> None:
+        if not self._state_file.exists():
+            return
+        data = json.loads(self._state_file.read_text(encoding="utf-8"))
+        self._next_id = int(data["next_id"])
+        for row in data["orders"]:
+            order = SimOrder(
+                broker_order_id=row["broker_order_id"], cl_ord_id=row["cl_ord_id"],
+                symbol=row["symbol"], side=row["side"], qty=Decimal(row["qty"]),
+                price=Decimal(row["price"]) if row["price"] is not None else None,
+                cum_qty=Decimal(row["cum_qty"]), notional=Decimal(row["notional"]),
+                status=row["status"], fills_sent=int(row["fills_sent"]))
+            self.orders[order.cl_ord_id] = order
+        self._booked = set(data.get("allocations", []))
+
+    def _save_state(self) -> None:
+        """Written after every change, atomically (write, fsync, rename)."""
+        with self._lock:
+            data = {"next_id": self._next_id, "allocations": sorted(self._booked),
+                    "orders": [{"broker_order_id": o.broker_order_id, "cl_ord_id": o.cl_ord_id,
+                                "symbol": o.symbol, "side": o.side, "qty": str(o.qty),
+                                "price": None if o.price is None else str(o.price),
+                                "cum_qty": str(o.cum_qty), "notional": str(o.notional),
+                                "status": o.status, "fills_sent": o.fills_sent}
+                               for o in self.orders.values()]}
+            tmp = self._state_file.with_suffix(".tmp")
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            with tmp.open("w", encoding="utf-8") as fh:
+                json.dump(data, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.replace(self._state_file)
+
+    def start(self) -> None:
+        super().start()
+        for order in self.orders.values():
+            if order.status in ("0", "1"):
+                threading.Thread(target=self._fill_loop, args=(order, order.fills_sent),
+                                 daemon=True, name=f"sim-fills-{order.cl_ord_id}").start()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -110,15 +170,17 @@ class BrokerSimulator(SimApplication):
             if cl_ord_id in self.orders:
                 return  # a resent D: the order already exists
             order = SimOrder(
-                broker_order_id=f"BRK{next(self._ids):06d}", cl_ord_id=cl_ord_id,
+                broker_order_id=f"BRK{self._next_id:06d}", cl_ord_id=cl_ord_id,
                 symbol=codec.require_str(message, T.Symbol),
                 side=codec.SIDE_FROM_FIX[codec.require_str(message, T.Side)],
                 qty=codec.require_decimal(message, T.OrderQty),
                 price=codec.get_decimal(message, T.Price))
+            self._next_id += 1
             self.orders[cl_ord_id] = order
+        self._save_state()
         self._report(order, exec_type="0", last_qty=Decimal(0), last_px=Decimal(0))
         self._on_message("order", cl_ord_id)
-        threading.Thread(target=self._fill_loop, args=(order,), daemon=True,
+        threading.Thread(target=self._fill_loop, args=(order, 0), daemon=True,
                          name=f"sim-fills-{cl_ord_id}").start()
 
     def fill_schedule(self, order: SimOrder) -> list[tuple[Decimal, Decimal]]:
@@ -136,12 +198,12 @@ class BrokerSimulator(SimApplication):
         prices = plan.prices or tuple(base + off for off in offsets)
         return [(q, prices[i % len(prices)]) for i, q in enumerate(qtys) if q > 0]
 
-    def _fill_loop(self, order: SimOrder) -> None:
+    def _fill_loop(self, order: SimOrder, start: int) -> None:
         if order.stop.wait(self.plan.first_fill_delay_ms / 1000):
             return
         schedule = self.fill_schedule(order)
-        for i, (qty, px) in enumerate(schedule):
-            if i and order.stop.wait(self.plan.interval_ms / 1000):
+        for i, (qty, px) in enumerate(schedule[start:], start=start):
+            if i > start and order.stop.wait(self.plan.interval_ms / 1000):
                 return
             with self._lock:
                 if order.status in ("2", "4", "3"):
@@ -150,9 +212,13 @@ class BrokerSimulator(SimApplication):
                 order.notional += qty * px
                 order.fills_sent += 1
                 order.status = "2" if order.cum_qty >= order.qty else "1"
+            # State first, then the report: a restart never re-sends a fill as a new one
+            # (quickfix's own store resends the report itself if it was not delivered).
+            self._save_state()
             self.sent_fills.append(self._report(order, exec_type="F", last_qty=qty, last_px=px))
         if self.plan.done_for_day_at is not None and order.status == "1":
             order.status = "3"
+            self._save_state()
             self._report(order, exec_type="3", last_qty=Decimal(0), last_px=Decimal(0))
 
     def _on_cancel(self, message: fix.Message) -> None:
@@ -169,6 +235,7 @@ class BrokerSimulator(SimApplication):
         order.stop.set()
         with self._lock:
             order.status = "4"
+        self._save_state()
         self._report(order, exec_type="4", last_qty=Decimal(0), last_px=Decimal(0),
                      cl_ord_id=codec.require_str(message, T.ClOrdID), orig_cl_ord_id=orig)
 
@@ -178,7 +245,7 @@ class BrokerSimulator(SimApplication):
         leaves = Decimal(0) if order.status in ("2", "3", "4") else order.qty - order.cum_qty
         msg = codec.build_execution_report(
             order_id=order.broker_order_id, cl_ord_id=cl_ord_id or order.cl_ord_id,
-            orig_cl_ord_id=orig_cl_ord_id, exec_id=f"{order.broker_order_id}-X{next(self._ids)}",
+            orig_cl_ord_id=orig_cl_ord_id, exec_id=f"{order.broker_order_id}-X{self._id()}",
             exec_type=exec_type, ord_status=order.status, symbol=order.symbol, side=order.side,
             order_qty=order.qty, last_qty=last_qty, last_px=last_px, cum_qty=order.cum_qty,
             avg_px=order.avg_px, leaves_qty=leaves, book=None, transact_time=now,
@@ -196,7 +263,7 @@ class BrokerSimulator(SimApplication):
         self.engine.send(copy)
 
     def send_raw_report(self, order: SimOrder, *, exec_id: str, last_qty: Decimal,
-                        last_px: Decimal) -> None:
+                        last_px: Decimal, with_trade_date: bool = True) -> fix.Message:
         """Send a fill with a chosen ExecID (tests: conflicting repeats, unknown orders)."""
         now = datetime.now(UTC)
         msg = codec.build_execution_report(
@@ -205,12 +272,20 @@ class BrokerSimulator(SimApplication):
             order_qty=order.qty, last_qty=last_qty, last_px=last_px,
             cum_qty=order.cum_qty + last_qty, avg_px=last_px,
             leaves_qty=order.qty - order.cum_qty - last_qty, book=None, transact_time=now,
-            trade_date=trade_date_of(now).isoformat())
+            trade_date=trade_date_of(now).isoformat() if with_trade_date else None)
         self.engine.send(msg)
+        return msg
 
     def _on_allocation(self, message: fix.Message) -> None:
         j = allocation_codec.parse_allocation_instruction(message)
+        if codec.is_poss_dup(message) and j.alloc_id in self._booked:
+            # A resend of a J already booked: a real broker does not book it twice.
+            self.repeated_allocations.append(j)
+            return
         self.allocations.append(j)
+        with self._lock:
+            self._booked.add(j.alloc_id)
+        self._save_state()
         now = datetime.now(UTC)
         self.engine.send(allocation_codec.build_allocation_ack(alloc_id=j.alloc_id, status="3",
                                                     transact_time=now))

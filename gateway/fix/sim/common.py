@@ -22,11 +22,16 @@ class SimEngine:
     def __init__(self, app: fix.Application, *, role: str, sender: str, target: str,
                  port: int, host: str = "127.0.0.1", state_dir: Path,
                  dictionary: Path | None = None, heartbeat: int = 30,
-                 reconnect: int = 1) -> None:
+                 reconnect: int = 1, tls: dict[str, str] | None = None,
+                 extra: dict[str, str] | None = None) -> None:
         defaults = qf_settings.common_defaults(
             connection_type=role, store_dir=state_dir / "store",
             dictionary=dictionary or DEFAULT_DICTIONARY, sender_comp_id=sender,
             heartbeat=heartbeat)
+        # quickfix SSL settings (ServerCertificateFile, CertificationAuthoritiesFile, ...)
+        # and any other engine-wide keys a test needs (ResetOnLogon, ...).
+        defaults.update(tls or {})
+        defaults.update(extra or {})
         session: dict[str, Any] = {"BeginString": "FIX.4.4", "TargetCompID": target}
         if role == "acceptor":
             session["SocketAcceptPort"] = port
@@ -37,7 +42,10 @@ class SimEngine:
         text = qf_settings.render(defaults, [session])
         self.settings = qf_settings.load(text, state_dir / f"{role}.cfg")
         self.store = fix.FileStoreFactory(self.settings)
-        cls = fix.ThreadedSocketAcceptor if role == "acceptor" else fix.ThreadedSocketInitiator
+        if tls:
+            cls = fix.SSLSocketAcceptor if role == "acceptor" else fix.SSLSocketInitiator
+        else:
+            cls = fix.ThreadedSocketAcceptor if role == "acceptor" else fix.ThreadedSocketInitiator
         self.engine = cls(app, self.store, self.settings)
         self.session_id = fix.SessionID("FIX.4.4", sender, target)
         self.logged_on = threading.Event()

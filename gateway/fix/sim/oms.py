@@ -74,9 +74,13 @@ class OmsSimulator(SimApplication):
     def __init__(self, *, port: int, state_dir: Path, host: str = "127.0.0.1",
                  sender: str = "OMS1", target: str = "FIXALLOC", password: str | None = None,
                  dictionary: Path | None = None,
-                 on_message: Callable[[str, Any], None] | None = None) -> None:
+                 on_message: Callable[[str, Any], None] | None = None,
+                 tls: dict[str, str] | None = None,
+                 extra: dict[str, str] | None = None, ack_allocations: bool = False) -> None:
         super().__init__(on_message)
         self.password = password
+        self.ack_allocations = ack_allocations
+        """Answer each J with AllocationInstructionAck (P 87=0), as a booking OMS does."""
         self.executions: dict[str, list[ExecutionSeen]] = {}
         self.allocations: list[allocation_codec.JReceived] = []
         self.business_rejects: list[str] = []
@@ -86,7 +90,8 @@ class OmsSimulator(SimApplication):
         self._cond = threading.Condition()
         self._ids = itertools.count(1)
         self.engine = SimEngine(self, role="initiator", sender=sender, target=target, port=port,
-                                host=host, state_dir=state_dir, dictionary=dictionary)
+                                host=host, state_dir=state_dir, dictionary=dictionary, tls=tls,
+                                extra=extra)
 
     def toAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
         if self.password and codec.msg_type(message) == "A":
@@ -103,8 +108,12 @@ class OmsSimulator(SimApplication):
         if msg_type == "8":
             self._on_execution(message)
         elif msg_type == "J":
-            self._record(self.allocations, allocation_codec.parse_allocation_instruction(message),
-                         "allocation")
+            j = allocation_codec.parse_allocation_instruction(message)
+            self._record(self.allocations, j, "allocation")
+            if self.ack_allocations:
+                self.engine.send(allocation_codec.build_allocation_ack(
+                    alloc_id=j.alloc_id, status="0", transact_time=datetime.now(UTC),
+                    text="booked"))
         elif msg_type == "9":
             self._record(self.cancel_rejects, codec.parse_order_cancel_reject(message),
                          "cancel_reject")

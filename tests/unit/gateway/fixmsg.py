@@ -10,7 +10,7 @@ import simplefix
 DATA = Path(__file__).resolve().parents[2] / "data" / "fix"
 
 
-def raw(msg_type: str, body: Sequence[tuple[int, str]], *, sender: str = "BRKA",
+def raw(msg_type: str, body: Sequence[tuple[int, str | bytes]], *, sender: str = "BRKA",
         target: str = "FIXALLOC", seq: int = 2) -> str:
     msg = simplefix.FixMessage()
     msg.append_pair(8, "FIX.4.4", header=True)
@@ -21,7 +21,8 @@ def raw(msg_type: str, body: Sequence[tuple[int, str]], *, sender: str = "BRKA",
     msg.append_pair(52, "20261120-15:00:00.000", header=True)
     for tag, value in body:
         msg.append_pair(tag, value)
-    return msg.encode().decode()
+    # Bytes that are not UTF-8 become surrogate escapes, as the quickfix binding hands them over.
+    return msg.encode().decode("utf-8", "surrogateescape")
 
 
 def pairs(raw_text: str) -> list[tuple[int, str]]:

@@ -36,11 +36,6 @@ def _lines(n: int = 3) -> list[allocation_codec.JLine]:
                         "CUSTUS33XXX", "PB01", "LCG", "SMA-WRAP1") for i in range(n)]
 
 
-def _body(message: fix.Message) -> list[tuple[int, str]]:
-    """Tag/value pairs without the session header and trailer (BodyLength, CheckSum)."""
-    return [(t, v) for t, v in pairs(message.toString()) if t not in (8, 9, 10)]
-
-
 def test_new_order_single_from_oms_decodes_to_decimals() -> None:
     """A block D decodes with Account as the book and prices/quantities as exact Decimals."""
     text = raw("D", [(11, "BLK-1"), (1, "SMA-CORE"), (21, "1"), (55, "AAPL"), (54, "1"),
@@ -55,11 +50,16 @@ def test_new_order_single_from_oms_decodes_to_decimals() -> None:
 @pytest.mark.parametrize(("mutation", "tag"), [
     ({1: None}, 1),            # no book
     ({54: "7"}, 54),            # side we do not trade
-    ({44: None}, 44),           # limit order without a price
-    ({38: "-5"}, 38),           # negative quantity
+    ({11: "X" * 65}, 11),      # longer than our columns
+    ({1: "SMA\x02CORE"}, 1),   # a control character in an identifier
 ])
-def test_new_order_single_problems_name_the_tag(mutation: dict[int, str | None], tag: int) -> None:
-    """A D we cannot act on raises DecodeError carrying the tag for the session Reject."""
+def test_new_order_single_problems_name_the_tag(mutation: dict[int, str | None],
+                                               tag: int) -> None:
+    """A D that cannot be decoded raises DecodeError carrying the tag.
+
+    What a decodable D must satisfy (price, quantity, limits) is gateway.order_checks',
+    tested in test_hardening.py.
+    """
     body = {11: "BLK-1", 1: "SMA-CORE", 21: "1", 55: "AAPL", 54: "1",
             60: "20261120-15:00:00.000", 38: "100", 40: "2", 44: "10"}
     body.update(mutation)  # type: ignore[arg-type]
@@ -90,12 +90,6 @@ def test_allocation_ack_account_level_reject_lists_lines() -> None:
     f = allocation_codec.parse_allocation_ack(parse(text))
     assert (f.alloc_id, f.alloc_status, f.text) == ("A1", "2", "bad acct")
     assert f.rejected_lines == (("A1-2", "0"),)
-
-
-def test_allocation_instruction_matches_golden() -> None:
-    """J carries NoOrders, then per account: qty, IDs, custodian/PB parties and the UDFs."""
-    built = allocation_codec.build_allocation_instruction(_block(), _lines())
-    assert _body(built) == golden("allocation_instruction.fix")
 
 
 def test_udfs_stay_inside_each_noallocs_entry_through_the_dictionary() -> None:
@@ -135,9 +129,14 @@ def test_j_refuses_an_allocation_that_does_not_sum_to_the_quantity() -> None:
 
 
 def test_golden_files_exist() -> None:
-    """The golden data the codec tests read ships with the repository."""
+    """The golden data the codec tests read ships with the repository.
+
+    The J goldens are written by hand from FIX 4.4 and checked in test_j_golden.py; the
+    ER golden is a broker's fill as it would arrive, decoded above.
+    """
     assert sorted(p.name for p in DATA.glob("*.fix")) == [
-        "allocation_instruction.fix", "execution_report_fill.fix"]
+        "allocation_instruction_broker_alloc_text.fix", "allocation_instruction_broker_udfs.fix",
+        "allocation_instruction_oms_copy.fix", "execution_report_fill.fix"]
 
 
 def test_pre_allocation_group_on_a_d_decodes_with_its_reason() -> None:

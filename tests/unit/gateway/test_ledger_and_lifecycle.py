@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from gateway.clock import settlement_date, trade_date_of
+from gateway.clock import CalendarError, settlement_date, trade_date_of
 from gateway.ledger import FillLedger
 from gateway.orders import InvalidTransition, Order, alloc_transition, make_order_id
 from gateway.redaction import redact
@@ -87,6 +87,12 @@ def test_settlement_is_t_plus_one_on_the_exchange_calendar() -> None:
     """T+1 skips weekends and exchange holidays (Thanksgiving 2026-11-26)."""
     assert settlement_date(date(2026, 11, 20)) == date(2026, 11, 23)   # Friday -> Monday
     assert settlement_date(date(2026, 11, 25)) == date(2026, 11, 27)   # over Thanksgiving
+
+
+def test_settlement_outside_the_calendar_fails_loudly() -> None:
+    """Before, a date the calendar could not place got a weekday guess and no log line."""
+    with pytest.raises(CalendarError, match="no XNYS settlement date for trade date 2019-06-03"):
+        settlement_date(date(2019, 6, 3))  # before the calendar's first session (2020)
 
 
 def test_passwords_are_masked_in_raw_fix() -> None:

@@ -1,0 +1,40 @@
+"""Fault injection for crash tests: the process kills itself (SIGKILL) at a named step.
+
+`FIXALLOC_FAULT=STEP` kills the daemon the first time it reaches STEP, `STEP:N` the N-th
+time. Unset (production), `point()` is one comparison with None. The steps sit between
+the writes and the sends whose order the crash-recovery promises depend on:
+
+  decision_stored        decision, allocation and lines committed; no J handed to quickfix
+  broker_j_sent          the broker's J handed to quickfix; allocation row not yet "sent"
+  broker_j_recorded      the broker's J recorded as sent; the OMS's J not yet handed over
+  oms_j_sent             the OMS's J handed to quickfix; its row not yet updated
+  ack_received           the broker's P taken off the inbox; not yet stored on the allocation
+  relay_sent             an ER relay handed to quickfix; not yet marked relayed
+  fill_stored            a fill committed by the FIX callback; not yet on the inbox
+  recovery_redriving     recovery is re-driving stored work (after its first re-drive)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+_SPEC = os.environ.get("FIXALLOC_FAULT") or None
+_STEP, _, _NTH = (_SPEC or "").partition(":")
+_TARGET = int(_NTH) if _NTH.isdigit() else 1
+_seen = [0]  # arrivals at the named step (a list: mutated without `global`)
+
+STEPS = ("decision_stored", "broker_j_sent", "broker_j_recorded", "oms_j_sent",
+         "ack_received", "relay_sent", "fill_stored", "recovery_redriving")
+
+
+def point(step: str) -> None:
+    """Die here if the environment names this step (and this is its N-th arrival)."""
+    if _SPEC is None or step != _STEP:
+        return
+    _seen[0] += 1
+    if _seen[0] == _TARGET:
+        sys.stderr.write(f"fixalloc: fault injected at {step} (#{_seen[0]}): SIGKILL\n")
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
