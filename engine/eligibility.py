@@ -1,31 +1,22 @@
-"""Eligibility and caps per account, evaluated in chunks (in-process or in pool workers).
+"""Eligibility: what the rulebook means for one trade, decided once per decision.
 
-The hot path is shaped for large books: everything that depends only on the security
-and side (does an exclusion match? is a side forbidden?) is decided once per decision in
-`build_context`; per account the worker only looks up the rules that apply to it and
-does the arithmetic that needs its own numbers (NAV, cash, holdings). Accounts travel to
-workers as tuples of primitives because pickling dataclasses costs several times more.
+Everything that depends only on the security and side (does an exclusion match? is a side
+forbidden? which issuer cap applies?) is decided here once per decision in
+`build_context`, and per scope of rules in `plan_for`; per account the partitions
+(`engine.partition_eligibility`) only look up the plan that applies and do the arithmetic
+that needs the account's own numbers (NAV, cash, holdings).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from decimal import (
-    ROUND_HALF_EVEN,
-    Context,
-    Decimal,
-    DivisionByZero,
-    InvalidOperation,
-    localcontext,
-)
+from decimal import ROUND_HALF_EVEN, Context, Decimal, DivisionByZero, InvalidOperation
 from typing import Any
 
-import cel
-
+from engine import custom_rules
 from engine.errors import AllocationError
-from engine.model import Account, Security, Side
+from engine.model import Security, Side
 from engine.rulebook import Restriction, Rulebook
 
 ENGINE_RULE_VERSION = "engine-1"
@@ -35,25 +26,13 @@ SYS_STATUS = "SYS-STATUS"
 SYS_BUYING_POWER = "SYS-BUYING-POWER"
 SYS_HOLDINGS = "SYS-HOLDINGS"
 
-# (account_id, book, status, nav, cash, position, issuer exposure, CEL attributes): a tuple
-# so that chunks pickle cheaply.
-Row = tuple[str, str, str, Decimal, Decimal, Decimal, Decimal, tuple[Any, ...]]
-# Worker output per account: (account_id, exclusions, caps, minimum) where exclusions are
-# rule keys (int index into the rulebook or a SYS-* id), caps are (key, max shares) and
-# minimum is (min_qty shares, min_notional, key) or None.
-Verdict = tuple[
-    str,
-    tuple[int | str, ...],
-    tuple[tuple[int | str, int], ...],
-    tuple[int, Decimal, int] | None,
-]
+# The decision's arithmetic, whatever context the caller has set.
+DECIMAL_CONTEXT = Context(prec=34, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation,
+                                                                       DivisionByZero])
 
-_CEL_ACCOUNT_FIELDS = (
-    "account_id", "book", "status", "tier", "strategy", "vehicle", "custodian",
-    "prime_broker", "scheme", "nav", "cash", "position",
-)
-_ACCOUNT_REF = re.compile(r"\baccount\b")
-_ACCOUNT_FIELD_REF = re.compile(r"\baccount\.([A-Za-z_]\w*)")
+# Custom rules are compiled once per rulebook version per process (`Executor.prepare`;
+# gateway.pool ships this function to its workers).
+install = custom_rules.install
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +52,6 @@ class DecisionContext:
     # Identifies everything above except the price (rulebook version, side, look-through
     # chain), so per-scope plans can be reused across decisions.
     rules_key: tuple[Any, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkTask:
-    context: DecisionContext
-    rows: tuple[Row, ...]
 
 
 def lookthrough_chain(symbol: str, securities: Mapping[str, Security]) -> tuple[Security, ...]:
@@ -184,17 +157,8 @@ def _build_context(rulebook: Rulebook, symbol: str, side: Side, chain: tuple[Sec
         caps=caps,
         minimums=minimums,
         cel_rules=frozenset(cel_rules),
-        cel_security={
-            "symbol": sec.symbol,
-            "issuer": sec.issuer,
-            "ultimate_issuer": chain[-1].issuer,
-            "sector": sec.sector,
-            "country": sec.country,
-            "esg_tags": sorted(set().union(*(s.esg_tags for s in chain))),
-            "lot_size": sec.lot_size,
-            "related_to": sec.related_to or "",
-        },
-        cel_order={"side": side.value, "symbol": symbol},
+        cel_security=custom_rules.security_binding(chain),
+        cel_order=custom_rules.order_binding(side, symbol),
         rules_key=(rulebook.version, symbol, side.value, chain),
     )
 
@@ -209,64 +173,6 @@ def issuer_symbols(symbol: str, securities: Mapping[str, Security]) -> dict[str,
     }
 
 
-def account_row(a: Account, symbol: str, price: Decimal, issuer_syms: Mapping[str, Decimal | None]
-                ) -> Row:
-    positions = a.positions
-    pos = a.position(symbol)
-    exposure = Decimal(0)
-    for s, qty in positions.items():
-        if s in issuer_syms:
-            # The traded symbol is valued at the fill price; related holdings at their
-            # reference price, or the fill price when none is known.
-            px = price if s == symbol else (issuer_syms[s] or price)
-            exposure += qty * px
-    attrs = (a.tier, a.strategy, a.vehicle, a.custodian, a.prime_broker, a.scheme)
-    return (a.account_id, a.book, a.status, a.nav, a.cash, pos, exposure, attrs)
-
-
-# CEL programs are not picklable; each process compiles once per rulebook version.
-_COMPILED: dict[str, tuple[Rulebook, dict[int, Any], dict[int, tuple[str, ...] | None]]] = {}
-_MAX_VERSIONS = 8
-
-
-def install(rulebook: Rulebook) -> None:
-    """Make `rulebook` available in this process, compiling its CEL rules once."""
-    if rulebook.version in _COMPILED:
-        return
-    programs: dict[int, Any] = {}
-    keys: dict[int, tuple[str, ...] | None] = {}
-    for i, r in enumerate(rulebook.restrictions):
-        if r.kind == "cel" and r.expr:
-            programs[i] = cel.compile(r.expr)
-            fields = _ACCOUNT_FIELD_REF.findall(r.expr)
-            # Memoise on the account fields the expression reads; if it reaches the
-            # account any other way (e.g. indexing) fall back to the whole account.
-            if len(fields) == len(_ACCOUNT_REF.findall(r.expr)):
-                keys[i] = tuple(sorted(set(fields)))
-            else:
-                keys[i] = None
-    while len(_COMPILED) >= _MAX_VERSIONS:
-        _COMPILED.pop(next(iter(_COMPILED)))
-    _COMPILED[rulebook.version] = (rulebook, programs, keys)
-
-
-def installed(version: str) -> bool:
-    return version in _COMPILED
-
-
-def _cel_account(row: Row) -> dict[str, Any]:
-    acct_id, book, status, nav, cash, pos, _exposure, attrs = row
-    tier, strategy, vehicle, custodian, prime_broker, scheme = attrs
-    # CEL has no decimal type; money and quantities are exposed as whole units (truncated)
-    # so expressions compare integers and no binary float is involved.
-    return {
-        "account_id": acct_id, "book": book, "status": status,
-        "tier": tier, "strategy": strategy, "vehicle": vehicle, "custodian": custodian,
-        "prime_broker": prime_broker, "scheme": scheme,
-        "nav": int(nav), "cash": int(cash), "position": int(pos),
-    }
-
-
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """What the rules of one scope (book, or book + account rules) mean for this trade."""
@@ -278,11 +184,7 @@ class _Plan:
     cel_categorical: bool
 
 
-_CATEGORICAL = frozenset({"tier", "strategy", "vehicle", "custodian", "prime_broker", "scheme",
-                          "book", "status"})
-
-
-def _plan(rules: Sequence[int], ctx: DecisionContext,
+def plan_for(rules: Sequence[int], ctx: DecisionContext,
           memo_keys: Mapping[int, tuple[str, ...] | None]) -> _Plan:
     excl: list[int] = []
     cap: tuple[Decimal, int] | None = None
@@ -303,122 +205,6 @@ def _plan(rules: Sequence[int], ctx: DecisionContext,
         elif i in ctx.cel_rules:
             cel_list.append(i)
     categorical = all(
-        memo_keys.get(i) is not None and _CATEGORICAL.issuperset(memo_keys[i] or ())
+        memo_keys.get(i) is not None and custom_rules.CATEGORICAL.issuperset(memo_keys[i] or ())
         for i in cel_list)
     return _Plan(tuple(excl), cap, minimum, tuple(cel_list), categorical)
-
-
-# Custom-rule results by (rulebook version, trade facts, rule, account fields it reads):
-# CEL is side-effect free, so a result can be reused across accounts and decisions.
-_CEL_RESULTS: dict[tuple[Any, ...], bool | str] = {}
-_CEL_RESULTS_MAX = 500_000
-DECIMAL_CONTEXT = Context(prec=34, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation,
-                                                                       DivisionByZero])
-
-
-def evaluate_chunk(task: ChunkTask) -> list[Verdict]:
-    """Evaluate every restriction for a chunk of accounts (top-level so pools can pickle it)."""
-    with localcontext(DECIMAL_CONTEXT):
-        return _evaluate_chunk(task)
-
-
-def compiled(version: str) -> tuple[Rulebook, dict[int, Any], dict[int, tuple[str, ...] | None]]:
-    """The installed rulebook `version` with its compiled custom rules and memo keys."""
-    entry = _COMPILED.get(version)
-    if entry is None:
-        raise AllocationError(f"rulebook {version[:12]} is not installed in this process")
-    return entry
-
-
-def trade_key(ctx: DecisionContext) -> tuple[Any, ...]:
-    """The trade facts a custom rule may read, as a hashable key for its cached results."""
-    return (ctx.rulebook_version, *sorted(
-        (k, tuple(v) if isinstance(v, list) else v) for k, v in ctx.cel_security.items()),
-        *sorted(ctx.cel_order.items()))
-
-
-def reset_cel_cache_if_full() -> None:
-    if len(_CEL_RESULTS) > _CEL_RESULTS_MAX:
-        _CEL_RESULTS.clear()
-
-
-def _evaluate_chunk(task: ChunkTask) -> list[Verdict]:
-    ctx = task.context
-    rulebook, programs, memo_keys = compiled(ctx.rulebook_version)
-    account_rules = rulebook.account_rules
-    is_buy = ctx.side is Side.BUY
-    is_sell = ctx.side is Side.SELL
-    price = ctx.price
-    plans: dict[tuple[str, str | None], _Plan] = {}
-    cel_by_attrs: dict[tuple[Any, ...], list[int | str]] = {}
-    tkey = trade_key(ctx)
-    reset_cel_cache_if_full()
-    out: list[Verdict] = []
-    for row in task.rows:
-        acct_id, book, status, nav, cash, pos, exposure, _attrs = row
-        scope = (book, acct_id if acct_id in account_rules else None)
-        plan = plans.get(scope)
-        if plan is None:
-            plan = plans[scope] = _plan(rulebook.rules_for(acct_id, book), ctx, memo_keys)
-        excl: list[int | str] = list(plan.excl)
-        if status != "active":
-            excl.insert(0, SYS_STATUS)
-        if plan.cel and plan.cel_categorical:
-            # Every custom rule here reads only categorical account fields, so accounts
-            # that agree on them share one result.
-            ckey = (scope, status, _attrs)
-            hits = cel_by_attrs.get(ckey)
-            if hits is None:
-                hits = cel_by_attrs[ckey] = _cel_hits(plan, row, tkey, programs, memo_keys,
-                                                      ctx=ctx)
-            excl.extend(hits)
-        elif plan.cel:
-            excl.extend(_cel_hits(plan, row, tkey, programs, memo_keys, ctx=ctx))
-        caps: list[tuple[int | str, int]] = []
-        if plan.cap is not None:
-            caps.append((plan.cap[1], _shares(plan.cap[0] * nav / 100 - exposure, price)))
-        if is_buy:
-            caps.append((SYS_BUYING_POWER, _shares(cash, price)))
-        elif is_sell:
-            caps.append((SYS_HOLDINGS, max(int(pos), 0)))
-        out.append((acct_id, tuple(excl), tuple(caps), plan.minimum))
-    return out
-
-
-def _cel_hits(plan: _Plan, row: Row, trade_key: tuple[Any, ...], programs: dict[int, Any],
-              memo_keys: dict[int, tuple[str, ...] | None], *, ctx: DecisionContext
-              ) -> list[int | str]:
-    cel_acct = _cel_account(row)
-    hits: list[int | str] = []
-    for i in plan.cel:
-        fields = memo_keys[i]
-        key = ((trade_key, i, *(cel_acct.get(f) for f in fields)) if fields is not None
-               else (trade_key, i, *cel_acct.values()))
-        hit = _CEL_RESULTS.get(key)
-        if hit is None:
-            hit = _CEL_RESULTS[key] = _run_cel(programs[i], cel_acct, ctx)
-        if hit is not False:
-            hits.append(i if hit is True else f"CEL_ERROR:{i}:{hit}")
-    return hits
-
-
-plan_for = _plan
-cel_hits = _cel_hits
-
-
-def _shares(money: Decimal, price: Decimal) -> int:
-    # int() truncates toward zero, which is the floor for the positive values used here.
-    return int(money / price) if money > 0 else 0
-
-
-def _run_cel(program: Any, account: dict[str, Any], ctx: DecisionContext) -> bool | str:
-    try:
-        result = program.execute(
-            {"account": account, "security": dict(ctx.cel_security), "order": dict(ctx.cel_order)}
-        )
-    except (ValueError, RuntimeError, TypeError, KeyError) as e:
-        # Fail closed: a rule that cannot be evaluated excludes rather than silently passes.
-        return (str(e).splitlines() or [type(e).__name__])[0][:200]
-    if not isinstance(result, bool):
-        return f"expression returned {type(result).__name__}, not a boolean"
-    return result

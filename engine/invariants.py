@@ -6,9 +6,10 @@ import itertools
 from array import array
 from decimal import Decimal
 
-from engine import partition, table
+from engine import table
 from engine.decision import AllocationDecision
 from engine.errors import InvariantViolation
+from engine.status import ALLOCATED, CAPPED
 
 
 def check_decision(decision: AllocationDecision) -> None:
@@ -93,7 +94,7 @@ def _check_columns(decision: AllocationDecision, cols: table.DecisionColumns) ->
             f"sum of lines {sum(line_qty)} != allocated_qty {decision.allocated_qty}")
     if line_qty and min(line_qty) <= 0:
         raise InvariantViolation("non-positive line")
-    if not set(itertools.compress(status, qty)) <= {partition.ALLOCATED, partition.CAPPED}:
+    if not set(itertools.compress(status, qty)) <= {ALLOCATED, CAPPED}:
         raise InvariantViolation("line for an account which is not allocated")
     lot = decision.lot_size
     if len(line_qty) - list(map(lot.__rmod__, line_qty)).count(0) > 1:

@@ -27,6 +27,7 @@ class MethodInput:
 class Outcome:
     alloc: dict[str, int] = field(default_factory=dict)
     clipped: set[str] = field(default_factory=set)
+    held: set[str] = field(default_factory=set)
     extra_lot: set[str] = field(default_factory=set)
     odd_lot: str | None = None
     leftover: int = 0
@@ -62,16 +63,6 @@ def raw_weight(method: str, a: Account, m: MethodInput) -> Decimal:
     raise ValueError(f"no weight for method {method!r}")
 
 
-def integer_weights(raw: Mapping[str, Decimal]) -> dict[str, int]:
-    """Scale positive Decimal weights to integers exactly (common power of ten)."""
-    pos = {k: v for k, v in raw.items() if v > 0}
-    if not pos:
-        return {}
-    exp = min(int(v.as_tuple().exponent) for v in pos.values())
-    shift = -exp if exp < 0 else 0
-    return {k: int(v.scaleb(shift)) for k, v in pos.items()}
-
-
 def run_flat(total: int, lot: int, weights: Mapping[str, int], caps: Mapping[str, int | None],
              rank: dict[str, int]) -> Outcome:
     entries = [Entry(a, w, caps.get(a)) for a, w in weights.items()]
@@ -80,14 +71,19 @@ def run_flat(total: int, lot: int, weights: Mapping[str, int], caps: Mapping[str
 
 def _outcome(res: SplitResult, weights: Mapping[str, int]) -> Outcome:
     return Outcome(
-        alloc=res.alloc, clipped=res.clipped, extra_lot=res.extra_lot, odd_lot=res.odd_lot,
-        leftover=res.leftover, weights=dict(weights),
+        alloc=res.alloc, clipped=res.clipped, held=res.held, extra_lot=res.extra_lot,
+        odd_lot=res.odd_lot, leftover=res.leftover, weights=dict(weights),
     )
 
 
 def run_tiered(total: int, lot: int, accounts: Sequence[Account], weights: Mapping[str, int],
                *, caps: Mapping[str, int | None], rank: dict[str, int]) -> Outcome:
-    """Fill tiers in ascending order; a tier takes up to its demand before the next one."""
+    """Fill tiers in ascending order; a tier takes up to its demand before the next one.
+
+    An account's demand is its intended quantity cut to its cap. When the cap is what cut it
+    and the account got its demand (no room for another lot under the cap), the cap decided
+    its quantity: it is reported clipped, exactly as a flat method reports a clipped share.
+    """
     by_tier: dict[int, list[Account]] = {}
     for a in accounts:
         if a.account_id in weights:
@@ -99,11 +95,14 @@ def run_tiered(total: int, lot: int, accounts: Sequence[Account], weights: Mappi
             break
         members = by_tier[tier]
         demand: dict[str, int | None] = {}
+        cut_by_cap: list[str] = []
         for a in members:
             hard = caps.get(a.account_id)
             want = int(a.intended_qty) if a.intended_qty is not None else None
             demand[a.account_id] = want if hard is None else (hard if want is None else min(
                 want, hard))
+            if hard is not None and (want is None or hard < want):
+                cut_by_cap.append(a.account_id)
         unlimited = any(d is None for d in demand.values())
         lot_demand = sum((d - d % lot) for d in demand.values() if d is not None)
         give = remaining if unlimited or lot_demand >= remaining else lot_demand
@@ -111,23 +110,24 @@ def run_tiered(total: int, lot: int, accounts: Sequence[Account], weights: Mappi
                    for a in sorted(members, key=lambda x: x.account_id)]
         res = split(give, lot, entries, rank)
         out.alloc.update(res.alloc)
-        out.clipped |= {a for a in res.clipped if caps.get(a) is not None and res.alloc[a] + lot
-                        > (caps[a] or 0)}
+        out.clipped |= {aid for aid in cut_by_cap
+                        if res.alloc.get(aid, 0) + lot > (caps[aid] or 0)}
         out.extra_lot |= res.extra_lot
         out.odd_lot = res.odd_lot or out.odd_lot
         remaining -= give - res.leftover
     if remaining > 0:
-        # Every tier got its demand and shares are left: spread them over all
-        # participants by weight, within their hard caps.
+        # Every tier got its demand and shares are left: spread them over all participants
+        # by weight, within what their caps leave (an account already at its cap takes part
+        # with no room, so it is reported as held by its cap).
         entries = []
         for aid, w in sorted(weights.items()):
             hard = caps.get(aid)
             entries.append(Entry(aid, w, None if hard is None else hard - out.alloc.get(aid, 0)))
-        entries = [e for e in entries if e.cap is None or e.cap > 0]
         res = split(remaining, lot, entries, rank)
         for aid, q in res.alloc.items():
             out.alloc[aid] = out.alloc.get(aid, 0) + q
         out.clipped |= res.clipped
+        out.held |= res.held - out.clipped
         out.extra_lot |= res.extra_lot
         out.odd_lot = res.odd_lot or out.odd_lot
         remaining = res.leftover

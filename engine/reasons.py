@@ -6,7 +6,9 @@ Sentences shared by many accounts are built once per decision and reused, so a b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
 from engine.eligibility import (
@@ -16,9 +18,10 @@ from engine.eligibility import (
     SYS_STATUS,
     DecisionContext,
 )
-from engine.methods import Outcome
 from engine.model import Account, Reason
 from engine.rulebook import Rulebook, Scheme
+from engine.status import CAP_EXCLUDED, EXCLUDED, NOT_PARTICIPATING
+from engine.table import DecisionColumns
 
 _STATUS_LABEL = {"do_not_trade": "flagged do-not-trade"}
 SYS_METHOD = "SYS-METHOD"
@@ -135,37 +138,54 @@ class ReasonBook:
         return self._cache[key]
 
     @staticmethod
-    def rounding_note(aid: str, outcome: Outcome, lot: int) -> str:
-        note = "rounded down to a multiple of the lot size"
-        if aid in outcome.clipped:
-            note = "clipped to its cap, rounded down to a whole lot"
-        if aid in outcome.extra_lot:
-            note += "; +1 lot by largest remainder"
-        if outcome.odd_lot == aid:
-            note += "; received the odd lot (largest remaining shortfall)"
-        return note
-
-    @staticmethod
-    def note(clipped: bool, extra_lot: bool, odd_lot: bool) -> str:
-        """The rounding note of `rounding_note`, from the account's flags."""
+    def note(clipped: bool, extra_lot: bool, odd_lot: bool, *, held: bool = False) -> str:
+        """How the account's quantity was rounded, from its flags."""
         note = "rounded down to a multiple of the lot size"
         if clipped:
             note = "clipped to its cap, rounded down to a whole lot"
+        elif held:
+            note += "; no room under its cap for the next share it was in line for"
         if extra_lot:
             note += "; +1 lot by largest remainder"
         if odd_lot:
             note += "; received the odd lot (largest remaining shortfall)"
         return note
 
-    def unallocated(self, qty: int, any_eligible: bool, methods: Sequence[str],
-                    any_dropped: bool, any_participant: bool) -> str:
+    def rule_label(self, key: int | str) -> str:
+        """'<rule id> (version <v>)' of a rule key: a restriction index, a built-in id or a
+        custom-rule error key."""
+        if isinstance(key, str) and key.startswith("CEL_ERROR:"):
+            key = int(key.split(":", 2)[1])
+        if isinstance(key, int):
+            r = self.rulebook.restrictions[key]
+            return f"{r.id} (version {r.version})"
+        return f"{key} (version {ENGINE_RULE_VERSION})"
+
+    def _binding(self, keys: Iterable[int | str]) -> str:
+        counts = Counter(self.rule_label(k) for k in keys)
+        return ", ".join(f"{label}: {_n(n)} account{'s' if n != 1 else ''}"
+                         for label, n in sorted(counts.items()))
+
+    def unallocated(self, qty: int, cols: DecisionColumns, methods: Sequence[str],
+                    any_participant: bool) -> str:
+        """Why `qty` shares stay unallocated, naming every rule that kept them."""
         if qty <= 0:
             return ""
-        if not any_eligible:
-            return "no account is eligible: every account was excluded by a restriction"
-        if not any_participant and not any_dropped:
-            return (f"no eligible account has a positive weight under {', '.join(methods)}")
+        status = cols.status
+        if not status:
+            return "the request names no account"
+        if all(c in (EXCLUDED, CAP_EXCLUDED) for c in status):
+            keys = [*itertools.chain.from_iterable(cols.excluded.values()),
+                    *cols.cap_excluded.values()]
+            return ("no account is eligible: every account was excluded by a restriction ("
+                    f"{self._binding(keys)})")
+        if not any_participant and not cols.dropped:
+            sitting_out = [SYS_METHOD] * status.count(NOT_PARTICIPATING)
+            return (f"no eligible account has a positive weight under {', '.join(methods)} ("
+                    f"{self._binding(sitting_out)})")
         if not any_participant:
-            return "every eligible account was below its minimum allocation"
-        return ("every eligible account is at its cap (concentration, buying power or holdings)"
-                "; the remaining shares cannot be placed without breaking a restriction")
+            return ("every eligible account was below its minimum allocation ("
+                    f"{self._binding(m[2] for _got, m in cols.dropped.values())})")
+        return (f"every eligible account is at its cap; the remaining {_n(qty)} shares cannot "
+                "be placed without breaking "
+                f"{self._binding(key for key, _cap in cols.capped.values())}")

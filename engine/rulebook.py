@@ -15,7 +15,8 @@ from typing import Any
 
 import cel
 
-from engine import canonical
+from engine import canonical, custom_rules
+from engine.cel_types import CelTypeError
 from engine.errors import RulebookError
 from engine.model import Side
 
@@ -341,6 +342,12 @@ def _check_kind(r: Restriction, path: str) -> None:
         except (ValueError, RuntimeError, TypeError) as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise RulebookError(f"{path}.exclude_when", f"invalid expression: {first}") from None
+        # Checked here, not when it runs: a rule that cannot be evaluated fails closed on
+        # every account it applies to, so a typo would reject every block in production.
+        try:
+            custom_rules.type_check(r.expr)
+        except CelTypeError as e:
+            raise RulebookError(f"{path}.exclude_when", str(e)) from None
     elif r.expr is not None:
         raise RulebookError(f"{path}.exclude_when", "only a cel restriction takes an expression")
 

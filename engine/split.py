@@ -13,11 +13,14 @@ Everything here is exact integer arithmetic: an account's exact share is the rat
    remaining shortfall (exact share minus what it got), same tie-break, among accounts
    with room under their cap.
 5. Anything no account can take is returned as left-over.
+
+The tie-break rank and the orders of rules 3 and 4 are defined here once; the partitioned
+split (`engine.partition_split`) uses the same functions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -33,19 +36,35 @@ class Entry(NamedTuple):
 class SplitResult:
     alloc: dict[str, int] = field(default_factory=dict)
     clipped: set[str] = field(default_factory=set)
+    # Passed over for a left-over lot or the odd lot for lack of room under the cap.
+    held: set[str] = field(default_factory=set)
     extra_lot: set[str] = field(default_factory=set)
     odd_lot: str | None = None
     leftover: int = 0
 
 
-def order_keys(account_ids: Sequence[str], rotation: int | None) -> dict[str, int]:
-    """Tie-break rank per account: sorted id order, optionally rotated by an offset."""
-    ids = sorted(account_ids)
-    n = len(ids)
-    if not rotation or n == 0:
-        return {a: i for i, a in enumerate(ids)}
+def tie_ranks(positions: Iterable[int], n: int, rotation: int | None) -> list[int]:
+    """Tie-break rank of the accounts at `positions` among `n` in account-id order.
+
+    Without a rotation the rank is the position; with one, the order starts at position
+    `rotation` (mod n) and wraps, so a gateway that advances the offset per block spreads
+    ties fairly over time.
+    """
+    if not rotation or not n:
+        return list(positions)
     off = rotation % n
-    return {a: (i - off) % n for i, a in enumerate(ids)}
+    return [(p - off) % n for p in positions]
+
+
+def lot_keys(rems: Iterable[int], ranks: Iterable[int], unit: int, n_rank: int) -> list[int]:
+    """Order of the left-over lots (smallest key first): largest fractional remainder
+    `rem/unit` first, then tie-break rank (every rank < `n_rank`)."""
+    return [(unit - rem) * n_rank + rank for rem, rank in zip(rems, ranks, strict=True)]
+
+
+def odd_key(shortfall: int, rank: int) -> tuple[int, int]:
+    """Order of the odd lot (smallest first): largest shortfall first, then tie-break rank."""
+    return (-shortfall, rank)
 
 
 def split(total: int, lot: int, entries: Sequence[Entry], rank: dict[str, int]) -> SplitResult:
@@ -81,21 +100,25 @@ def split(total: int, lot: int, entries: Sequence[Entry], rank: dict[str, int]) 
         return _odd_into_clipped(res, remaining, lot, entries, rank)
 
     unit = wsum * lot
+    n_rank = max(rank[e.account_id] for e in active) + 1
     given = 0
-    rems: list[tuple[int, int, Entry]] = []
+    rems: list[int] = []
     for e in active:
         num = remaining * e.weight
         a = (num // unit) * lot
         res.alloc[e.account_id] = a
         given += a
-        rems.append((-(num - a * wsum), rank[e.account_id], e))
+        rems.append(num - a * wsum)
+    order = list(zip(lot_keys(rems, (rank[e.account_id] for e in active), unit, n_rank),
+                     active, strict=True))
     left = remaining - given
     lots, odd = divmod(left, lot)
     if lots:
-        rems.sort(key=lambda t: (t[0], t[1]))
+        order.sort(key=lambda t: t[0])
         while lots:
             progressed = False
-            for _neg, _r, e in rems:
+            skipped: list[str] = []
+            for _key, e in order:
                 if lots == 0:
                     break
                 a = res.alloc[e.account_id]
@@ -104,24 +127,33 @@ def split(total: int, lot: int, entries: Sequence[Entry], rank: dict[str, int]) 
                     res.extra_lot.add(e.account_id)
                     lots -= 1
                     progressed = True
+                    # Everyone skipped so far was next in line and had no room.
+                    res.held.update(skipped)
+                    skipped = []
+                else:
+                    skipped.append(e.account_id)
             if not progressed:
                 break
         odd += lots * lot
     if odd:
-        best: tuple[int, int, Entry] | None = None
+        best: tuple[tuple[int, int], Entry] | None = None
+        no_room: list[tuple[tuple[int, int], str]] = []
         for e in active:
             a = res.alloc[e.account_id]
+            key = odd_key(remaining * e.weight - a * wsum, rank[e.account_id])
             if e.cap is not None and a + odd > e.cap:
+                no_room.append((key, e.account_id))
                 continue
-            key = (-(remaining * e.weight - a * wsum), rank[e.account_id], e)
-            if best is None or key[:2] < best[:2]:
-                best = key
+            if best is None or key < best[0]:
+                best = (key, e)
         if best is not None:
-            res.alloc[best[2].account_id] += odd
-            res.odd_lot = best[2].account_id
+            res.alloc[best[1].account_id] += odd
+            res.odd_lot = best[1].account_id
+            res.held.update(aid for key, aid in no_room if key < best[0])
             odd = 0
         else:
             return _odd_into_clipped(res, odd, lot, entries, rank)
+    res.held -= res.clipped
     return res
 
 
@@ -133,6 +165,8 @@ def _odd_into_clipped(
     # Whole lots nobody can take are reported as unallocated, never forced over a cap.
     odd = left % lot
     res.leftover = left - odd
+    # Nobody could take the rest: every account that is not clipped was held by its cap.
+    res.held |= {e.account_id for e in entries if e.account_id not in res.clipped}
     if odd:
         for e in sorted(entries, key=lambda x: rank[x.account_id]):
             have = res.alloc.get(e.account_id, 0)

@@ -19,6 +19,7 @@ from typing import TypeVar, overload
 
 from engine import canonical
 from engine.model import Account, AccountResult, AllocationLine, LotRelief, Reason
+from engine.status import NO_QUANTITY, SHARED_REASON, STATUS_NAME
 
 T = TypeVar("T")
 
@@ -92,9 +93,9 @@ class DecisionColumns:
     accounts: Sequence[Account]
     ids: Sequence[str]
     ids_unique: bool       # verified strictly increasing when the account book was built
-    status: bytes          # engine.partition status codes
+    status: bytes          # engine.status codes
     qty: Sequence[int]     # shares (0 unless allocated or capped)
-    flags: bytes           # engine.partition flags (clipped, extra lot, odd lot)
+    flags: bytes           # engine.status flags (clipped, held, extra lot, odd lot)
     excluded: Mapping[int, tuple[int | str, ...]]
     cap_excluded: Mapping[int, int | str]
     capped: Mapping[int, tuple[int | str, int]]
@@ -107,8 +108,6 @@ class DecisionColumns:
     ids_json: Callable[[], Sequence[str]]
 
 
-_STATUS_NAME = {1: "excluded", 2: "excluded", 3: "dropped", 4: "dropped", 5: "not_participating",
-                6: "allocated", 7: "capped"}
 _ZERO = Decimal(0)
 
 
@@ -121,8 +120,8 @@ def results_table(cols: DecisionColumns) -> LazyTuple[AccountResult]:
         for i, code in enumerate(cols.status):
             aid = accounts[i].account_id
             reasons = reason(code, i)
-            if code <= 3 or code == 5:
-                out.append(AccountResult(aid, _STATUS_NAME[code], _ZERO, reasons))
+            if code in NO_QUANTITY:
+                out.append(AccountResult(aid, STATUS_NAME[code], _ZERO, reasons))
                 continue
             f = flags[i]
             text = notes.get(f)
@@ -132,7 +131,7 @@ def results_table(cols: DecisionColumns) -> LazyTuple[AccountResult]:
             if q and i in reliefs:
                 lot_note = reliefs[i][1]
                 text = f"{text}; {lot_note}" if text else lot_note
-            out.append(AccountResult(aid, _STATUS_NAME[code], Decimal(q) if q else _ZERO,
+            out.append(AccountResult(aid, STATUS_NAME[code], Decimal(q) if q else _ZERO,
                                      reasons, text))
         return tuple(out)
 
@@ -179,10 +178,10 @@ def results_text(cols: DecisionColumns) -> str:
         rj = shared.get(code)
         if rj is None:
             rj = _reasons_text(reason(code, i))
-            if code in (4, 5, 6):
+            if code in SHARED_REASON:
                 shared[code] = rj
-        status = _STATUS_NAME[code]
-        if code <= 3 or code == 5:
+        status = STATUS_NAME[code]
+        if code in NO_QUANTITY:
             out.append(f'{{"account_id":{ids[i]},"qty":"0","reasons":{rj},"rounding":"",'
                        f'"status":"{status}"}}')
             continue

@@ -256,13 +256,6 @@ class ProcessPoolExecutorAdapter:
 
         return collect
 
-    def map_chunks(self, fn: Callable[[T], R], chunks: Sequence[T]) -> list[R]:
-        out: list[R] = []
-        with self._lock:
-            for i in range(0, len(chunks), self.workers):
-                out.extend(self._call(fn, chunks[i:i + self.workers]))
-        return out
-
     def close(self) -> None:
         with self._lock:
             self._stop()

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 import engine
-from engine import allocator, canonical, synthetic, table
+from engine import canonical, rounds, synthetic, table
 from gateway.pool import ProcessPoolExecutorAdapter
 
 
@@ -46,7 +46,7 @@ def test_distributed_split_matches_the_reference_split(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The split run over partitions equals engine.split run on all participants at once."""
     distributed = engine.allocate(req, rb).to_canonical_json()
-    monkeypatch.setattr(allocator, "_MAX_CLIP_ROUNDS", 0)  # every flat split goes serial
+    monkeypatch.setattr(rounds, "MAX_CLIP_ROUNDS", 0)  # every flat split goes serial
     assert engine.allocate(req, rb).to_canonical_json() == distributed
 
 

@@ -151,13 +151,20 @@ def test_custom_cel_rule_excludes_matching_accounts() -> None:
     assert qtys(mo) == {"A": 300}
 
 
-def test_custom_rule_that_fails_at_runtime_fails_closed() -> None:
-    """A CEL rule with a type error excludes the account and says why."""
+@pytest.mark.parametrize("expr", [
+    "account.nav / account.position > 1",             # division by zero: no position
+    "account.nav * 9223372036854775807 > 0",           # integer overflow
+    "security.esg_tags[5] == 'x'",                     # index out of range
+])
+def test_custom_rule_that_fails_at_runtime_fails_closed(expr: str) -> None:
+    """A well-typed CEL rule that fails on an account's values excludes it and says why
+    (whatever the runtime raises: a division by zero or an overflow used to escape)."""
     rb = rulebook([{"id": "BAD", "version": "1", "description": "d", "kind": "cel",
-                    "exclude_when": "account.nav > 'x'"}])
+                    "exclude_when": expr}])
     d = engine.allocate(request([account("A")], 100), rb)
-    assert by_id(d)["A"].reasons[0].code == "CUSTOM_RULE_ERROR"
-    assert d.unallocated_qty == 100
+    r = by_id(d)["A"].reasons[0]
+    assert (r.rule_id, r.code) == ("BAD", "CUSTOM_RULE_ERROR")
+    assert d.unallocated_qty == 100 and "BAD (version 1)" in d.unallocated_reason
 
 
 def test_pre_trade_eligibility_uses_the_same_rules() -> None:
