@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.fix.sim.common import wait_for
 from gateway.fix.sim.oms import BlotterOrder
+from tests.support.eventually import eventually
 from tests.support.harness import (
     ROOT,
     Ports,
@@ -30,7 +30,7 @@ def test_broker_without_udfs_rejects_a_j_that_carries_them(tmp_path: Path) -> No
     with running(tmp_path, ports, cfg, dictionary=STOCK) as (broker, gw, oms):
         oms.send_order(ORDER)
         db = gw.node.db
-        assert wait_for(lambda: db.events("alert.session_reject"), 30)
+        eventually(lambda: db.events("alert.session_reject"), timeout=30)
         [alert] = db.events("alert.session_reject")
         assert json.loads(alert["detail_json"])["ref_msg_type"] == "J"
         assert broker.allocations == []  # the broker's application never saw it
@@ -42,8 +42,8 @@ def test_broker_without_udfs_gets_them_in_alloc_text_when_configured(tmp_path: P
     cfg = write_config(tmp_path, ports, broker_extra="send_udfs = false")
     with running(tmp_path, ports, cfg, dictionary=STOCK) as (broker, gw, oms):
         oms.send_order(ORDER)
-        assert wait_for(lambda: broker.allocations, 30)
+        eventually(lambda: broker.allocations, timeout=30)
         line = broker.allocations[0].lines[0]
         assert line["strategy"] is None and line["text"].startswith("STRAT=")
-        assert wait_for(lambda: gw.node.db.load_allocations()[0]["status"] == "accepted", 10)
+        eventually(lambda: gw.node.db.load_allocations()[0]["status"] == "accepted", timeout=10)
         assert gw.node.db.events("alert.session_reject") == []

@@ -121,3 +121,10 @@ def test_kill_at_a_step_then_restart_sends_nothing_twice(tmp_path: Path, fault: 
 def test_kill_during_recovery_itself(tmp_path: Path) -> None:
     """A fill stored but never relayed, then a crash while recovery relays it."""
     _check_once(*_run_with_faults(tmp_path, ["fill_stored:3", "recovery_redriving"]))
+
+
+def test_kill_after_recovery_hands_a_relay_to_quickfix(tmp_path: Path) -> None:
+    """Recovery relays while the sessions are down: quickfix stores the relay without
+    sending it. A kill before the relay is marked must not make the next start relay it
+    again (the OMS would get the stored copy on resend, and the new one)."""
+    _check_once(*_run_with_faults(tmp_path, ["fill_stored:3", "relay_sent:1"]))

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.fix.sim.broker import FillPlan
-from gateway.fix.sim.common import wait_for
 from gateway.fix.sim.oms import BlotterOrder
+from tests.support.eventually import eventually
 from tests.support.harness import (
     BROKER_KEY,
     Gateway,
@@ -46,12 +46,12 @@ def test_sigkill_mid_order_then_restart_completes_with_one_j(
             assert wait_ready(ports.http), log.read_text()[-3000:]
             assert oms.engine.wait_logged_on(30)
             oms.send_order(order)
-            assert wait_for(lambda: broker.orders and
-                            next(iter(broker.orders.values())).fills_sent >= 5, 30)
+            eventually(lambda: broker.orders and
+                            next(iter(broker.orders.values())).fills_sent >= 5, timeout=30)
             assert stop_daemon(daemon, signal.SIGKILL) == -signal.SIGKILL
             sim_order = next(iter(broker.orders.values()))
             # The broker keeps filling while we are down; its engine stores the reports.
-            assert wait_for(lambda: sim_order.fills_sent == FILLS, 30)
+            eventually(lambda: sim_order.fills_sent == FILLS, timeout=30)
             assert oms.allocation_for(order.cl_ord_id) is None
 
             daemon = start_daemon(cfg, log)
@@ -63,7 +63,7 @@ def test_sigkill_mid_order_then_restart_completes_with_one_j(
                 code, body = http_get(ports.http, "/status")
                 return code == 200 and body["allocations"].get("accepted") == 1
 
-            assert wait_for(accepted, 30)
+            eventually(accepted, timeout=30)
             assert stop_daemon(daemon) == 0
         finally:
             if daemon.poll() is None:
@@ -106,13 +106,13 @@ def test_sigterm_logs_out_and_restart_resumes_sequence_numbers(tmp_path: Path) -
         try:
             assert broker.engine.wait_logged_on(30)
             # The OMS never connects in this test, so the gateway must say it is not ready.
-            assert wait_for(lambda: http_get(ports.http, "/healthz")[0] == 200, 30)
+            eventually(lambda: http_get(ports.http, "/healthz")[0] == 200, timeout=30)
             code, body = http_get(ports.http, "/readyz")
             assert code == 503 and body["sessions_not_logged_on"] == ["OMS1"]
             assert stop_daemon(daemon) == 0
-            assert wait_for(lambda: not broker.engine.is_logged_on(), 10)
+            eventually(lambda: not broker.engine.is_logged_on(), timeout=10)
             daemon = start_daemon(cfg, log)
-            assert wait_for(broker.engine.is_logged_on, 30)
+            eventually(broker.engine.is_logged_on, timeout=30)
             assert stop_daemon(daemon) == 0
         finally:
             if daemon.poll() is None:
@@ -161,7 +161,7 @@ def test_order_stored_by_the_callback_but_never_dispatched_is_routed_at_restart(
     db.dispose()
     with broker_sim(tmp_path, ports, FillPlan(fills=3, interval_ms=20)) as broker, \
             gateway_in_process(cfg, ports) as gw, oms_sim(tmp_path, ports) as oms:
-        assert wait_for(lambda: len(broker.allocations) == 1, 30)
+        eventually(lambda: len(broker.allocations) == 1, timeout=30)
         assert broker.allocations[0].quantity == Decimal(30_000)
         # The OMS was offline when the ERs and the J were produced: it gets them by resend.
         assert oms.wait(lambda: oms.allocation_for("ORPHAN-1") is not None, 30)

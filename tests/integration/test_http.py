@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from gateway.fix.sim.broker import FillPlan
-from gateway.fix.sim.common import wait_for
 from gateway.fix.sim.oms import BlotterOrder
 from gateway.metrics import METRICS
+from tests.support.eventually import eventually
 from tests.support.harness import (
     Ports,
     broker_sim,
@@ -45,13 +45,13 @@ def test_health_ready_status_metrics_and_allocation_lookup(tmp_path: Path) -> No
         latency_before = _histogram_count(http_get(ports.http, "/metrics")[1])
         with oms_sim(tmp_path, ports) as oms:
             assert oms.engine.wait_logged_on(30)
-            assert wait_for(lambda: http_get(ports.http, "/readyz")[0] == 200, 10)
+            eventually(lambda: http_get(ports.http, "/readyz")[0] == 200, timeout=10)
             oms.send_order(BlotterOrder(cl_ord_id="H-1", book="SMA-CORE", symbol="AAPL",
                                         side="buy", qty=Decimal(10_000), price=Decimal(190)))
             assert oms.wait(lambda: oms.allocation_for("H-1") is not None, 30)
             alloc_id = oms.allocation_for("H-1").alloc_id
-            assert wait_for(lambda: http_get(ports.http, "/status")[1]["allocations"]
-                            .get("accepted") == 1, 10)
+            eventually(lambda: http_get(ports.http, "/status")[1]["allocations"]
+                            .get("accepted") == 1, timeout=10)
             code, status = http_get(ports.http, "/status")
             sessions = {s["name"]: s for s in status["sessions"]}
             assert sessions["BRKA"]["logged_on"] and sessions["OMS1"]["logged_on"]

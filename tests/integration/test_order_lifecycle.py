@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.fix.sim.broker import FillPlan
-from gateway.fix.sim.common import wait_for
 from gateway.fix.sim.oms import BlotterOrder
+from tests.support.eventually import eventually
 from tests.support.harness import Ports, gateway_in_process, oms_sim, running, write_config
 
 pytestmark = pytest.mark.fix
@@ -25,8 +25,8 @@ def test_cancel_after_partial_fills_allocates_only_what_executed(tmp_path: Path)
     cfg = write_config(tmp_path, ports)
     with running(tmp_path, ports, cfg, FillPlan(fills=20, interval_ms=100)) as (broker, gw, oms):
         oms.send_order(ORDER)
-        assert wait_for(lambda: broker.orders and
-                        next(iter(broker.orders.values())).fills_sent >= 3, 30)
+        eventually(lambda: broker.orders and
+                        next(iter(broker.orders.values())).fills_sent >= 3, timeout=30)
         oms.send_cancel(ORDER)
         assert oms.wait(lambda: oms.allocation_for(ORDER.cl_ord_id) is not None, 30)
         sim_order = next(iter(broker.orders.values()))
@@ -38,7 +38,7 @@ def test_cancel_after_partial_fills_allocates_only_what_executed(tmp_path: Path)
         assert j.cl_ord_ids[0].endswith("~C1")
         canceled = [e for seen in oms.executions.values() for e in seen if e.exec_type == "4"]
         assert len(canceled) == 1 and canceled[0].cl_ord_id.startswith("LC-1-CXL")
-        assert wait_for(lambda: gw.node.db.load_allocations()[0]["status"] == "accepted", 10)
+        eventually(lambda: gw.node.db.load_allocations()[0]["status"] == "accepted", timeout=10)
 
 
 def test_done_for_day_allocates_the_executed_part(tmp_path: Path) -> None:

@@ -81,3 +81,13 @@ def test_rule_edit_applies_to_the_next_block_and_bad_edit_is_refused(
 
             rows = conn.execute(text("SELECT version, actor FROM rulebook_versions")).all()
         assert {(v, a) for v, a in rows} == {(before, "startup"), (edited, "http")}
+
+        # A rollback to the earlier text is a new row: the newest row is the version in force.
+        (rules / "90-test.yaml").unlink()
+        (rules / "91-broken.yaml").unlink()
+        code, body = http_get(ports.http, "/rulebook/reload", method="POST",
+                              headers={"Authorization": "Bearer tok-123"})
+        assert code == 200 and body["active"] == before
+        newest = db.version_rows("rulebook_versions")[-1]
+        assert (newest["version"], newest["reactivated"]) == (before, True)
+        assert db.count("rulebook_versions") == 3

@@ -22,10 +22,10 @@ from typing import Any
 from gateway.clock import Clock
 from gateway.config import load_config
 from gateway.fix.sim.broker import BrokerSimulator, FillPlan
-from gateway.fix.sim.common import wait_for
 from gateway.fix.sim.oms import OmsSimulator
 from gateway.node import Node
 from gateway.persistence.store import Database
+from tests.support.eventually import eventually
 from tests.support.postgres import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -204,4 +204,5 @@ def stop_daemon(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
 
 
 def wait_ready(port: int, timeout: float = 60) -> bool:
-    return wait_for(lambda: http_get(port, "/readyz")[0] == 200, timeout, interval=0.1)
+    return bool(eventually(lambda: http_get(port, "/readyz")[0] == 200, timeout=timeout,
+                           interval=0.1, description="GET /readyz answered 200"))

@@ -13,10 +13,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.support.eventually import eventually
 
 
 def _bin(name: str) -> str:
@@ -63,12 +64,13 @@ def postgres_server() -> Iterator[str]:
     )
     try:
         url = f"postgresql+psycopg://fixalloc@127.0.0.1:{port}/postgres"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def accepting() -> bool:
             with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        eventually(accepting, timeout=30, interval=0.1,
+                   description=f"the test PostgreSQL server accepts on port {port}")
         yield url
     finally:
         subprocess.run(
