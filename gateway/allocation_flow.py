@@ -182,8 +182,8 @@ class AllocationFlow:
         """Send whatever of this order's allocation has not been handed to quickfix yet.
 
         Used right after the decision and again by startup recovery, which passes
-        `check_wire`: the outbound wire log then decides whether a J already went out
-        before the crash, so it is never sent twice as New.
+        `check_wire`: the outbound wire log and quickfix's store then decide whether a J
+        already went to quickfix before the crash, so it is never sent twice as New.
         """
         if order.alloc_id is None:
             return
@@ -199,7 +199,7 @@ class AllocationFlow:
                          r["vehicle"]) for r in rows]
         broker_key = self.out.broker_key(order.broker)
         if alloc.get("sent_at") is None:
-            if check_wire and self.db.sent_with_ref(broker_key, "J", order.alloc_id):
+            if check_wire and self.out.handed_over(broker_key, "J", order.alloc_id):
                 log.info("allocation.already_on_wire", alloc_id=order.alloc_id)
             else:
                 self.out.allocation(broker_key, self._j(order, alloc, to_oms=False), j_lines,
@@ -216,7 +216,8 @@ class AllocationFlow:
             log.info("allocation.sent", alloc_id=order.alloc_id, broker=order.broker,
                      cl_ord_id=order.oms_cl_ord_id, lines=len(j_lines))
         if include_oms and alloc.get("oms_sent_at") is None:
-            if not (check_wire and self.db.sent_with_ref(order.oms_session, "J", order.alloc_id)):
+            if not (check_wire and self.out.handed_over(order.oms_session, "J",
+                                                          order.alloc_id)):
                 self.out.allocation(order.oms_session, self._j(order, alloc, to_oms=True),
                                     j_lines, send_udfs=self.out.send_udfs(order.oms_session))
                 faults.point("oms_j_sent")

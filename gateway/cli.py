@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         engine_cli.add_commands(sub, bench_sub)
+    from gateway import fuzz
+
+    fuzz.add_command(bench_sub)
     return parser
 
 

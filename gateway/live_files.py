@@ -34,6 +34,7 @@ class LiveFiles(Generic[T, R]):
         self._current: T | None = None
         self._records: list[R] = []
         self._stop = threading.Event()
+        self._watching = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
         self.reload("startup")
@@ -99,14 +100,23 @@ class LiveFiles(Generic[T, R]):
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        self._watching.clear()
+
+    def wait_watching(self, timeout: float) -> bool:
+        """Block until the watcher is subscribed: an edit made after this is seen."""
+        return self._watching.wait(timeout)
 
     def _watch(self, poll_interval: float) -> None:
         folders, relevant = self._watch_targets()
         step = int(poll_interval * 1000)
-        # watch() yields batches of changes and returns once the stop event is set.
+        # watch() subscribes before its first yield; with yield_on_timeout it yields an
+        # empty batch within rust_timeout even when nothing changed, which is the moment
+        # the watcher is known to be listening. It returns once the stop event is set.
         for changes in watch(*folders, stop_event=self._stop, debounce=100, step=step,
-                             raise_interrupt=False, rust_timeout=step or 200):
-            if not any(relevant(Path(path)) for _, path in changes):
+                             raise_interrupt=False, rust_timeout=step or 200,
+                             yield_on_timeout=True):
+            self._watching.set()
+            if not changes or not any(relevant(Path(path)) for _, path in changes):
                 continue
             try:
                 self.reload("file-watch")

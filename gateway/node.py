@@ -169,7 +169,10 @@ class Node:
             "gateway": self.config.gateway.name,
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "rulebook_version": self.rulebooks.current().version if self.rulebooks else None,
-            "refdata_version": self.refdata.current().version if self.refdata else None,
+            # The version blocks are allocated with (the dispatcher's), and the one loaded
+            # (the registry's): they differ for the moment a new version is on its way.
+            "refdata_version": self.dispatcher.refdata.version if self.dispatcher else None,
+            "refdata_loaded_version": self.refdata.current().version if self.refdata else None,
             "sessions": self.sessions.status() if self.sessions else [],
             "open_orders": [o for o in orders if o["status"] not in
                             ("filled", "done_for_day", "canceled", "expired", "rejected")

@@ -93,17 +93,18 @@ def recover(d: Dispatcher) -> dict[str, int]:
             ev = _report_event(rep)
             d.apply_report(order, ev)
             if rep["relayed_at"] is None:
-                # The relay may have reached the wire just before the crash that kept it
-                # from being marked: the outbound wire log decides, so the OMS never gets it twice.
+                # The relay may have gone to quickfix just before the crash that kept it
+                # from being marked: the wire log and quickfix's store decide, so the OMS
+                # never gets it twice.
                 exec_id = relay_exec_id(order.order_id, ev.report_id)
-                if d.db.sent_with_ref(order.oms_session, "8", exec_id):
+                if d.out.handed_over(order.oms_session, "8", exec_id):
                     d.db.mark_relayed(ev.report_id, d.clock.now())
                 else:
                     d.relay(order, ev, ev.report_id, poss_resend=True)
                     counts["relayed"] += 1
                     faults.point("recovery_redriving")
         if not reports:
-            if d.db.sent_with_ref(d.out.broker_key(order.broker), "D", order.order_id):
+            if d.out.handed_over(d.out.broker_key(order.broker), "D", order.order_id):
                 # Sent before the crash, not answered yet: the broker's deadline runs again.
                 d.intake.route_sent(order, d.clock.now())
             else:
@@ -114,11 +115,13 @@ def recover(d: Dispatcher) -> dict[str, int]:
         if alloc is not None:
             order.alloc_id = alloc["alloc_id"]
             order.alloc_status = alloc["status"]
-            _replay_acks(d, order)
             if alloc["sent_at"] is None or alloc["oms_sent_at"] is None:
                 d.flow.send_pending(order, check_wire=True)
                 counts["resent"] += 1
                 faults.point("recovery_redriving")
+            # After send_pending: a J that reached the wire before its row said "sent" may
+            # already have its P in the wire log, received but never applied.
+            _replay_acks(d, order)
         elif order.done():
             d.flow.allocate(order)
             counts["allocated"] += 1

@@ -63,6 +63,7 @@ class ReferenceDataRegistry(LiveFiles[ReferenceData, RefDataVersionRecord]):
             return
         # Another instance (or an import) writes new versions to the shared database: poll.
         assert self.db is not None
+        self._watching.set()  # polling the database: the next poll sees any new version
         while not self._stop.wait(max(poll_interval, 0.5)):
             row = self.db.latest_refdata_version()
             if row is None or row["version"] == self.current().version:

@@ -18,6 +18,10 @@ class FixOutbound:
     def broker_key(self, broker_name: str) -> str:
         return self._sessions.key_of(broker_name)
 
+    def handed_over(self, key: str, msg_type: str, ref_id: str) -> bool:
+        """Already on the wire or in quickfix's store: sending it again would be a repeat."""
+        return self._sessions.handed_over(key, msg_type, ref_id)
+
     def send_udfs(self, key: str) -> bool:
         """Whether this session's dictionary takes our UDFs in NoAllocs (else AllocText)."""
         return self._sessions.send_udfs(key)

@@ -20,6 +20,8 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.fix import settings as qf_settings
 from gateway.fix.application import GatewayApplication, SessionRole
+from gateway.fix.store_index import stored_refs
+from gateway.fix.store_secrets import body_file
 from gateway.fix.wire_log import Refusals, WireLogFactory
 from gateway.inbox import Inbox
 from gateway.persistence.store import Database
@@ -83,6 +85,8 @@ class FixSessions:
             info.key: fix.SessionID(begin, *info.key.split(":", 1)[1].split("->", 1))
             for info in self.infos.values()
         }
+        self._db = db
+        self._stored: dict[str, dict[str, set[str]]] = {}
         refusals = Refusals()
         alerts = alerts or Alerts(db, clock)
         self.application = GatewayApplication(roles, db, inbox, clock,
@@ -125,6 +129,18 @@ class FixSessions:
         # registry, so a later engine in the same process can reuse the SessionIDs.
         self._engines.clear()
         gc.collect()
+
+    def handed_over(self, key: str, msg_type: str, ref_id: str) -> bool:
+        """Whether a message about `ref_id` already went to quickfix on this session.
+
+        On the wire (the wire log) or waiting in quickfix's store for the next resend.
+        The store is read once, the first time recovery asks, before the sessions start.
+        """
+        if self._db.sent_with_ref(key, msg_type, ref_id):
+            return True
+        if key not in self._stored:
+            self._stored[key] = stored_refs(body_file(self.store_dirs[key], key))
+        return ref_id in self._stored[key].get(msg_type, ())
 
     def send_udfs(self, key: str) -> bool:
         return self.application.role(key).send_udfs

@@ -79,6 +79,8 @@ class BrokerSimulator(SimApplication):
         self.dont_knows: list[tuple[str, str]] = []
         self.sent_fills: list[fix.Message] = []
         self._lock = threading.Lock()
+        self._inflight = threading.Lock()
+        self._stopping = threading.Event()
         self._state_file = state_dir / "broker-state.json"
         self._next_id = 1
         self._booked: set[str] = set()
@@ -137,9 +139,11 @@ class BrokerSimulator(SimApplication):
     # -- lifecycle ------------------------------------------------------------------------
 
     def stop(self) -> None:
+        self._stopping.set()
         for order in self.orders.values():
             order.stop.set()
-        super().stop()
+        with self._inflight:  # a fill being made finishes before the engine goes
+            super().stop()
 
     # -- quickfix callbacks (kept thin: fills run on their own thread) ---------------------
 
@@ -177,7 +181,6 @@ class BrokerSimulator(SimApplication):
                 price=codec.get_decimal(message, T.Price))
             self._next_id += 1
             self.orders[cl_ord_id] = order
-        self._save_state()
         self._report(order, exec_type="0", last_qty=Decimal(0), last_px=Decimal(0))
         self._on_message("order", cl_ord_id)
         threading.Thread(target=self._fill_loop, args=(order, 0), daemon=True,
@@ -205,20 +208,24 @@ class BrokerSimulator(SimApplication):
         for i, (qty, px) in enumerate(schedule[start:], start=start):
             if i > start and order.stop.wait(self.plan.interval_ms / 1000):
                 return
-            with self._lock:
-                if order.status in ("2", "4", "3"):
+            # One fill at a time, and stop() waits for it: a fill is either not made, or
+            # made, saved and handed to quickfix (whose store resends it if the socket
+            # never carried it). State before the report, so a restart never re-sends a
+            # fill as a new one.
+            with self._inflight:
+                if self._stopping.is_set():
                     return
-                order.cum_qty += qty
-                order.notional += qty * px
-                order.fills_sent += 1
-                order.status = "2" if order.cum_qty >= order.qty else "1"
-            # State first, then the report: a restart never re-sends a fill as a new one
-            # (quickfix's own store resends the report itself if it was not delivered).
-            self._save_state()
-            self.sent_fills.append(self._report(order, exec_type="F", last_qty=qty, last_px=px))
+                with self._lock:
+                    if order.status in ("2", "4", "3"):
+                        return
+                    order.cum_qty += qty
+                    order.notional += qty * px
+                    order.fills_sent += 1
+                    order.status = "2" if order.cum_qty >= order.qty else "1"
+                self.sent_fills.append(self._report(order, exec_type="F", last_qty=qty,
+                                                    last_px=px))
         if self.plan.done_for_day_at is not None and order.status == "1":
             order.status = "3"
-            self._save_state()
             self._report(order, exec_type="3", last_qty=Decimal(0), last_px=Decimal(0))
 
     def _on_cancel(self, message: fix.Message) -> None:
@@ -235,7 +242,6 @@ class BrokerSimulator(SimApplication):
         order.stop.set()
         with self._lock:
             order.status = "4"
-        self._save_state()
         self._report(order, exec_type="4", last_qty=Decimal(0), last_px=Decimal(0),
                      cl_ord_id=codec.require_str(message, T.ClOrdID), orig_cl_ord_id=orig)
 
@@ -243,9 +249,13 @@ class BrokerSimulator(SimApplication):
                 cl_ord_id: str | None = None, orig_cl_ord_id: str | None = None) -> fix.Message:
         now = datetime.now(UTC)
         leaves = Decimal(0) if order.status in ("2", "3", "4") else order.qty - order.cum_qty
+        # The ExecID is reserved and the state (with the change being reported) saved
+        # before the report goes out: a restarted simulator never reuses an ExecID.
+        exec_no = self._id()
+        self._save_state()
         msg = codec.build_execution_report(
             order_id=order.broker_order_id, cl_ord_id=cl_ord_id or order.cl_ord_id,
-            orig_cl_ord_id=orig_cl_ord_id, exec_id=f"{order.broker_order_id}-X{self._id()}",
+            orig_cl_ord_id=orig_cl_ord_id, exec_id=f"{order.broker_order_id}-X{exec_no}",
             exec_type=exec_type, ord_status=order.status, symbol=order.symbol, side=order.side,
             order_qty=order.qty, last_qty=last_qty, last_px=last_px, cum_qty=order.cum_qty,
             avg_px=order.avg_px, leaves_qty=leaves, book=None, transact_time=now,

@@ -196,3 +196,13 @@ def test_utc_time_converts_a_new_york_wall_clock() -> None:
     assert qf_settings.utc_time("07:00:00", "America/New_York", winter) == "12:00:00"
     assert qf_settings.utc_time("07:00:00", "America/New_York", summer) == "11:00:00"
     assert qf_settings.utc_time("07:00:00", "UTC", summer) == "07:00:00"
+
+
+def test_stored_refs_reads_the_ids_quickfix_holds_for_resend(tmp_path: Path) -> None:
+    from gateway.fix.store_index import stored_refs
+
+    body = tmp_path / "FIX.4.4-FIXALLOC-OMS1.body"
+    body.write_bytes(_fix(b"35=8", b"34=2", b"17=X1") + _fix(b"35=J", b"34=3", b"70=A-J1")
+                     + _fix(b"35=A", b"34=1", b"554=***"))
+    assert stored_refs(body) == {"8": {"X1"}, "J": {"A-J1"}}
+    assert stored_refs(tmp_path / "missing.body") == {}
