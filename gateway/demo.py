@@ -28,6 +28,7 @@ from gateway.fix.sim.broker import BrokerSimulator, FillPlan
 from gateway.fix.sim.common import wait_for
 from gateway.fix.sim.oms import BlotterOrder, OmsSimulator
 from gateway.persistence.store import Database
+from gateway.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "config"
@@ -37,17 +38,10 @@ class DemoFailed(RuntimeError):
     pass
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def demo_config(state: Path, *, oms_port: int, broker_port: int, http_port: int,
-                config_dir: Path = CONFIG_DIR) -> Path:
-    """The shipped config with the demo's state dir and free ports."""
+                config_dir: Path = CONFIG_DIR, http_extra: str = "", broker_extra: str = "",
+                extra: str = "") -> Path:
+    """The shipped config with the demo's state dir and free ports (and a scenario's extras)."""
     text = f"""
 [gateway]
 name = "fixalloc-demo"
@@ -56,6 +50,7 @@ state_dir = "{state / 'gateway'}"
 [http]
 host = "127.0.0.1"
 port = {http_port}
+{http_extra}
 
 [fix]
 sender_comp_id = "FIXALLOC"
@@ -73,6 +68,7 @@ target_comp_id = "BRKA"
 host = "127.0.0.1"
 port = {broker_port}
 alloc_type = "calculated"
+{broker_extra}
 
 [refdata]
 securities = "{config_dir / 'securities.csv'}"
@@ -84,6 +80,7 @@ watch = false
 [[books]]
 name = "SMA-CORE"
 broker = "BRKA"
+{extra}
 """
     path = state / "demo.toml"
     path.write_text(text, encoding="utf-8")
@@ -281,9 +278,33 @@ def _print_summary(s: dict[str, Any]) -> None:
     print("\n".join(out), flush=True)  # noqa: T201
 
 
+def _cmd_day(args: argparse.Namespace, state: Path) -> int:
+    from gateway.demo_day import print_summary, run_day
+
+    def say(text: str) -> None:
+        if not args.json:
+            print(text, flush=True)  # noqa: T201
+
+    try:
+        summary = run_day(state=state, speed=args.speed, say=say)
+    except DemoFailed as exc:
+        print(f"fixalloc demo --scenario day failed: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True, default=str))  # noqa: T201
+    else:
+        print_summary(summary)
+    if not summary["ok"]:
+        print("fixalloc demo --scenario day failed: the day did not end as expected",  # noqa: T201
+              file=sys.stderr)
+    return 0 if summary["ok"] else 1
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     state = Path(args.state_dir).resolve() if args.state_dir else Path(
         tempfile.mkdtemp(prefix="fixalloc-demo-"))
+    if args.scenario == "day":
+        return _cmd_day(args, state)
     started = datetime.now()
     try:
         summary = run_demo(state=state, qty=Decimal(args.qty), fills=args.fills,
@@ -308,6 +329,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def add_command(sub: Any) -> None:
     demo = sub.add_parser(
         "demo", help="run the daemon with a simulated broker and OMS on 127.0.0.1")
+    demo.add_argument("--scenario", choices=["block", "day"], default="block",
+                      help="block: one block to its J; day: a trade date to the 21:00 sweep")
+    demo.add_argument("--speed", type=float, default=240.0,
+                      help="day: simulated seconds per real second")
     demo.add_argument("--state-dir", help="keep the SQLite database and logs here")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
     demo.add_argument("--qty", default="500000")

@@ -14,6 +14,7 @@ import pytest
 from gateway.config import load_config
 from gateway.fix import settings as qf_settings
 from gateway.fix.sim.oms import BlotterOrder, OmsSimulator
+from gateway.ports import free_port
 from tests.support.eventually import eventually
 from tests.support.harness import (
     ROOT,
@@ -22,7 +23,6 @@ from tests.support.harness import (
     gateway_in_process,
     write_config,
 )
-from tests.support.postgres import free_port
 from tests.support.raw_fix import RawFixClient
 
 pytestmark = pytest.mark.fix

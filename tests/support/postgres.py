@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from gateway.ports import free_port
 from tests.support.eventually import eventually
 
 
@@ -28,12 +29,6 @@ def _bin(name: str) -> str:
     if not candidates:
         raise FileNotFoundError(f"{name} not found: install the postgresql package")
     return candidates[-1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _run_as(user: str | None, argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
