@@ -13,6 +13,7 @@ import quickfix as fix
 
 from gateway.fix import settings as qf_settings
 
+POSS_DUP_FLAG, SENDING_TIME, ORIG_SENDING_TIME = 43, 52, 122
 DEFAULT_DICTIONARY = Path(__file__).resolve().parents[3] / "fix_specs" / "FIX44.xml"
 
 
@@ -90,6 +91,23 @@ class SimApplication(fix.Application):  # type: ignore[misc]
     def __init__(self, on_message: Callable[[str, Any], None] | None) -> None:
         super().__init__()
         self._on_message = on_message or (lambda kind, payload: None)
+        self._repeat = threading.local()
+
+    def send_repeat(self, message: fix.Message, *, flag: int = POSS_DUP_FLAG) -> bool:
+        """Send a message again under a new MsgSeqNum with PossDupFlag=Y (and
+        OrigSendingTime = its SendingTime) or PossResend=Y.
+
+        quickfix's Session::send removes PossDupFlag and OrigSendingTime from whatever an
+        application sends; they are put back in toApp, which quickfix calls on this thread
+        just before it serialises the message.
+        """
+        header = message.getHeader()
+        orig = header.getField(SENDING_TIME) if header.isSetField(SENDING_TIME) else None
+        self._repeat.mark = (flag, orig)
+        try:
+            return self.engine.send(message)
+        finally:
+            self._repeat.mark = None
 
     def start(self) -> None:
         self.engine.start()
@@ -115,7 +133,13 @@ class SimApplication(fix.Application):  # type: ignore[misc]
         return None
 
     def toApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
-        return None
+        mark = getattr(self._repeat, "mark", None)
+        if mark is not None:
+            flag, orig = mark
+            header = message.getHeader()
+            header.setField(flag, "Y")
+            if flag == POSS_DUP_FLAG:
+                header.setField(ORIG_SENDING_TIME, orig or header.getField(SENDING_TIME))
 
     def fromApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
         try:

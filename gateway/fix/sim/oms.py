@@ -1,7 +1,10 @@
 """`fixalloc sim oms`: a FIX 4.4 initiator that behaves like an order management system.
 
 It sends block orders (one at a time or from a CSV blotter), and records what comes back:
-every ExecutionReport under its ClOrdID and every AllocationInstruction.
+every ExecutionReport under its ClOrdID (busts 150=H and corrections 150=G with the
+ExecRefID they name), every AllocationInstruction with its trans type (New, Replace,
+Cancel) and RefAllocID, and whatever post-trade message the gateway relays (P, AK, AS).
+`lifecycle` holds one readable line per event, in order; the CLI prints them.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from typing import Any
 
 import quickfix as fix
 
-from gateway.fix import allocation_codec, codec
+from gateway.fix import allocation_codec, codec, confirm_codec
 from gateway.fix import tags as T
+from gateway.fix.sim.booking import FragmentSet
 from gateway.fix.sim.common import SimApplication, SimEngine
 
 
@@ -51,6 +55,41 @@ class ExecutionSeen:
     text: str | None
     poss_resend: bool
     received_at: datetime
+    exec_ref_id: str | None = None
+    """ExecRefID(19): the ExecID a bust (150=H) or correction (150=G) refers to."""
+    exec_trans_type: str | None = None
+    """ExecTransType(20), when a FIX 4.2-style report carries it."""
+    leaves_qty: Decimal | None = None
+
+
+ALLOC_TRANS = {"0": "new", "1": "replace", "2": "cancel"}
+EXEC_TYPES = {"0": "new", "3": "done_for_day", "4": "canceled", "8": "rejected",
+              "A": "pending_new", "F": "trade", "G": "trade_correct", "H": "trade_cancel"}
+
+
+def describe(kind: str, payload: Any) -> str:
+    """One line for a lifecycle event (what `lifecycle` keeps and the CLI prints)."""
+    if kind == "execution":
+        what = EXEC_TYPES.get(payload.exec_type, payload.exec_type)
+        ref = f" ref={payload.exec_ref_id}" if payload.exec_ref_id else ""
+        return (f"ER  {payload.cl_ord_id} exec_type={payload.exec_type} ({what}) "
+                f"exec_id={payload.exec_id}{ref} status={payload.ord_status} "
+                f"last={payload.last_qty}@{payload.last_px} cum={payload.cum_qty} "
+                f"avg={payload.avg_px}" + (f" text={payload.text!r}" if payload.text else ""))
+    if kind == "allocation":
+        trans = ALLOC_TRANS.get(payload.alloc_trans_type, payload.alloc_trans_type)
+        ref = f" ref={payload.ref_alloc_id}" if payload.ref_alloc_id else ""
+        return (f"J   {payload.alloc_id} trans={trans}{ref} qty={payload.quantity} "
+                f"avg={payload.avg_px} accounts={len(payload.lines)}")
+    if kind == "allocation_ack":
+        return (f"P   {payload.alloc_id} status={payload.alloc_status}"
+                + (f" rej={payload.rej_code}" if payload.rej_code else ""))
+    if kind == "confirmation":
+        return (f"AK  {payload.confirm_id} trans={payload.trans_type} {payload.account} "
+                f"qty={payload.qty} net={payload.net_money}")
+    if kind == "allocation_report":
+        return f"AS  {payload.report_id} alloc={payload.alloc_id} qty={payload.quantity}"
+    return f"{kind}: {payload}"
 
 
 def read_blotter(path: Path) -> list[BlotterOrder]:
@@ -83,6 +122,14 @@ class OmsSimulator(SimApplication):
         """Answer each J with AllocationInstructionAck (P 87=0), as a booking OMS does."""
         self.executions: dict[str, list[ExecutionSeen]] = {}
         self.allocations: list[allocation_codec.JReceived] = []
+        self.allocation_acks: list[allocation_codec.AllocAckFields] = []
+        self.confirmations: list[confirm_codec.ConfirmationFields] = []
+        self.allocation_reports: list[confirm_codec.AllocationReportFields] = []
+        self.fragments: list[allocation_codec.JReceived] = []
+        """Fragments of fragmented Js (TotNoAllocs); `allocations` gets the whole J once."""
+        self._fragment_sets: dict[str, FragmentSet] = {}
+        self.lifecycle: list[str] = []
+        """One line per execution and post-trade message received, in order."""
         self.business_rejects: list[str] = []
         self.cancel_rejects: list[codec.CancelRejectFields] = []
         self.session_rejects: list[str] = []
@@ -109,11 +156,29 @@ class OmsSimulator(SimApplication):
             self._on_execution(message)
         elif msg_type == "J":
             j = allocation_codec.parse_allocation_instruction(message)
+            if j.tot_no_allocs is not None:
+                whole = self._fragment(j)
+                if whole is None:
+                    return
+                j = whole
             self._record(self.allocations, j, "allocation")
             if self.ack_allocations:
                 self.engine.send(allocation_codec.build_allocation_ack(
                     alloc_id=j.alloc_id, status="0", transact_time=datetime.now(UTC),
                     text="booked"))
+        elif msg_type == "P":
+            self._record(self.allocation_acks, allocation_codec.parse_allocation_ack(message),
+                         "allocation_ack")
+        elif msg_type == "AK":
+            self._record(self.confirmations, confirm_codec.parse_confirmation(message),
+                         "confirmation")
+        elif msg_type == "AS":
+            report = confirm_codec.parse_allocation_report(message)
+            self._record(self.allocation_reports, report, "allocation_report")
+            if self.ack_allocations:
+                self.engine.send(confirm_codec.build_allocation_report_ack(
+                    report_id=report.report_id, alloc_id=report.alloc_id, status="0",
+                    transact_time=datetime.now(UTC)))
         elif msg_type == "9":
             self._record(self.cancel_rejects, codec.parse_order_cancel_reject(message),
                          "cancel_reject")
@@ -123,9 +188,28 @@ class OmsSimulator(SimApplication):
         else:
             raise fix.UnsupportedMessageType()
 
+    def _fragment(self, j: allocation_codec.JReceived) -> allocation_codec.JReceived | None:
+        """A fragment of a J: kept (a repeated one counts once) until the last one, which
+        returns the whole J; each fragment is acknowledged P 87=3 when acking."""
+        with self._cond:
+            fs = self._fragment_sets.setdefault(j.alloc_id, FragmentSet(header=j))
+            fresh = fs.add(j)
+            if fresh:
+                self.fragments.append(j)
+        if fresh and self.ack_allocations:
+            self.engine.send(allocation_codec.build_allocation_ack(
+                alloc_id=j.alloc_id, status="3", transact_time=datetime.now(UTC)))
+        if not (fresh and j.last_fragment):
+            return None
+        with self._cond:
+            del self._fragment_sets[j.alloc_id]
+        return fs.assembled()
+
     def _record(self, into: list[Any], item: Any, kind: str) -> None:
         with self._cond:
             into.append(item)
+            if kind != "business_reject":
+                self.lifecycle.append(describe(kind, item))
             self._cond.notify_all()
         self._on_message(kind, item)
 
@@ -137,9 +221,11 @@ class OmsSimulator(SimApplication):
             exec_type=f.exec_type, ord_status=f.ord_status, last_qty=f.last_qty,
             last_px=f.last_px, cum_qty=f.cum_qty, avg_px=f.avg_px, text=f.text,
             poss_resend=header.isSetField(T.PossResend) and header.getField(T.PossResend) == "Y",
-            received_at=datetime.now(UTC))
+            received_at=datetime.now(UTC), exec_ref_id=codec.get_str(message, T.ExecRefID),
+            exec_trans_type=codec.get_str(message, T.ExecTransType), leaves_qty=f.leaves_qty)
         with self._cond:
             self.executions.setdefault(f.cl_ord_id, []).append(seen)
+            self.lifecycle.append(describe("execution", seen))
             self._cond.notify_all()
         self._on_message("execution", seen)
 
@@ -172,7 +258,12 @@ class OmsSimulator(SimApplication):
             return self._cond.wait_for(predicate, timeout)
 
     def allocation_for(self, cl_ord_id: str) -> allocation_codec.JReceived | None:
+        """The first J (the New) for the order."""
         return next((j for j in self.allocations if cl_ord_id in j.cl_ord_ids), None)
+
+    def allocations_for(self, cl_ord_id: str) -> list[allocation_codec.JReceived]:
+        """Every J for the order in the order received: the New, its Replaces and Cancels."""
+        return [j for j in self.allocations if cl_ord_id in j.cl_ord_ids]
 
     def last_execution(self, cl_ord_id: str) -> ExecutionSeen | None:
         seen = self.executions.get(cl_ord_id)
