@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,41 +27,21 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from gateway.fuzz_counterparties import BrokerPeer, OmsPeer, save_frames
 from gateway.fuzz_mutate import Mutator
-from gateway.fuzz_peers import BrokerPeer, FuzzPeer, OmsPeer, save_frames
+from gateway.fuzz_peers import FuzzPeer
+from gateway.fuzz_report import assemble, daemon_log_summary, format_report, passed
 from gateway.fuzz_templates import BROKER_TEMPLATES, FUZZ_ACCOUNTS, FUZZ_BOOK, OMS_TEMPLATES
+from gateway.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "config"
 FUZZ_MAX_MESSAGE_BYTES = 65_536
-
-SESSION_REJECT_REASONS = {
-    "0": "Invalid tag number", "1": "Required tag missing",
-    "2": "Tag not defined for this message type", "3": "Undefined tag",
-    "4": "Tag specified without a value", "5": "Value is incorrect (out of range)",
-    "6": "Incorrect data format for value", "9": "CompID problem",
-    "10": "SendingTime accuracy problem", "11": "Invalid MsgType",
-    "13": "Tag appears more than once", "14": "Tag specified out of required order",
-    "15": "Repeating group fields out of order", "16": "Incorrect NumInGroup count",
-    "17": "Non-data value includes field delimiter", "99": "Other",
-}
-BUSINESS_REJECT_REASONS = {
-    "0": "Other", "1": "Unknown ID", "2": "Unknown Security", "3": "Unsupported Message Type",
-    "4": "Application not available", "5": "Conditionally required field missing",
-}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def write_config(state: Path, ports: dict[str, int]) -> Path:
     """The gateway's TOML: OMS1/BRKA for the simulators, OMSF/BRKF for the fuzzing peers."""
@@ -239,6 +218,30 @@ def _fuzz(run: Run, peers: list[FuzzPeer], counts: list[int], hang_seconds: floa
         thread.join(30)
 
 
+def _drain(http_port: int, say: Callable[[str], None], timeout: float = 900,
+           patience: float = 60) -> dict[str, Any]:
+    """Wait for the dispatcher's inbox to empty, as long as it keeps shrinking."""
+    def depth() -> int | None:
+        value = (_http(http_port, "/status")[1] or {}).get("inbox_depth")
+        return value if isinstance(value, int) else None
+
+    started = time.monotonic()
+    first = best = depth()
+    best_at = started
+    if first:
+        say(f"  waiting for the dispatcher: {first:,} events in its inbox")
+    current = first
+    while current and time.monotonic() - started < timeout:
+        time.sleep(0.5)
+        current = depth()
+        if current is not None and (best is None or current < best):
+            best, best_at = current, time.monotonic()
+        elif time.monotonic() - best_at > patience:
+            break
+    return {"inbox_depth_after_fuzz": first, "inbox_depth_before_normal_order": current,
+            "drain_seconds": round(time.monotonic() - started, 1)}
+
+
 def _normal_order(run: Run, oms: Any, broker: Any, qty: int, timeout: float
                   ) -> dict[str, Any]:
     from gateway.fix.sim.oms import BlotterOrder
@@ -270,13 +273,8 @@ def _normal_order(run: Run, oms: Any, broker: Any, qty: int, timeout: float
 
 def run_fuzz(*, messages: int, seed: int = 1, state_dir: Path | None = None,
              say: Callable[[str], None] | None = None, normal_qty: int = 20_000,
-             hang_seconds: float = 120.0, sync_every: int = 25,
-             spare_known_defects: bool = False) -> dict[str, Any]:
+             hang_seconds: float = 120.0, sync_every: int = 25) -> dict[str, Any]:
     """One fuzz run; the result is what `fixalloc bench fuzz --json` prints.
-
-    `spare_known_defects` keeps the peers from sending anything after a frame that ends
-    the session (see `FuzzPeer._ends_session`): the quickfix double close() they would
-    otherwise provoke now and then is a known defect, and a test must not be flaky on it.
     """
     from gateway.fix.sim.broker import BrokerSimulator, FillPlan
     from gateway.fix.sim.oms import OmsSimulator
@@ -293,15 +291,13 @@ def run_fuzz(*, messages: int, seed: int = 1, state_dir: Path | None = None,
     oms = OmsSimulator(port=run.ports["oms"], state_dir=state / "sim-oms")
     oms_peer = OmsPeer(name="OMSF", comp_id="OMSF", port=run.ports["omsf"], seed=seed,
                        templates={**OMS_TEMPLATES, "garbage": (None, 2)},
-                       mutator=Mutator(), seq_low_share=0.0015, sync_every=sync_every,
-                       spare_known_defects=spare_known_defects)
+                       mutator=Mutator(), seq_low_share=0.0015, sync_every=sync_every)
     broker_peer = BrokerPeer(name="BRKF", comp_id="BRKF", port=run.ports["brkf"], seed=seed,
                              templates={**BROKER_TEMPLATES, "garbage": (None, 2)},
                              mutator=Mutator(header_mutations=False), seq_low_share=0.0003,
-                             sync_every=sync_every, spare_known_defects=spare_known_defects)
+                             sync_every=sync_every)
     peers: list[FuzzPeer] = [oms_peer, broker_peer]
     result: dict[str, Any] = {"seed": seed, "messages_requested": messages,
-                              "spare_known_defects": spare_known_defects,
                               "state_dir": str(state)}
     normal: dict[str, Any] = {"allocated": False, "error": "not run"}
     exit_code: int | None = None
@@ -326,11 +322,12 @@ def run_fuzz(*, messages: int, seed: int = 1, state_dir: Path | None = None,
         _fuzz(run, peers, [messages - messages // 2, messages // 2], hang_seconds)
         result["fuzz_seconds"] = round(time.monotonic() - fuzz_started, 1)
         if run.alive():
-            _wait(lambda: (_http(run.ports["http"], "/status")[1] or {}).get(
-                "inbox_depth", 1) == 0, 120, 0.5)
+            # Let the dispatcher catch up (its /status snapshot stops if its thread died).
+            dead = daemon_log_summary(state / "daemon.log")["threads_died"]
+            if not dead:
+                result.update(_drain(run.ports["http"], say))
             result["rss_mb_after_fuzz"] = run.rss()
             say("  fuzz done; sending a normal block through the simulators")
-            dead = daemon_log_summary(state / "daemon.log")["threads_died"]
             normal = _normal_order(run, oms, broker, normal_qty, 30 if dead else 120)
             result["rss_mb_after"] = run.rss()
             if not run.alive() and run.crash is None:
@@ -356,147 +353,11 @@ def run_fuzz(*, messages: int, seed: int = 1, state_dir: Path | None = None,
         oms.stop()
         broker.stop()
     result.update(daemon_log_summary(state / "daemon.log"))
-    return _result(result, run, peers, normal, exit_code, time.monotonic() - started)
-
-
-def daemon_log_summary(path: Path) -> dict[str, Any]:
-    """Error-level events in the daemon's JSON log, and the exceptions it logged."""
-    errors: Counter[str] = Counter()
-    exceptions: Counter[str] = Counter()
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        lines = []
-    threads: list[str] = []
-    for line in lines:
-        if line.startswith("Exception in thread"):
-            # threading's excepthook: an exception ended one of the daemon's threads.
-            threads.append(line.removeprefix("Exception in thread").strip(" :"))
-            continue
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(entry, dict) or entry.get("level") not in ("error", "critical"):
-            continue
-        errors[str(entry.get("event"))] += 1
-        trace = str(entry.get("exception") or "").strip().splitlines()
-        if trace:
-            last = next((ln for ln in reversed(trace) if not ln.startswith("(Background")),
-                        trace[-1])
-            exceptions[f"{entry.get('event')}: {last.strip()[:160]}"] += 1
-    return {"daemon_errors": dict(errors.most_common()),
-            "daemon_exceptions": dict(exceptions.most_common(10)), "threads_died": threads}
-
-
-def _result(result: dict[str, Any], run: Run, peers: list[FuzzPeer], normal: dict[str, Any],
-            exit_code: int | None, seconds: float) -> dict[str, Any]:
-    per_peer = {p.name: p.stats.as_dict() for p in peers}
-    rejects: Counter[str] = Counter()
-    business: Counter[str] = Counter()
-    mutations: Counter[str] = Counter()
-    templates: Counter[str] = Counter()
-    logout_texts: Counter[str] = Counter()
-    for stats in per_peer.values():
-        rejects.update(stats["session_rejects"])
-        business.update(stats["business_rejects"])
-        mutations.update(stats["by_mutation"])
-        templates.update({f"{name}": n for name, n in stats["by_template"].items()})
-        logout_texts.update(stats["logout_texts"])
-    covered = set().union(*(p.mutator.byte_values for p in peers))
-    result.update({
-        "messages_sent": sum(s["messages_sent"] for s in per_peer.values()),
-        "messages_sent_per_peer": {k: s["messages_sent"] for k, s in per_peer.items()},
-        "messages_by_mutation": dict(mutations.most_common()),
-        "messages_by_template": dict(templates.most_common()),
-        "byte_values_covered": len(covered),
-        "crashes": 1 if run.crash else 0,
-        "crash": run.crash,
-        "hang": run.hang,
-        "daemon_exit_code": exit_code,
-        "rejects_by_reason": dict(rejects.most_common()),
-        "business_rejects_by_reason": dict(business.most_common()),
-        "er_rejected": sum(s["er_rejected"] for s in per_peer.values()),
-        "dont_know": sum(s["dont_know"] for s in per_peer.values()),
-        "logouts": {"count": sum(s["logouts"] for s in per_peer.values()),
-                    "texts": dict(logout_texts.most_common(6))},
-        "disconnects": sum(s["disconnects"] for s in per_peer.values()),
-        "stalls": sum(s["stalls"] for s in per_peer.values()),
-        "peers": per_peer,
-        "rss_mb_peak": run.rss_peak or None,
-        "normal_order": normal,
-        "normal_order_allocated": bool(normal.get("allocated")),
-        "evidence": run.evidence,
-        "seconds": round(seconds, 1),
-    })
-    for key in ("rss_mb_before", "rss_mb_after_fuzz", "rss_mb_after"):
-        result.setdefault(key, None)
-    return result
-
-
-def passed(result: dict[str, Any]) -> bool:
-    return (result["crashes"] == 0 and result["normal_order_allocated"]
-            and not result.get("hang") and not result.get("threads_died"))
-
-
-def format_report(r: dict[str, Any]) -> str:
-    def row(label: str, value: object) -> str:
-        return f"  {label:<28} {value}"
-
-    def counts(title: str, items: dict[str, int], names: dict[str, str] | None = None
-               ) -> list[str]:
-        lines = [f"  {title}"]
-        for key, n in items.items():
-            name = f" {names[key]}" if names and key in names else ""
-            lines.append(f"    {n:>9,}  {key}{name}")
-        return lines if items else [f"  {title}: none"]
-
-    peers = r["peers"]
-    out = ["", "Fuzz summary",
-           row("seed", r["seed"]),
-           row("messages sent", f"{r['messages_sent']:,} ("
-               + ", ".join(f"{k} {v:,}" for k, v in r["messages_sent_per_peer"].items()) + ")"),
-           row("byte values in mutations", f"{r['byte_values_covered']} of 256"),
-           row("crashes", f"{r['crashes']}" + (f"  {r['crash']}" if r["crash"] else "")),
-           row("daemon exit code", r["daemon_exit_code"]),
-           row("hang", r["hang"] or "none"),
-           row("daemon threads that died", ", ".join(r.get("threads_died") or []) or "none"),
-           row("stalled sessions", r["stalls"]),
-           row("RSS MB before/after", f"{r['rss_mb_before']} -> {r['rss_mb_after_fuzz']} "
-               f"(after fuzz) -> {r['rss_mb_after']} (after normal order); "
-               f"peak {r['rss_mb_peak']}"),
-           row("ER 39=8 received", f"{r['er_rejected']:,}"),
-           row("DontKnowTrade (Q) received", f"{r['dont_know']:,}"),
-           row("Logouts from the gateway", f"{r['logouts']['count']:,}"),
-           row("disconnects by the gateway", f"{r['disconnects']:,}")]
-    out += [f"    {n:>9,}  {text!r}" for text, n in r["logouts"]["texts"].items()]
-    out += counts("session Rejects (35=3) by SessionRejectReason(373)",
-                  r["rejects_by_reason"], SESSION_REJECT_REASONS)
-    out += counts("BusinessMessageRejects (35=j) by BusinessRejectReason(380)",
-                  r["business_rejects_by_reason"], BUSINESS_REJECT_REASONS)
-    out += counts("error events in the daemon's log", r["daemon_errors"])
-    out += counts("exceptions in the daemon's log", r["daemon_exceptions"])
-    out += counts("messages by mutation", r["messages_by_mutation"])
-    out += counts("messages by template", r["messages_by_template"])
-    for name, s in peers.items():
-        out.append(f"  peer {name}: {s['messages_sent']:,} sent in {s['seconds']} s, frames parsed "
-                   f"{s['frames_parsed']:,} / garbled {s['frames_garbled']:,}, logons "
-                   f"{s['logons']}, gap fills {s['gap_fills_sent']}, fillers {s['fillers']}, "
-                   f"received {sum(s['received'].values()):,} "
-                   f"({', '.join(f'{k}:{v}' for k, v in sorted(s['received'].items()))})")
-    n = r["normal_order"]
-    out.append(row("normal order", f"{n.get('cl_ord_id', '-')} {n.get('qty', '')}: "
-                   + ("allocated " + f"{n['allocated_qty']} = filled {n['filled']} over "
-                      f"{n['accounts']} accounts ({n['alloc_id']})" if n.get("allocated")
-                      else f"NOT allocated ({n.get('error') or n})")))
-    for path in r["evidence"]:
-        out.append(row("evidence", path))
-    if r.get("error"):
-        out.append(row("error", r["error"]))
-    out.append(row("state dir", r["state_dir"]))
-    out.append(row("seconds", f"{r['seconds']} (fuzz {r.get('fuzz_seconds')})"))
-    out.append(row("result", "PASS" if passed(r) else "FAIL"))
-    return "\n".join(out)
+    return assemble(result, {p.name: p.stats.as_dict() for p in peers},
+                    set().union(*(p.mutator.byte_values for p in peers)), normal=normal,
+                    crash=run.crash, hang=run.hang, rss_peak=run.rss_peak,
+                    evidence=run.evidence, exit_code=exit_code,
+                    seconds=time.monotonic() - started)
 
 
 def _cmd_fuzz(args: argparse.Namespace) -> int:
@@ -505,7 +366,7 @@ def _cmd_fuzz(args: argparse.Namespace) -> int:
 
     result = run_fuzz(messages=args.messages, seed=args.seed,
                       state_dir=Path(args.state_dir).resolve() if args.state_dir else None,
-                      say=say, spare_known_defects=args.spare_known_defects)
+                      say=say)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True, default=str))  # noqa: T201
     else:
@@ -522,7 +383,4 @@ def add_command(bench_subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--state-dir", help="keep the daemon's state, log and evidence here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--spare-known-defects", action="store_true",
-                   help="send nothing after a frame that ends the session (avoids the "
-                        "quickfix double close() the test suite must not be flaky on)")
     p.set_defaults(func=_cmd_fuzz)

@@ -83,7 +83,6 @@ class Mutator:
             self.field_weights["header_field"] = 0.3
             self.framing_weights["bad_begin_string"] = 1
             self.header_share = 0.01
-        self.cursor = 0
         self.byte_values: set[int] = set()
 
     def mutate(self, rng: random.Random, header: list[Field], body: list[Field]
@@ -112,9 +111,9 @@ class Mutator:
 
     def _random_value(self, rng: random.Random, size: int) -> bytes:
         value = bytearray(rng.randrange(256) for _ in range(size))
-        for _ in range(3):  # walk every byte value, 0x00-0xff, in turn
-            value.insert(rng.randrange(len(value) + 1), self.cursor)
-            self.cursor = (self.cursor + 1) % 256
+        cursor = rng.randrange(256)
+        for step in range(3):  # and a run of three consecutive byte values
+            value.insert(rng.randrange(len(value) + 1), (cursor + step) % 256)
         self.byte_values.update(value)
         return bytes(value)
 

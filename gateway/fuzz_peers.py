@@ -5,179 +5,33 @@ through the mutator, and keeps its MsgSeqNum right: every byte it sends also goe
 a model of quickfix's parser (`fuzz_wire`), so it knows which frames the gateway will
 parse (and so consume a sequence number) and which it will drop as garbled. What the
 model cannot foresee is repaired the way a FIX engine would: a ResendRequest from the
-gateway is answered with a SequenceReset-GapFill over exactly the hole, and a Logout or a
-disconnect is followed by a fresh logon. Every `sync_every` messages a TestRequest must
-come back as a Heartbeat: that paces the fuzz and finds a session that stopped answering.
+gateway is answered with a SequenceReset-GapFill up to the peer's next number, and a
+Logout or a disconnect is followed by a fresh logon. Every `sync_every` messages a
+TestRequest must come back as a Heartbeat: that paces the fuzz and finds a session that
+stopped answering (after a nudge and a SequenceReset-Reset, it counts as a stall and the
+peer's last frames are saved as evidence).
+
+Message i of a peer is decided by (seed, peer, i): the template and every mutation come
+from one random stream, the template's values from another, so what the peer has learnt
+from the gateway (its orders, their state) changes ids and quantities but not which
+mutations are sent.
 """
 
 from __future__ import annotations
 
-import contextlib
 import random
 import socket
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
+from gateway.fuzz_link import Link, PeerStats
 from gateway.fuzz_mutate import FIELD_MUTATIONS, Mutator, garbage_chunk
-from gateway.fuzz_templates import BrokerOrder, Context, Template, old_sending_time
-from gateway.fuzz_wire import (
-    Field,
-    FrameReader,
-    ShadowParser,
-    encode,
-    int_convert,
-    parses,
-    split_fields,
-    stamp,
-)
+from gateway.fuzz_session import GATEWAY_COMP_ID, expected_after
+from gateway.fuzz_templates import Context, Template, old_sending_time
+from gateway.fuzz_wire import Field, ShadowParser, encode, int_convert, stamp
 from gateway.fuzz_wire import field as field_of
-
-GATEWAY_COMP_ID = b"FIXALLOC"
-SEQ_MUTATIONS = ("seq_high", "seq_low_possdup", "seq_low", "possdup_repeat")
-
-
-@dataclass
-class PeerStats:
-    sent: Counter[str] = field(default_factory=Counter)
-    """Messages sent, by template."""
-    mutations: Counter[str] = field(default_factory=Counter)
-    received: Counter[str] = field(default_factory=Counter)
-    session_rejects: Counter[str] = field(default_factory=Counter)
-    business_rejects: Counter[str] = field(default_factory=Counter)
-    reject_samples: dict[str, str] = field(default_factory=dict)
-    er_rejected: int = 0
-    dont_know: int = 0
-    logouts: Counter[str] = field(default_factory=Counter)
-    disconnects: int = 0
-    logons: int = 0
-    gap_fills: int = 0
-    resets: int = 0
-    stalls: int = 0
-    frames_parsed: int = 0
-    frames_garbled: int = 0
-    fillers: int = 0
-    abandoned_links: int = 0
-    seconds: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def as_dict(self) -> dict[str, Any]:
-        with self.lock:
-            return {
-                "messages_sent": sum(self.sent.values()), "by_template": dict(self.sent),
-                "by_mutation": dict(self.mutations), "received": dict(self.received),
-                "session_rejects": dict(self.session_rejects),
-                "business_rejects": dict(self.business_rejects),
-                "reject_samples": dict(self.reject_samples), "er_rejected": self.er_rejected,
-                "dont_know": self.dont_know, "logouts": sum(self.logouts.values()),
-                "logout_texts": dict(self.logouts.most_common(8)),
-                "disconnects": self.disconnects, "logons": self.logons,
-                "gap_fills_sent": self.gap_fills, "resets_sent": self.resets,
-                "stalls": self.stalls,
-                "frames_parsed": self.frames_parsed, "frames_garbled": self.frames_garbled,
-                "fillers": self.fillers, "abandoned_links": self.abandoned_links,
-                "seconds": self.seconds,
-            }
-
-
-class Link:
-    """One TCP connection: a reader thread framing the gateway's messages, a writer thread."""
-
-    def __init__(self, sock: socket.socket, on_frame: Callable[[Link, bytes], None],
-                 on_close: Callable[[Link], None], name: str) -> None:
-        self.sock = sock
-        self.closed = threading.Event()
-        self.closed_by_us = False
-        self._out: deque[bytes] = deque()
-        self._cond = threading.Condition()
-        self._frames = FrameReader()
-        self._on_frame = on_frame
-        self._on_close = on_close
-        self._name = name
-
-    def start(self) -> None:
-        threading.Thread(target=self._read, daemon=True, name=f"fuzz-{self._name}-read").start()
-        threading.Thread(target=self._write, daemon=True, name=f"fuzz-{self._name}-write").start()
-
-    def put(self, data: bytes) -> None:
-        with self._cond:
-            self._out.append(data)
-            self._cond.notify()
-
-    def backlog(self) -> int:
-        with self._cond:
-            return len(self._out)
-
-    def wait_space(self, limit: int = 64, timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while len(self._out) > limit and not self.closed.is_set():
-                if not self._cond.wait(max(0.0, min(0.5, deadline - time.monotonic()))) \
-                        and time.monotonic() > deadline:
-                    return False
-        return not self.closed.is_set()
-
-    def _write(self) -> None:
-        while True:
-            with self._cond:
-                while not self._out and not self.closed.is_set():
-                    self._cond.wait(0.5)
-                if self.closed.is_set():
-                    return
-                chunk = b"".join(self._out)
-                self._out.clear()
-                self._cond.notify_all()
-            try:
-                self.sock.sendall(chunk)
-            except OSError:
-                self._finish()
-                return
-
-    def _read(self) -> None:
-        while not self.closed.is_set():
-            try:
-                data = self.sock.recv(65536)
-            except OSError:
-                break
-            if not data:
-                break
-            for frame in self._frames.feed(data):
-                self._on_frame(self, frame)
-        self._finish()
-
-    def _finish(self) -> None:
-        if self.closed.is_set():
-            return
-        self.closed.set()
-        with self._cond:
-            self._cond.notify_all()
-        with contextlib.suppress(OSError):
-            self.sock.close()
-        self._on_close(self)
-
-    def close_gracefully(self, timeout: float = 2.0) -> None:
-        """Half-close and wait for the gateway to close its side, then close.
-
-        quickfix's acceptor gives a new connection a session still registered to the old
-        one only after sleeping a whole second, so the peer waits for the old connection
-        to be gone before it reconnects.
-        """
-        self.closed_by_us = True
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_WR)
-        self.closed.wait(timeout)
-        self.close()
-
-    def close(self) -> None:
-        self.closed_by_us = True
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self._finish()
 
 
 class FuzzPeer:
@@ -187,8 +41,7 @@ class FuzzPeer:
 
     def __init__(self, *, name: str, comp_id: str, port: int, seed: int | str,
                  templates: dict[str, tuple[Template | None, float]], mutator: Mutator,
-                 seq_low_share: float, sync_every: int = 25,
-                 spare_known_defects: bool = False) -> None:
+                 seq_low_share: float, sync_every: int = 25) -> None:
         self.name = name
         self.comp_id = comp_id.encode()
         self.port = port
@@ -197,7 +50,6 @@ class FuzzPeer:
         self.mutator = mutator
         self.seq_low_share = seq_low_share
         self.sync_every = sync_every
-        self.spare_known_defects = spare_known_defects
         self.stats = PeerStats()
         self.ctx = Context()
         self.lock = threading.RLock()
@@ -276,32 +128,11 @@ class FuzzPeer:
 
     def _account(self, frame: bytes) -> None:
         """Move the model of the gateway's expected MsgSeqNum past this frame."""
-        if not parses(frame):
+        self.next_seq, parsed = expected_after(frame, self.next_seq)
+        if parsed:
+            self.stats.frames_parsed += 1
+        else:
             self.stats.frames_garbled += 1
-            return
-        self.stats.frames_parsed += 1
-        values: dict[int, bytes] = {}
-        for tag, value in split_fields(frame) or []:
-            number = int_convert(tag)
-            if number is not None and number not in values:
-                values[number] = value
-        seq = int_convert(values.get(34, b""))
-        mtype = values.get(35)
-        new_seq = int_convert(values.get(36, b""))
-        if mtype == b"4" and values.get(123) != b"Y":
-            if new_seq is not None and new_seq > self.next_seq:
-                self.next_seq = new_seq  # SequenceReset-Reset: no MsgSeqNum check at all
-            return
-        if seq is None:
-            return
-        if mtype == b"A" and values.get(141) == b"Y":
-            self.next_seq = 1
-        if seq == self.next_seq and mtype == b"4":
-            if new_seq is not None and new_seq > seq:
-                self.next_seq = new_seq
-            return
-        if seq >= self.next_seq:
-            self.next_seq = seq + 1  # too high: the gateway asks for the gap to be filled
 
     def _flush_partial(self, rng: random.Random | None = None) -> None:
         """End a partial frame the gateway's parser holds, so the next message is not eaten."""
@@ -443,7 +274,10 @@ class FuzzPeer:
                     else "seq_low" if draw < 0.02 + low else "possdup_repeat"
                     if draw < 0.05 + low else None)
         template = self.templates[name][0]
-        msg_type, body = ("4", []) if template is None else template(self.ctx, rng)
+        # The template's values come from their own stream: what the peer has learnt from
+        # the gateway (how many orders, their state) must not shift the mutation choices.
+        content = random.Random(f"{self.seed}:{self.name}:{self.index}:content")
+        msg_type, body = ("4", []) if template is None else template(self.ctx, content)
         if seq_kind == "possdup_repeat":
             if self.recent_valid:
                 msg_type, body = self.recent_valid[int(rng.random() * len(self.recent_valid))]
@@ -467,18 +301,12 @@ class FuzzPeer:
                 # (and hand the session the previous message of the same read again):
                 # such a frame goes alone, most of the time, so it takes nothing with it.
                 lucky = rng.random() < 0.9
-                alone = self._breaks_parser(data) and (lucky or self.spare_known_defects)
+                alone = self._breaks_parser(data) and lucky
                 if not alone or attempt == 5 or (
                         not link.backlog() and time.monotonic() - self._last_emit > 0.03):
-                    ending = self.spare_known_defects and self._ends_session(data)
                     self._emit(data, template=name, kinds=kinds)
                     if alone:
                         self._quiet_until = time.monotonic() + 0.03
-                    if ending:
-                        # Nothing more on this connection: see `_ends_session`.
-                        self._abandon = True
-                        self._count(name, kinds)
-                        return True
                     self._flush_partial(rng)
                     if not kinds:
                         self.recent_valid.append((msg_type, body))
@@ -511,38 +339,6 @@ class FuzzPeer:
         if seq_kind:
             kinds.insert(0, seq_kind)
         return data, kinds
-
-    def _ends_session(self, data: bytes) -> bool:
-        """Whether the gateway will end the session on these bytes (garbled Logon, Logout,
-        a second Logon, wrong BeginString/CompID/SendingTime, MsgSeqNum too low).
-
-        quickfix 1.16 closes the socket a second time when a garbled frame follows, in the
-        same read, a frame that made the session disconnect (and always for a garbled
-        Logon); the second close() hits whatever descriptor another thread opened in
-        between (see the fuzz report). With `spare_known_defects` the peer sends nothing
-        after such a frame and reconnects instead.
-        """
-        expected = self.next_seq
-        for frame in self.shadow.copy().feed(data):
-            values: dict[int, bytes] = {}
-            for tag, value in split_fields(frame) or []:
-                number = int_convert(tag)
-                if number is not None:
-                    values.setdefault(number, value)
-            if not parses(frame):
-                if b"\x0135=A\x01" in frame:
-                    return True
-                continue
-            seq = int_convert(values.get(34, b""))
-            if (values.get(35) in (b"A", b"5") or values.get(8) != b"FIX.4.4"
-                    or values.get(49, self.comp_id) != self.comp_id
-                    or values.get(56, GATEWAY_COMP_ID) != GATEWAY_COMP_ID
-                    or (seq is not None and seq < expected and values.get(43) != b"Y")
-                    or _bad_time(values.get(52))):
-                return True
-            if seq is not None and seq >= expected:
-                expected = seq + 1
-        return False
 
     def _breaks_parser(self, data: bytes) -> bool:
         trial = self.shadow.copy()
@@ -644,102 +440,6 @@ class FuzzPeer:
             link.close()
 
 
-def _bad_time(value: bytes | None) -> bool:
-    """A well-formed SendingTime further than quickfix's MaxLatency (120 s) from now."""
-    if value is None:
-        return False
-    try:
-        sent = datetime.strptime(value.decode("ascii")[:17], "%Y%m%d-%H:%M:%S").replace(
-            tzinfo=UTC)
-    except (UnicodeDecodeError, ValueError):
-        return False
-    return abs((sent - datetime.now(UTC)).total_seconds()) > 100
-
-
 def _text(frame: bytes) -> str:
     text = field_of(frame, 58) or b""
     return text.decode("utf-8", "backslashreplace")
-
-
-class OmsPeer(FuzzPeer):
-    """Connects to the gateway's OMSF acceptor port."""
-
-    role = "oms"
-
-    def _open(self, stop: threading.Event) -> bool:
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
-        sock.settimeout(None)
-        self._new_link(sock)
-        with self.lock:
-            self._send_logon()
-        return self.logged_on.wait(10)
-
-
-class BrokerPeer(FuzzPeer):
-    """Listens on the port of the gateway's BRKF initiator session; answers its Logon."""
-
-    role = "broker"
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.listener = socket.create_server(("127.0.0.1", self.port))
-        self._answered = False
-        self._order_ids = 0
-
-    def _open(self, stop: threading.Event) -> bool:
-        self.listener.settimeout(1.0)
-        deadline = time.monotonic() + 30
-        while not stop.is_set() and time.monotonic() < deadline:
-            try:
-                sock, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            sock.settimeout(None)
-            with self.lock:
-                self._answered = False
-                self._new_link(sock)
-            return self.logged_on.wait(10)
-        return False
-
-    def _on_logon(self, link: Link) -> None:
-        with self.lock:
-            if link is self.link and not self._answered:
-                self._answered = True
-                self._send_logon()
-        self.logged_on.set()
-
-    def _on_app(self, mtype: str, frame: bytes) -> None:
-        ctx = self.ctx
-        if mtype == "D":
-            cl = field_of(frame, 11) or b""
-            qty = (field_of(frame, 38) or b"0").split(b".")[0]
-            with ctx.lock:
-                if any(o.cl_ord_id == cl for o in ctx.orders[-500:]):
-                    return
-                self._order_ids += 1
-                ctx.orders.append(BrokerOrder(
-                    cl_ord_id=cl, order_id=f"FZO-{self._order_ids}".encode(),
-                    symbol=field_of(frame, 55) or b"AAPL", side=field_of(frame, 54) or b"1",
-                    qty=int(qty) if qty.isdigit() else 100,
-                    price=field_of(frame, 44) or b"190"))
-                del ctx.orders[:-2000]
-        elif mtype == "F":
-            with ctx.lock:
-                ctx.cancels.append((field_of(frame, 11) or b"", field_of(frame, 41) or b""))
-                del ctx.cancels[:-500]
-
-    def close(self) -> None:
-        super().close()
-        self.listener.close()
-
-
-def save_frames(peer: FuzzPeer, folder: Path, label: str) -> Path:
-    """The peer's last frames as sent (.bin, concatenated) and described one per line (.txt)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    frames = peer.last_frames()
-    base = folder / f"{label}-{peer.name}"
-    base.with_suffix(".bin").write_bytes(b"".join(f[3] for f in frames))
-    lines = [f"seed={peer.seed} peer={peer.name} index={i} template={t} mutations={','.join(k)} "
-             f"bytes={len(d)} {d[:400]!r}" for i, t, k, d in frames]
-    base.with_suffix(".txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return base.with_suffix(".txt")

@@ -193,17 +193,20 @@ def _report(ctx: Context, order: BrokerOrder, exec_type: bytes, status: bytes,
 
 
 def fill(ctx: Context, rng: random.Random) -> tuple[str, list[Field]]:
+    # As many draws whatever the order's state: the fields (and so the mutations drawn
+    # after them) must not depend on what the gateway happened to send before.
     order = _order(ctx, rng)
     whole = rng.random() < 0.35
     px = _px(rng)
+    part = rng.random()
+    extra: list[Field] = [(75, _today())] if rng.random() < 0.5 else []
     with ctx.lock:
         remaining = max(0, order.qty - order.cum)
-        last = remaining if whole or remaining <= 100 else 100 * rng.randint(1, remaining // 100)
-        last = last or 100
+        lots = 1 + int(part * (remaining // 100))
+        last = (remaining if whole or remaining <= 100 else 100 * lots) or 100
         order.cum += last
         order.notional += last * float(px)
         status = b"2" if order.cum >= order.qty else b"1"
-    extra: list[Field] = [(75, _today())] if rng.random() < 0.5 else []
     return _report(ctx, order, b"F", status, last, px, extra)
 
 
@@ -237,10 +240,11 @@ def repeat_fill(ctx: Context, rng: random.Random) -> tuple[str, list[Field]]:
     """A fill again under an ExecID already sent (with other economics half of the time)."""
     order = _order(ctx, rng)
     name, body = _report(ctx, order, b"F", b"1", rng.choice((100, 200)), _px(rng))
+    pick = rng.random()
     with ctx.lock:
         if len(order.exec_ids) > 1:
             order.exec_ids.pop()
-            body[2] = (17, order.exec_ids[int(rng.random() * len(order.exec_ids))])
+            body[2] = (17, order.exec_ids[int(pick * len(order.exec_ids))])
     return name, body
 
 

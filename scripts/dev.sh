@@ -3,6 +3,8 @@
 #   bash scripts/dev.sh demo [demo args]   install, then `fixalloc demo`
 #   bash scripts/dev.sh test [pytest args] install, then ruff, mypy and the test suite
 #   bash scripts/dev.sh install            install only
+#   bash scripts/dev.sh mutants TARGET     install, then mutation testing (engine, recovery,
+#                                          dedupe or all; hours, not part of the test run)
 # quickfix has no wheels and takes ~5 minutes to compile: the built wheel is kept in
 # $FIXALLOC_WHEELHOUSE (default ~/.cache/fixalloc/wheels) and reused on every later run.
 set -euo pipefail
@@ -13,6 +15,8 @@ VENV=${FIXALLOC_VENV:-$ROOT/.venv}
 WHEELHOUSE=${FIXALLOC_WHEELHOUSE:-$HOME/.cache/fixalloc/wheels}
 QUICKFIX_WHEELS=$WHEELHOUSE/quickfix-tls
 QUICKFIX_VERSION=1.16.0
+# The patched build's version, 1.16.0+fixalloc<N>: defined once, in the patch script.
+QUICKFIX_BUILD=$(sed -n 's/^LOCAL_VERSION = "\(.*\)"$/\1/p' "$ROOT/scripts/patch_quickfix.py")
 PYTHON=${PYTHON:-python3}
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -46,32 +50,26 @@ apt_install() {
 }
 
 quickfix_wheel() {
-  # The PyPI sdist compiles its SSL engines out unless HAVE_SSL is defined and OpenSSL is
-  # linked; this build turns them on (the wheel lives in its own folder of the wheelhouse,
-  # so a plain build from an older checkout is never picked up by mistake).
+  # The PyPI sdist compiles its SSL engines out and carries defects a hostile peer can
+  # reach; scripts/patch_quickfix.py turns TLS on and fixes those before the build. The
+  # wheel's version has a local label ($QUICKFIX_BUILD), so an older unpatched build in
+  # the wheelhouse or the venv is never taken for this one.
   mkdir -p "$QUICKFIX_WHEELS"
-  if ls "$QUICKFIX_WHEELS"/quickfix-"$QUICKFIX_VERSION"-*.whl >/dev/null 2>&1; then
+  if ls "$QUICKFIX_WHEELS"/quickfix-"$QUICKFIX_BUILD"-*.whl >/dev/null 2>&1; then
     return 0
   fi
-  say "building quickfix $QUICKFIX_VERSION with TLS from source (about 5 minutes, once per machine)"
+  say "building quickfix $QUICKFIX_BUILD (TLS, patched) from source (about 8 minutes, once per machine)"
   local src
   src=$(mktemp -d)
   "$VENV/bin/pip" download -q --no-deps --no-binary :all: -d "$src" "quickfix==$QUICKFIX_VERSION"
   tar -xzf "$src"/quickfix-"$QUICKFIX_VERSION".tar.gz -C "$src"
-  # setup.py takes no build options: define HAVE_SSL and link OpenSSL in the Extension itself
-  # (compiler flags from the environment do not reach its C++ compile).
-  "$VENV/bin/python" - "$src/quickfix-$QUICKFIX_VERSION/setup.py" <<'PY'
-import sys
-path = sys.argv[1]
-text = open(path).read()
-anchor = "            extra_compile_args=["
-assert anchor in text, "quickfix setup.py changed: update scripts/dev.sh"
-text = text.replace(anchor, "            define_macros=[('HAVE_SSL', '1')],\n"
-                            "            libraries=['ssl', 'crypto'],\n" + anchor, 1)
-open(path, "w").write(text)
-PY
+  "$VENV/bin/python" "$ROOT/scripts/patch_quickfix.py" "$src/quickfix-$QUICKFIX_VERSION"
   "$VENV/bin/pip" wheel --no-deps -q -w "$QUICKFIX_WHEELS" "$src/quickfix-$QUICKFIX_VERSION"
   rm -rf "$src"
+}
+
+quickfix_is_patched() {
+  [ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("quickfix"))' 2>/dev/null)" = "$QUICKFIX_BUILD" ]
 }
 
 quickfix_has_tls() {
@@ -102,13 +100,14 @@ install() {
   quickfix_wheel
   say "installing fixalloc and its dependencies"
   "$VENV/bin/pip" install -q --find-links "$QUICKFIX_WHEELS" -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
-  if ! quickfix_has_tls; then
-    # A venv made before TLS was built in holds the plain wheel: replace it.
-    say "replacing quickfix with the TLS build"
+  if ! quickfix_is_patched; then
+    # A venv made before the patches holds an older build: replace it.
+    say "replacing quickfix with the patched build $QUICKFIX_BUILD"
     "$VENV/bin/pip" install -q --force-reinstall --no-deps --no-index \
-      --find-links "$QUICKFIX_WHEELS" "quickfix==$QUICKFIX_VERSION" 2>&1 | grep -v '^WARNING: Location' || true
-    quickfix_has_tls || { say "quickfix has no TLS support"; exit 1; }
+      --find-links "$QUICKFIX_WHEELS" "quickfix==$QUICKFIX_BUILD" 2>&1 | grep -v '^WARNING: Location' || true
+    quickfix_is_patched || { say "quickfix $QUICKFIX_BUILD did not install"; exit 1; }
   fi
+  quickfix_has_tls || { say "quickfix has no TLS support"; exit 1; }
   "$VENV/bin/python" -c 'import quickfix, engine, gateway' \
     || { say "installation incomplete"; exit 1; }
 }
@@ -137,5 +136,6 @@ case "$cmd" in
   install) install ;;
   demo) install; exec "$VENV/bin/fixalloc" demo "$@" ;;
   test) install; run_tests "$@" ;;
-  *) echo "usage: $0 {demo|test|install} [args]" >&2; exit 2 ;;
+  mutants) install; exec "$VENV/bin/python" scripts/mutants.py "$@" ;;
+  *) echo "usage: $0 {demo|test|install|mutants} [args]" >&2; exit 2 ;;
 esac
