@@ -1,8 +1,10 @@
-"""From a done order to an AllocationInstruction on the wire, and the broker's ack back.
+"""From a done order to AllocationInstructions on the wire: New, Replace, Cancel.
 
 Runs on the dispatcher thread. The decision, the allocation and its lines are stored in
-one transaction *before* the J is handed to quickfix, and the allocation id is a pure
-function of the order, so a restart never produces a second J as New for the same block.
+one transaction *before* the J is handed to quickfix, and each AllocID (J1, J2, ... of
+the order) is a function of what is stored, so a restart never produces a second J as
+New for the same allocation. What happens after the J (the broker's P, corrections,
+confirmations) is in gateway/posttrade/.
 """
 
 from __future__ import annotations
@@ -21,11 +23,10 @@ from gateway import faults
 from gateway.alerts import Alerts
 from gateway.clock import Clock, settlement_date
 from gateway.config import Config
-from gateway.events import AllocationAckReceived
-from gateway.fix.allocation_codec import ALLOC_TYPE_TO_FIX, JBlock, JLine
+from gateway.fix.allocation_codec import ALLOC_TYPE_TO_FIX, JBlock, JLine, block_totals
 from gateway.fix.outbound import FixOutbound
 from gateway.metrics import METRICS
-from gateway.orders import ALLOC_STATUS_FROM_P, InvalidTransition, Order, alloc_transition
+from gateway.orders import Order
 from gateway.persistence.store import Database
 from gateway.reference import ReferenceData
 
@@ -61,6 +62,8 @@ class AllocationFlow:
         self.executor = executor
         self.clock = clock
         self._config_hash = config.config_hash()
+        self.notify: Any = None
+        """Called with (order, allocation, lines) after a J is sent (notifications)."""
 
     # -- pre-trade ------------------------------------------------------------------------
 
@@ -81,34 +84,52 @@ class AllocationFlow:
     # -- allocation -----------------------------------------------------------------------
 
     def allocate(self, order: Order, *, include_oms: bool = True) -> None:
-        bound = log.bind(cl_ord_id=order.oms_cl_ord_id, order_id=order.order_id)
+        """The block's first allocation: decide, store and send a J New."""
+        decided = self.decide(order)
+        if decided is None:
+            return
+        decision, rotation = decided
+        stored = self.store(order, decision, rotation_offset=rotation,
+                            refdata_version=self.refdata.version)
+        self.send(order, stored[0]["alloc_id"], include_oms=include_oms, stored=stored)
+
+    def decide(self, order: Order, *, rulebook: Any = None, refdata: ReferenceData | None = None,
+               rotation_offset: int | None = None) -> tuple[Any, int] | None:
+        """The engine's decision on the order's ledger as it stands, or None (an exception).
+
+        A Replace after a correction passes the rulebook, reference data and rotation of
+        the original decision, so that only the executions change the split.
+        """
         book = self.config.book(order.book)
+        refdata = refdata or self.refdata
         started = self.clock.now()
+        # A rotation tie-break stays fair over time: each block of the book starts the
+        # rotation one account further on, and the count lives in the database.
+        rotation = (rotation_offset if rotation_offset is not None
+                    else self.db.allocations_for_book(order.book))
         request = engine.AllocationRequest(
             block_id=order.order_id, symbol=order.symbol, side=SIDES[order.side],
             executed_qty=order.ledger.cum_qty, avg_px=order.ledger.avg_px,
             trade_date=date.fromisoformat(order.trade_date),
-            accounts=self.refdata.accounts_for(order.book), securities=self.refdata.securities,
+            accounts=refdata.accounts_for(order.book), securities=refdata.securities,
             decided_at=started,
             # A pre-allocated order is split as the OMS said (pro-rated on a partial fill).
             method=None if order.preallocations else (book.method if book else None),
             preallocations=dict(order.preallocations) or None,
-            preallocation_reason=order.preallocation_reason,
-            # A rotation tie-break stays fair over time: each block of the book starts the
-            # rotation one account further on, and the count lives in the database.
-            rotation_offset=self.db.allocations_for_book(order.book),
+            preallocation_reason=order.preallocation_reason, rotation_offset=rotation,
         )
         try:
-            decision = engine.allocate(request, self.rulebooks.current(), self.executor)
+            decision = engine.allocate(request, rulebook or self.rulebooks.current(),
+                                       self.executor)
             engine.check_decision(decision)
-            settl = settlement_date(date.fromisoformat(order.trade_date)).isoformat()
+            settlement_date(date.fromisoformat(order.trade_date))
         except Exception as exc:
             # Whatever the engine raised, the block becomes an exception for operations to
             # see, never a crash of the dispatcher and never a J.
             order.alloc_status = "exception"
             self.alerts.raise_("allocation_failed", order_id=order.order_id,
                                detail={"cl_ord_id": order.oms_cl_ord_id, "error": str(exc)})
-            return
+            return None
         METRICS.decision_seconds.observe((self.clock.now() - started).total_seconds())
         if decision.unallocated_qty > 0 or not decision.lines:
             order.alloc_status = "exception"
@@ -117,11 +138,24 @@ class AllocationFlow:
                                        "unallocated_qty": str(decision.unallocated_qty),
                                        "reason": decision.unallocated_reason,
                                        "decision_id": decision.decision_id})
-            return
-        alloc_id = f"{order.order_id}-J1"
+            return None
+        return decision, rotation
+
+    def next_alloc_id(self, order: Order) -> str:
+        """J1, J2, ... per order: a pure function of what is stored, so a restart agrees."""
+        return f"{order.order_id}-J{len(self.db.allocations_for_order(order.order_id)) + 1}"
+
+    def store(self, order: Order, decision: Any, *, trans_type: str = "0",
+              ref_alloc_id: str | None = None, reason: str | None = None,
+              rotation_offset: int | None = None, refdata_version: str | None = None,
+              refdata: ReferenceData | None = None,
+              ) -> tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]:
+        """Store the decision and a J (New or Replace) with its lines, before any sending."""
+        alloc_id = self.next_alloc_id(order)
         broker = self.config.broker(order.broker)
-        accounts = {a.account_id: a for a in self.refdata.accounts_for(order.book)}
+        accounts = {a.account_id: a for a in (refdata or self.refdata).accounts_for(order.book)}
         now = self.clock.now()
+        settl = settlement_date(date.fromisoformat(order.trade_date)).isoformat()
         lines = [
             {"individual_alloc_id": f"{alloc_id}-{i:05d}", "alloc_id": alloc_id,
              "account_id": ln.account_id, "qty": str(ln.qty), "avg_px": str(ln.avg_px),
@@ -129,35 +163,64 @@ class AllocationFlow:
              "prime_broker": accounts[ln.account_id].prime_broker,
              "strategy": accounts[ln.account_id].strategy,
              "vehicle": accounts[ln.account_id].vehicle,
-             "lots_json": json.dumps(_plain(ln.lots)) if ln.lots else None}
+             "lots_json": json.dumps(_plain(ln.lots)) if ln.lots else None,
+             "ticket_state": "awaiting_ak"}
             for i, ln in enumerate(decision.lines, start=1)
         ]
         allocation = {
             "alloc_id": alloc_id, "order_id": order.order_id,
             "decision_id": decision.decision_id, "broker": order.broker,
-            "alloc_trans_type": "0", "alloc_type": ALLOC_TYPE_TO_FIX[broker.alloc_type],
+            "alloc_trans_type": trans_type, "alloc_type": ALLOC_TYPE_TO_FIX[broker.alloc_type],
             "quantity": str(decision.allocated_qty), "avg_px": str(decision.avg_px),
             "trade_date": order.trade_date, "settl_date": settl, "status": "pending_send",
-            "created_at": now, "last_fill_at": order.ledger.last_fill_at}
+            "created_at": now, "last_fill_at": order.ledger.last_fill_at,
+            "ref_alloc_id": ref_alloc_id, "reason": reason,
+            "fragments": self._fragment_count(order.broker, len(lines))}
         self.db.save_allocation(
             {"decision_id": decision.decision_id, "order_id": order.order_id,
              "method": decision.method, "rulebook_version": decision.rulebook_version,
              "inputs_hash": decision.inputs_hash, "config_hash": self._config_hash,
-             "decided_at": started, "canonical_json": decision.to_canonical_json()},
+             "decided_at": decision.decided_at, "canonical_json": decision.to_canonical_json(),
+             "refdata_version": refdata_version or self.refdata.version,
+             "rotation_offset": rotation_offset},
             allocation, lines,
         )
         faults.point("decision_stored")
         order.alloc_id = alloc_id
         order.alloc_status = "pending_send"
-        bound = bound.bind(alloc_id=alloc_id)
-        bound.info("allocation.decided", method=decision.method, accounts=len(lines),
-                   quantity=str(decision.allocated_qty), avg_px=str(decision.avg_px),
-                   decision_id=decision.decision_id, rulebook=decision.rulebook_version)
+        order.allocs[alloc_id] = "pending_send"
+        order.ledger.changed_by_correction = False
+        log.info("allocation.decided", alloc_id=alloc_id, trans_type=trans_type,
+                 ref_alloc_id=ref_alloc_id, method=decision.method, accounts=len(lines),
+                 quantity=str(decision.allocated_qty), avg_px=str(decision.avg_px),
+                 decision_id=decision.decision_id, rulebook=decision.rulebook_version,
+                 cl_ord_id=order.oms_cl_ord_id, order_id=order.order_id)
         METRICS.allocations.labels(state="decided").inc()
-        # What was just stored is handed over as is: no read-back on the last-fill path.
-        self.send_pending(order, include_oms=include_oms, stored=(allocation, lines))
+        return allocation, lines
 
-    def _j(self, order: Order, alloc: Mapping[str, Any], *, to_oms: bool) -> JBlock:
+    def store_cancel(self, order: Order, ref_alloc_id: str, reason: str
+                     ) -> tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]:
+        """A J Cancel (71=2) of `ref_alloc_id`, stored before it is sent."""
+        ref = self.db.load_allocation(ref_alloc_id)
+        assert ref is not None
+        alloc_id = self.next_alloc_id(order)
+        allocation = {**{k: ref[k] for k in ("order_id", "decision_id", "broker", "alloc_type",
+                                             "quantity", "avg_px", "trade_date", "settl_date")},
+                      "alloc_id": alloc_id, "alloc_trans_type": "2", "status": "pending_send",
+                      "created_at": self.clock.now(), "ref_alloc_id": ref_alloc_id,
+                      "reason": reason, "fragments": 1}
+        self.db.save_allocation({"decision_id": ref["decision_id"]}, allocation, [])
+        order.allocs[alloc_id] = "pending_send"
+        log.info("allocation.cancel_decided", alloc_id=alloc_id, ref_alloc_id=ref_alloc_id,
+                 reason=reason, order_id=order.order_id)
+        return allocation, []
+
+    def _fragment_count(self, broker: str, lines: int) -> int:
+        most = self.config.broker(broker).max_lines_per_j
+        return max(1, -(-lines // most)) if most else 1
+
+    def _j(self, order: Order, alloc: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
+           *, to_oms: bool) -> JBlock:
         order_ref: str | None
         if to_oms:
             cl_ord_id, order_ref = order.oms_cl_ord_id, order.order_id
@@ -166,6 +229,7 @@ class AllocationFlow:
             cl_ord_id = (order.order_id if order.cancel_count == 0
                          else f"{order.order_id}~C{order.cancel_count}")
             order_ref = order.broker_order_id
+        gross, net = block_totals(_j_lines(rows))
         return JBlock(
             alloc_id=alloc["alloc_id"], alloc_trans_type=alloc["alloc_trans_type"],
             alloc_type=alloc["alloc_type"], cl_ord_id=cl_ord_id, broker_order_id=order_ref,
@@ -173,84 +237,83 @@ class AllocationFlow:
             quantity=Decimal(alloc["quantity"]), avg_px=Decimal(alloc["avg_px"]),
             trade_date=alloc["trade_date"], settl_date=alloc["settl_date"],
             transact_time=self.clock.now(), secondary_alloc_id=order.order_id,
+            ref_alloc_id=alloc.get("ref_alloc_id"),
+            canc_replace_reason="2" if alloc.get("alloc_trans_type") == "1" else "99",
+            gross=gross, net_money=net,
         )
 
     def send_pending(
         self, order: Order, *, check_wire: bool = False, include_oms: bool = True,
         stored: tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]] | None = None,
     ) -> None:
-        """Send whatever of this order's allocation has not been handed to quickfix yet.
+        """Send whatever of the order's current allocation has not gone to quickfix yet."""
+        if order.alloc_id is not None:
+            self.send(order, order.alloc_id, check_wire=check_wire, include_oms=include_oms,
+                      stored=stored)
+
+    def send(self, order: Order, alloc_id: str, *, check_wire: bool = False,
+             include_oms: bool = True,
+             stored: tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]] | None = None,
+             ) -> None:
+        """Send an allocation's J (in fragments when the broker asks) to the broker and OMS.
 
         Used right after the decision and again by startup recovery, which passes
-        `check_wire`: the outbound wire log and quickfix's store then decide whether a J
-        already went to quickfix before the crash, so it is never sent twice as New.
+        `check_wire`: the outbound wire log and quickfix's store then decide how much of
+        the J already went to quickfix before the crash, so none of it is sent twice.
         """
-        if order.alloc_id is None:
-            return
         if stored is not None:
             alloc, rows = stored
         else:
-            loaded = self.db.load_allocation(order.alloc_id)
+            loaded = self.db.load_allocation(alloc_id)
             if loaded is None:
                 return
-            alloc, rows = loaded, self.db.load_allocation_lines(order.alloc_id)
-        j_lines = [JLine(r["individual_alloc_id"], r["account_id"], Decimal(r["qty"]),
-                         Decimal(r["avg_px"]), r["custodian"], r["prime_broker"], r["strategy"],
-                         r["vehicle"]) for r in rows]
+            alloc, rows = loaded, self.db.load_allocation_lines(alloc_id)
+        j_lines = _j_lines(rows)
         broker_key = self.out.broker_key(order.broker)
         if alloc.get("sent_at") is None:
-            if check_wire and self.out.handed_over(broker_key, "J", order.alloc_id):
-                log.info("allocation.already_on_wire", alloc_id=order.alloc_id)
-            else:
-                self.out.allocation(broker_key, self._j(order, alloc, to_oms=False), j_lines,
-                                    send_udfs=self.out.send_udfs(broker_key))
+            parts = self._fragments(order.broker, j_lines)
+            done = self.out.handed_over_count(broker_key, "J", alloc_id) if check_wire else 0
+            if done:
+                log.info("allocation.already_on_wire", alloc_id=alloc_id, fragments=done)
+            block = self._j(order, alloc, rows, to_oms=False)
+            for index, part in enumerate(parts[done:], start=done):
+                self.out.allocation(broker_key, block, part,
+                                    send_udfs=self.out.send_udfs(broker_key),
+                                    fragment=(len(j_lines), index == len(parts) - 1)
+                                    if len(parts) > 1 else None)
+            if len(parts) > done:
                 faults.point("broker_j_sent")
             sent = self.clock.now()
-            self.db.update_allocation(order.alloc_id, status="sent", sent_at=sent)
+            self.db.update_allocation(alloc_id, status="sent", sent_at=sent)
             faults.point("broker_j_recorded")
-            order.alloc_status = "sent"
+            order.allocs[alloc_id] = "sent"
+            if order.alloc_id == alloc_id:
+                order.alloc_status = "sent"
             METRICS.allocations.labels(state="sent").inc()
-            if order.ledger.last_fill_at is not None:
+            if order.ledger.last_fill_at is not None and alloc["alloc_trans_type"] == "0":
                 METRICS.allocation_seconds.observe(
                     (sent - order.ledger.last_fill_at).total_seconds())
-            log.info("allocation.sent", alloc_id=order.alloc_id, broker=order.broker,
-                     cl_ord_id=order.oms_cl_ord_id, lines=len(j_lines))
+            log.info("allocation.sent", alloc_id=alloc_id, broker=order.broker,
+                     trans_type=alloc["alloc_trans_type"], cl_ord_id=order.oms_cl_ord_id,
+                     lines=len(j_lines), fragments=len(parts))
         if include_oms and alloc.get("oms_sent_at") is None:
-            if not (check_wire and self.out.handed_over(order.oms_session, "J",
-                                                          order.alloc_id)):
-                self.out.allocation(order.oms_session, self._j(order, alloc, to_oms=True),
+            if not (check_wire and self.out.handed_over(order.oms_session, "J", alloc_id)):
+                self.out.allocation(order.oms_session, self._j(order, alloc, rows, to_oms=True),
                                     j_lines, send_udfs=self.out.send_udfs(order.oms_session))
                 faults.point("oms_j_sent")
-            self.db.update_allocation(order.alloc_id, oms_sent_at=self.clock.now())
-            log.info("allocation.sent_to_oms", alloc_id=order.alloc_id,
-                     cl_ord_id=order.oms_cl_ord_id)
+            self.db.update_allocation(alloc_id, oms_sent_at=self.clock.now())
+            log.info("allocation.sent_to_oms", alloc_id=alloc_id, cl_ord_id=order.oms_cl_ord_id)
+        if self.notify is not None and alloc["alloc_trans_type"] != "2":
+            self.notify(order, alloc, rows)
 
-    # -- acks -----------------------------------------------------------------------------
+    def _fragments(self, broker: str, lines: Sequence[JLine]) -> list[Sequence[JLine]]:
+        most = self.config.broker(broker).max_lines_per_j
+        if not most or len(lines) <= most:
+            return [lines]
+        return [lines[i:i + most] for i in range(0, len(lines), most)]
 
-    def on_ack(self, ev: AllocationAckReceived, orders: Mapping[str, Order]) -> None:
-        order = next((o for o in orders.values() if o.alloc_id == ev.alloc_id), None)
-        if order is None or order.alloc_status is None:
-            self.alerts.raise_("unknown_alloc_ack", severity="warning", session_id=ev.session,
-                               alloc_id=ev.alloc_id, detail={"status": ev.alloc_status,
-                                                             "from": "broker"})
-            return
-        faults.point("ack_received")
-        target = ALLOC_STATUS_FROM_P.get(ev.alloc_status, "received")
-        try:
-            new = alloc_transition(order.alloc_status, target)
-        except InvalidTransition as exc:
-            log.error("allocation.invalid_transition", alloc_id=ev.alloc_id, error=str(exc))
-            return
-        order.alloc_status = new
-        self.db.update_allocation(ev.alloc_id, status=new, ack_status=ev.alloc_status,
-                                  rej_code=ev.rej_code, ack_text=ev.text,
-                                  acked_at=self.clock.now())
-        METRICS.allocations.labels(state=new).inc()
-        level = "warning" if "rejected" in new else "info"
-        getattr(log, level)("allocation.ack", alloc_id=ev.alloc_id, status=new,
-                            rej_code=ev.rej_code, text=ev.text, cl_ord_id=order.oms_cl_ord_id)
-        if "rejected" in new:
-            self.alerts.raise_(f"allocation_{new}", session_id=ev.session,
-                               alloc_id=ev.alloc_id, order_id=order.order_id,
-                               detail={"rej_code": ev.rej_code, "text": ev.text,
-                                       "lines": [list(x) for x in ev.rejected_lines]})
+
+def _j_lines(rows: Sequence[Mapping[str, Any]]) -> list[JLine]:
+    return [JLine(r["individual_alloc_id"], r["account_id"], Decimal(r["qty"]),
+                  Decimal(r["avg_px"]), r["custodian"], r["prime_broker"], r["strategy"],
+                  r["vehicle"]) for r in rows]

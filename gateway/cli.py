@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 update={"state_dir": Path(args.state_dir).resolve()})})
         from gateway.node import Node
 
-        node = Node(config)
+        clock = None
+        if args.clock_start:
+            from gateway.clock import SimulatedClock
+
+            clock = SimulatedClock(datetime.fromisoformat(args.clock_start), args.clock_speed)
+            log.warning("clock.simulated", start=clock.start.isoformat(), speed=clock.speed)
+        node = Node(config, clock)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -125,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--state-dir", help="override gateway.state_dir")
     run.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
     run.add_argument("--log-level", default=os.environ.get("FIXALLOC_LOG_LEVEL", "INFO"))
+    run.add_argument("--clock-start", help="rehearsal only: run on a simulated clock starting "
+                     "at this ISO instant with its offset, e.g. 2026-11-25T15:50-05:00")
+    run.add_argument("--clock-speed", type=float, default=1.0,
+                     help="with --clock-start: simulated seconds per real second")
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser("config", help="configuration tools").add_subparsers(
@@ -145,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.fix.sim import cli as sim_cli
 
     sim_cli.add_command(sub)
+    from gateway.posttrade import operator_cli, sweep_cli
+
+    sweep_cli.add_commands(sub)
+    operator_cli.add_commands(sub)
     bench = sub.add_parser("bench", help="benchmarks that print their figures")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     try:

@@ -30,6 +30,8 @@ from pydantic import (
 )
 
 from gateway.errors import ConfigError
+from gateway.notify.settings import NotificationSettings
+from gateway.posttrade.sweep_settings import SweepSettings
 
 _COMP_ID = r"^[A-Za-z0-9_.\-]{1,32}$"
 
@@ -96,6 +98,14 @@ def _zone(zone: str) -> str:
         raise ValueError(f"unknown time zone {zone!r} (an IANA name such as "
                          "America/New_York)") from None
     return zone
+
+
+class ConfirmTolerance(_Frozen):
+    """How far a broker's Confirmation (AK) may differ from our line and still be affirmed."""
+
+    price: Decimal = Field(default=Decimal("0.0001"), ge=0)
+    money: Decimal = Field(default=Decimal("0.01"), ge=0)
+    commission: Decimal = Field(default=Decimal("0.01"), ge=0)
 
 
 class SessionKeys(_Frozen):
@@ -165,6 +175,16 @@ class BrokerSession(SessionKeys):
     """Environment variable holding the Logon password; never the password itself."""
     reconnect_seconds: int | None = Field(default=None, ge=1, le=300)
     max_message_size: PositiveInt | None = None
+    max_lines_per_j: PositiveInt | None = None
+    """Fragment a J above this many NoAllocs lines (TotNoAllocs/LastFragment)."""
+    account_reject_fix: Literal["replace", "cancel_new"] = "replace"
+    """How this broker wants an account-level reject fixed: a J Replace of the whole
+    allocation, or a J Cancel followed by a J New."""
+    p_timeout_minutes: float = Field(default=15.0, gt=0)
+    """A J with no P past 'received' by then is an exception (never re-sent as New)."""
+    ak_timeout_minutes: float = Field(default=30.0, gt=0)
+    """A ticket with no AK by then (after P accepted) gets a ConfirmationRequest (BH)."""
+    confirm_tolerance: ConfirmTolerance = Field(default_factory=ConfirmTolerance)
 
 
 class FixSettings(_Frozen):
@@ -285,6 +305,8 @@ class Config(_Frozen):
     fix: FixSettings = FixSettings()
     refdata: RefDataSettings = RefDataSettings()
     books: tuple[BookSettings, ...] = ()
+    notifications: NotificationSettings = NotificationSettings()
+    sweep: SweepSettings = SweepSettings()
     source: Path = Path("<memory>")
     """The file this was loaded from; relative paths inside resolve against its folder."""
 
@@ -333,7 +355,8 @@ class Config(_Frozen):
 
     def config_hash(self) -> str:
         """A stable hash of the effective configuration, stored on every decision."""
-        payload = self.model_dump(mode="json", exclude={"source"})
+        # Where notifications go is not an input of any decision.
+        payload = self.model_dump(mode="json", exclude={"source", "notifications", "sweep"})
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -24,25 +24,34 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.events import (
     AllocationAckReceived,
+    AllocationReportReceived,
     BlockOrderInvalid,
     BlockOrderReceived,
     BrokerReportReceived,
     CancelRejectedByBroker,
     CancelRequested,
+    ConfirmationReceived,
     OmsAllocationAckReceived,
+    OperatorRequested,
     ReferenceDataChanged,
     RulebookChanged,
     SessionRejectReceived,
     SessionStateChanged,
     Stop,
+    SweepDue,
     Tick,
 )
+from gateway.fill_checks import Implausible, check_report
 from gateway.fix.outbound import FixOutbound
 from gateway.inbox import Inbox
 from gateway.intake import OrderIntake
 from gateway.metrics import METRICS
 from gateway.orders import ORD_STATUS, InvalidTransition, Order
 from gateway.persistence.store import Database
+from gateway.posttrade.confirmations import Confirmations
+from gateway.posttrade.exceptions import ExceptionsQueue
+from gateway.posttrade.lifecycle import Lifecycle
+from gateway.posttrade.sweep_runner import SweepRunner
 from gateway.reference import ReferenceData
 from gateway.session_watch import SessionWatch
 
@@ -73,7 +82,14 @@ class Dispatcher:
         self.intake = OrderIntake(self)
         self.sessions = SessionWatch(self, loop_logons=config.fix.reconnect_alert_logons,
                                      loop_window_seconds=config.fix.reconnect_alert_seconds)
+        self.exceptions = ExceptionsQueue(db, clock, self.alerts)
+        self.lifecycle = Lifecycle(self)
+        self.confirmations = Confirmations(self)
+        self.sweep = SweepRunner(self)
         self.tick_seconds = 0.5
+        self.publish_seconds = 0.1
+        self._stale = True  # the first snapshot is taken once recovery has run
+        self._published_at = 0.0
         self._thread: threading.Thread | None = None
         self.stopped = threading.Event()
 
@@ -82,6 +98,9 @@ class Dispatcher:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
         self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Drain everything queued so far, then stop."""
@@ -93,17 +112,23 @@ class Dispatcher:
         # Deadlines are checked between events, and at least every tick while idle.
         next_tick = time.monotonic() + self.tick_seconds
         while True:
+            wait = next_tick - time.monotonic()
+            if self._stale:
+                wait = min(wait, self._published_at + self.publish_seconds - time.monotonic())
             try:
-                event = self.inbox.get(timeout=max(0.0, next_tick - time.monotonic()))
+                event = self.inbox.get(timeout=max(0.0, wait))
             except queue.Empty:
                 event = None
             if event is None or time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + self.tick_seconds
                 self._safely(Tick(self.clock.now()))
             if event is None:
+                self._publish_if_due()
                 continue
             METRICS.inbox_depth.set(self.inbox.depth())
             if isinstance(event, Stop):
+                self._stale = True
+                self._publish_if_due(force=True)
                 self.stopped.set()
                 return
             self._safely(event)
@@ -113,9 +138,31 @@ class Dispatcher:
             self.handle(event)
         except Exception:
             # One bad event must never stop the gateway; it is logged with its context.
+            METRICS.dispatcher_errors.inc()
             log.exception("dispatcher.event_failed", event_type=type(event).__name__)
         if not isinstance(event, Tick):
+            self._stale = True
+            self._publish_if_due()
+
+    def _publish_if_due(self, *, force: bool = False) -> None:
+        """Swap in a new snapshot at most every `publish_seconds` while events stream in.
+
+        The snapshot summarises every order of the day; rebuilding it after each event made
+        the dispatcher's cost grow with the day (O(orders) per message). Readers see state
+        at most `publish_seconds` old while busy, and current state as soon as it is idle.
+        """
+        if not self._stale:
+            return
+        if not force and time.monotonic() - self._published_at < self.publish_seconds:
+            return
+        try:
             self._publish()
+        except Exception:
+            # A value that breaks a summary must not end the only thread that owns state.
+            METRICS.dispatcher_errors.inc()
+            log.exception("dispatcher.publish_failed")
+        self._stale = False
+        self._published_at = time.monotonic()
 
     def handle(self, event: object) -> None:
         if isinstance(event, BlockOrderReceived):
@@ -124,6 +171,16 @@ class Dispatcher:
             self._on_broker_report(event)
         elif isinstance(event, Tick):
             self.intake.on_tick(event.ts)
+            self.lifecycle.on_tick(event.ts)
+            self.confirmations.on_tick(event.ts)
+        elif isinstance(event, ConfirmationReceived):
+            self.confirmations.on_confirmation(event)
+        elif isinstance(event, AllocationReportReceived):
+            self.confirmations.on_report(event)
+        elif isinstance(event, OperatorRequested):
+            self._on_operator(event)
+        elif isinstance(event, SweepDue):
+            self.sweep.on_sweep_due(event)
         elif isinstance(event, BlockOrderInvalid):
             self.intake.on_invalid(event)
         elif isinstance(event, CancelRequested):
@@ -131,7 +188,7 @@ class Dispatcher:
         elif isinstance(event, CancelRejectedByBroker):
             self._on_broker_cancel_reject(event)
         elif isinstance(event, AllocationAckReceived):
-            self.flow.on_ack(event, self.orders)
+            self.lifecycle.on_ack(event)
         elif isinstance(event, OmsAllocationAckReceived):
             self.sessions.on_oms_ack(event)
         elif isinstance(event, SessionRejectReceived):
@@ -173,6 +230,20 @@ class Dispatcher:
 
     def session_up(self, key: str) -> bool:
         return self.sessions_up.get(key, False)
+
+    def _on_operator(self, ev: OperatorRequested) -> None:
+        """A person's action: the answer goes back to the waiting HTTP request."""
+        try:
+            result = self.lifecycle.operator(ev.action, ev.alloc_id, actor=ev.actor,
+                                             reason=ev.reason)
+        except (LookupError, ValueError) as exc:
+            ev.reply.set_exception(exc)
+        except Exception as exc:
+            # The request must be answered even when the action itself failed.
+            log.exception("operator.failed", action=ev.action, alloc_id=ev.alloc_id)
+            ev.reply.set_exception(exc)
+        else:
+            ev.reply.set_result(result)
 
     # -- cancels from the OMS -------------------------------------------------------------
 
@@ -228,7 +299,9 @@ class Dispatcher:
                                text=f"no matching order for ClOrdID {ev.cl_ord_id}")
             return
         self.intake.on_broker_answer(order)
-        self.apply_report(order, ev)
+        if self.refused(order, ev):
+            return
+        corrected = self.apply_report(order, ev)
         allocating = order.done() and order.alloc_id is None
         if allocating:
             # The broker's J first: it is what the T+1 clock waits for. The OMS still sees
@@ -237,20 +310,67 @@ class Dispatcher:
         self.relay(order, ev, ev.report_id)
         if allocating:
             self.flow.send_pending(order)
+        elif corrected and order.allocs:
+            self.lifecycle.on_correction(order, ev.exec_id)
 
-    def apply_report(self, order: Order, ev: BrokerReportReceived) -> None:
-        """Fold one ER into the order: shared by live traffic and startup recovery."""
+    def refused(self, order: Order, ev: BrokerReportReceived) -> bool:
+        """An implausible report is not applied or relayed: the broker gets a DK.
+
+        Shared with recovery, so a report stored just before a crash is judged the same.
+        """
+        refused = check_report(exec_type=ev.exec_type, last_qty=ev.last_qty,
+                               last_px=ev.last_px, cum_qty=ev.cum_qty,
+                               order_qty=order.order_qty, ledger_cum_qty=order.ledger.cum_qty)
+        if refused is None:
+            return False
+        self._refuse_report(order, ev, refused)
+        return True
+
+    def _refuse_report(self, order: Order, ev: BrokerReportReceived,
+                       refused: Implausible) -> None:
+        log.warning("fill.refused", order_id=order.order_id, exec_id=ev.exec_id,
+                    dk_reason=refused.dk_reason, reason=refused.text)
+        self.alerts.raise_("implausible_fill", session_id=ev.session, order_id=order.order_id,
+                           detail={"exec_id": ev.exec_id, "exec_type": ev.exec_type,
+                                   "dk_reason": refused.dk_reason, "reason": refused.text})
+        self.out.dont_know(ev.session, broker_order_id=ev.broker_order_id, exec_id=ev.exec_id,
+                           text=refused.text, reason=refused.dk_reason, side=order.side,
+                           symbol=order.symbol)
+        # Marked after the DK: a crash between them sends the DK again, never loses it.
+        self.db.mark_report_refused(ev.report_id, f"{refused.dk_reason}: {refused.text}")
+
+    def apply_report(self, order: Order, ev: BrokerReportReceived) -> bool:
+        """Fold one ER into the order: shared by live traffic and startup recovery.
+
+        Returns True when the ER busted or corrected a fill (the ledger changed).
+        """
         bound = log.bind(cl_ord_id=order.oms_cl_ord_id, order_id=order.order_id,
                          session=ev.session)
         order.broker_order_id = order.broker_order_id or ev.broker_order_id
+        corrected = False
         if ev.exec_type == "F" and ev.last_qty > 0:
             order.ledger.apply_fill(ev.exec_id, ev.last_qty, ev.last_px)
             order.ledger.last_fill_at = ev.ts_recv
             METRICS.fills.labels(broker=order.broker).inc()
         elif ev.exec_type in ("G", "H"):
-            self.alerts.raise_("trade_correction_unsupported", session_id=ev.session,
-                               order_id=order.order_id,
-                               detail={"exec_id": ev.exec_id, "exec_type": ev.exec_type})
+            ref = ev.exec_ref_id or ""
+            corrected = (order.ledger.bust(ref, ev.exec_id) if ev.exec_type == "H"
+                         else order.ledger.correct(ref, ev.exec_id, ev.last_qty, ev.last_px))
+            if corrected:
+                bound.info("fill.corrected", exec_id=ev.exec_id, exec_ref_id=ref,
+                           kind="bust" if ev.exec_type == "H" else "correction",
+                           cum_qty=str(order.ledger.cum_qty), avg_px=str(order.ledger.avg_px))
+                self.db.append_event("fill.corrected", recorded_at=self.clock.now(),
+                                     session_id=ev.session, order_id=order.order_id,
+                                     detail={"exec_id": ev.exec_id, "exec_ref_id": ref,
+                                             "exec_type": ev.exec_type,
+                                             "last_qty": str(ev.last_qty),
+                                             "last_px": str(ev.last_px)})
+            else:
+                self.alerts.raise_("correction_of_unknown_fill", session_id=ev.session,
+                                   order_id=order.order_id,
+                                   detail={"exec_id": ev.exec_id, "exec_type": ev.exec_type,
+                                           "exec_ref_id": ref})
         order.ledger.observe_totals(ev.cum_qty, ev.avg_px)
         order.leaves_qty = ev.leaves_qty
         new_status = ORD_STATUS.get(ev.ord_status, order.status)
@@ -258,7 +378,12 @@ class Dispatcher:
             new_status = "done_for_day"
         old = order.status
         try:
-            order.move_to(new_status)
+            if corrected:
+                # A bust can take a filled order back to partially filled: the broker's
+                # OrdStatus after a correction is the truth, whatever it was before.
+                order.status = new_status
+            else:
+                order.move_to(new_status)
         except InvalidTransition as exc:
             bound.error("order.invalid_transition", error=str(exc))
         for problem in order.ledger.discrepancies():
@@ -272,6 +397,14 @@ class Dispatcher:
         if old != order.status:
             bound.info("order.state", old=old, new=order.status,
                        cum_qty=str(order.ledger.cum_qty), avg_px=str(order.ledger.avg_px))
+        return corrected
+
+    def _relayed_exec_id(self, order: Order, ev: BrokerReportReceived) -> str | None:
+        """For a bust/correction: the ExecID under which the OMS got the fill it changes."""
+        if ev.exec_type not in ("G", "H") or not ev.exec_ref_id:
+            return None
+        report_id = self.db.report_id_of(ev.session, order.order_id, ev.exec_ref_id)
+        return relay_exec_id(order.order_id, report_id) if report_id else None
 
     def relay(self, order: Order, ev: BrokerReportReceived, report_id: int,
               *, poss_resend: bool = False) -> None:
@@ -286,7 +419,7 @@ class Dispatcher:
             side=order.side, order_qty=order.order_qty, last_qty=ev.last_qty,
             last_px=ev.last_px, cum_qty=ev.cum_qty, avg_px=ev.avg_px, leaves_qty=ev.leaves_qty,
             book=order.book, transact_time=self.clock.now(), trade_date=ev.trade_date,
-            text=ev.text,
+            text=ev.text, exec_ref_id=self._relayed_exec_id(order, ev),
         )
         faults.point("relay_sent")
         self.db.mark_relayed(report_id, self.clock.now())

@@ -7,7 +7,7 @@ edge converts wire messages into these so the dispatcher never touches a quickfi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -82,6 +82,53 @@ class BrokerReportReceived:
     trade_date: str
     poss_dup: bool
     ts_recv: datetime
+    exec_ref_id: str | None = None
+    """For a bust (H) or correction (G): the ExecID of the fill it changes."""
+
+
+@dataclass(frozen=True)
+class ConfirmationReceived:
+    """A broker's Confirmation (AK) for one allocation line, stored (pending) before this."""
+
+    session: str
+    confirmation_id: int
+    fields: Any
+    ts_recv: datetime
+
+
+@dataclass(frozen=True)
+class AllocationReportReceived:
+    """A broker's AllocationReport (AS): an allocation booked or amended on its side."""
+
+    session: str
+    fields: Any
+    ts_recv: datetime
+
+
+@dataclass(frozen=True)
+class OperatorRequested:
+    """A person's action on an allocation (resend/replace/cancel), from HTTP or the CLI.
+
+    `reply` is a concurrent.futures.Future the dispatcher completes with the result.
+    """
+
+    action: str
+    alloc_id: str
+    actor: str
+    reason: str
+    reply: Any
+
+
+@dataclass(frozen=True)
+class SweepDue:
+    """Run the end-of-day sweep of `trade_date` at `checkpoint` (HH:MM New York time).
+
+    From the scheduler (reply None) or a person via HTTP (`reply` a Future for the report).
+    """
+
+    checkpoint: str
+    trade_date: date
+    reply: Any = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ the writes and the sends whose order the crash-recovery promises depend on:
   relay_sent             an ER relay handed to quickfix; not yet marked relayed
   fill_stored            a fill committed by the FIX callback; not yet on the inbox
   recovery_redriving     recovery is re-driving stored work (after its first re-drive)
+  confirmation_stored    an AK committed by the FIX callback; not yet on the inbox
+  au_sent                an AU handed to quickfix; its confirmation not yet marked answered
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ _TARGET = int(_NTH) if _NTH.isdigit() else 1
 _seen = [0]  # arrivals at the named step (a list: mutated without `global`)
 
 STEPS = ("decision_stored", "broker_j_sent", "broker_j_recorded", "oms_j_sent",
-         "ack_received", "relay_sent", "fill_stored", "recovery_redriving")
+         "ack_received", "relay_sent", "fill_stored", "recovery_redriving",
+         "confirmation_stored", "au_sent")
 
 
 def point(step: str) -> None:

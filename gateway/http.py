@@ -10,12 +10,16 @@ import hmac
 import json
 import threading
 from collections.abc import Callable
+from datetime import date
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Header, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict
 
+from gateway.clock import Clock, SystemClock
+from gateway.http_lifecycle import Operate, add_lifecycle_endpoints
 from gateway.metrics import METRICS
 from gateway.persistence.store import Database
 
@@ -23,12 +27,19 @@ from gateway.persistence.store import Database
 def build_app(
     *, status: Callable[[], dict[str, Any]], ready: Callable[[], tuple[bool, list[str]]],
     db: Database, rulebooks: Any = None, refdata: Any = None, api_token: str | None = None,
+    run_sweep: Callable[[str, date], dict[str, Any]] | None = None, clock: Clock | None = None,
+    operate: Operate | None = None, alive: Callable[[], bool] | None = None,
 ) -> FastAPI:
     app = FastAPI(title="fixalloc", version="0.1.0",
                   description="Block allocation gateway: health, status, allocations, metrics")
 
     @app.get("/healthz", summary="The process is alive and serving")
-    def healthz() -> dict[str, str]:
+    def healthz(response: Response) -> dict[str, str]:
+        # Serving HTTP is not enough: without the dispatcher nothing is processed, and
+        # the supervisor should restart the process.
+        if alive is not None and not alive():
+            response.status_code = 503
+            return {"status": "dispatcher stopped"}
         return {"status": "ok"}
 
     @app.get("/readyz", summary="Ready when every configured FIX session is logged on")
@@ -77,6 +88,8 @@ def build_app(
         if registry is not None:
             _add_live_endpoints(app, path, registry, what, extra, require_token)
 
+    _add_sweep_endpoints(app, db, run_sweep, clock or SystemClock(), require_token)
+    add_lifecycle_endpoints(app, db, operate, require_token)
     return app
 
 
@@ -104,6 +117,70 @@ def _add_live_endpoints(
         except registry.refused as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from exc
         return {"active": record.version, "change": record.diff_summary}
+
+
+class SweepRunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    at: str | None = None
+    """The checkpoint, HH:MM New York time (default: now; 23:59 for a past date)."""
+    date: str | None = None
+    """The trade date, YYYY-MM-DD (default: today in New York)."""
+
+
+def _add_sweep_endpoints(
+    app: FastAPI, db: Database, run_sweep: Callable[[str, date], dict[str, Any]] | None,
+    clock: Clock, require_token: Callable[[str | None], None],
+) -> None:
+    """GET the stored end-of-day sweep reports; POST to run one now (FIX_ALLOCATION.md §5.3)."""
+    from gateway.posttrade import sweep_report
+    from gateway.posttrade.sweep import latest_swept_date, parse_trade_date, run_target
+
+    @app.get("/sweep", summary="The sweep reports of a trade date (default: the latest)")
+    def sweep_list(date: str | None = None) -> dict[str, Any]:
+        day: str | None
+        if date is not None:
+            try:
+                day = parse_trade_date(date).isoformat()
+            except ValueError as exc:
+                raise HTTPException(status_code=422, detail=str(exc)) from exc
+            rows = db.sweep_reports(day)
+        else:
+            day = latest_swept_date(db)
+            rows = db.sweep_reports(day) if day is not None else []
+        return {"trade_date": day,
+                "reports": [sweep_report.summary(sweep_report.stored(r)) for r in rows]}
+
+    @app.get("/sweep/{report_id}", summary="One stored sweep report in full")
+    def sweep_one(report_id: int) -> dict[str, Any]:
+        row = db.sweep_report(report_id)
+        if row is None:
+            raise HTTPException(status_code=404, detail=f"no sweep report {report_id}")
+        return sweep_report.stored(row)
+
+    @app.post("/sweep/run", summary="Run the sweep now for a checkpoint and trade date; "
+              "returns the stored report")
+    def sweep_run(body: SweepRunRequest | None = None,
+                  authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        require_token(authorization)
+        if run_sweep is None:
+            raise HTTPException(status_code=503, detail="the sweep does not run on this gateway")
+        request = body or SweepRunRequest()
+        try:
+            checkpoint, day = run_target(request.at, request.date, clock.now())
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
+        try:
+            report = run_sweep(checkpoint, day)
+        except TimeoutError as exc:
+            raise HTTPException(status_code=503, detail="the dispatcher did not run the sweep "
+                                f"in time: {exc}") from exc
+        row = next((r for r in db.sweep_reports(day.isoformat())
+                    if r["checkpoint"] == checkpoint), None)
+        if row is not None:
+            return sweep_report.stored(row)
+        return {"id": None, "trade_date": day.isoformat(), "checkpoint": checkpoint,
+                "ran_at": report.get("ran_at"), "runs": None, "report": report}
 
 
 class HttpServer:

@@ -22,9 +22,43 @@ class FillLedger:
     broker_cum_qty: Decimal = Decimal(0)
     broker_avg_px: Decimal = Decimal(0)
     last_fill_at: datetime | None = None
+    changed_by_correction: bool = False
+    """A bust or correction changed the fills since the order was last allocated."""
+    _chains: dict[str, str] = field(default_factory=dict)
+    """Every ExecID of a correction chain -> the ExecID the fill is kept under."""
 
     def apply_fill(self, exec_id: str, qty: Decimal, px: Decimal) -> None:
         self.fills.append((exec_id, qty, px))
+
+    def _root(self, exec_ref_id: str) -> int | None:
+        key = self._chains.get(exec_ref_id, exec_ref_id)
+        return next((i for i, (e, _, _) in enumerate(self.fills) if e == key), None)
+
+    def bust(self, exec_ref_id: str, exec_id: str) -> bool:
+        """Remove the fill that `exec_ref_id` (or a correction of it) names; False if unknown.
+
+        A correction of a correction names the latest ExecID of its chain, so every ExecID
+        of a chain leads to the one entry the fill is kept under.
+        """
+        index = self._root(exec_ref_id)
+        if index is None:
+            return False
+        key = self.fills[index][0]
+        del self.fills[index]
+        self._chains[exec_id] = key
+        self.changed_by_correction = True
+        return True
+
+    def correct(self, exec_ref_id: str, exec_id: str, qty: Decimal, px: Decimal) -> bool:
+        """Replace the quantity and price of the fill the chain names; False if unknown."""
+        index = self._root(exec_ref_id)
+        if index is None:
+            return False
+        key = self.fills[index][0]
+        self.fills[index] = (key, qty, px)
+        self._chains[exec_id] = key
+        self.changed_by_correction = True
+        return True
 
     def observe_totals(self, cum_qty: Decimal, avg_px: Decimal) -> None:
         self.broker_cum_qty = cum_qty

@@ -40,6 +40,26 @@ class Metrics:
                                  registry=r)
         self.session_up = Gauge("fixalloc_session_logged_on", "1 when the FIX session is logged on",
                                 ["session"], registry=r)
+        # The end-of-day sweep (gateway/posttrade/sweep.py) and the affirmation lifecycle.
+        self.affirmed_same_day_ratio = Gauge(
+            "fixalloc_affirmed_same_day_ratio",
+            "Tickets of the latest swept trade date affirmed on that date, over all its "
+            "tickets (set by each sweep run)", registry=r)
+        self.open_exceptions = Gauge("fixalloc_open_exceptions",
+                                     "Open post-trade exceptions by kind", ["kind"], registry=r)
+        self.time_to_affirmation_seconds = Histogram(
+            "fixalloc_time_to_affirmation_seconds",
+            "From the J on the wire to the ticket's affirmation (AU 940=3)",
+            buckets=(60, 300, 600, 900, 1800, 2700, 3600, 5400, 7200, 10800, 14400, 21600,
+                     28800, 43200, 86400), registry=r)
+        self.dispatcher_errors = Counter("fixalloc_dispatcher_errors_total",
+                                         "Events whose handling raised (logged, skipped)",
+                                         registry=r)
+        self.sweep_runs = Counter("fixalloc_sweep_runs_total",
+                                  "End-of-day sweep runs stored", registry=r)
+        self.sweep_last_run = Gauge("fixalloc_sweep_last_run_timestamp_seconds",
+                                    "When the last sweep report was stored (Unix time)",
+                                    registry=r)
 
 
 METRICS = Metrics()

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import gc
 import threading
-from datetime import UTC, datetime
+from concurrent.futures import Future
+from datetime import UTC, date, datetime
 from typing import Any
 
 import structlog
@@ -22,13 +23,16 @@ from gateway.clock import Clock, SystemClock, settlement_date, trade_date_of
 from gateway.config import Config
 from gateway.dispatcher import Dispatcher
 from gateway.errors import ConfigError
-from gateway.events import ReferenceDataChanged, RulebookChanged
+from gateway.events import OperatorRequested, ReferenceDataChanged, RulebookChanged, SweepDue
 from gateway.fix.outbound import FixOutbound
 from gateway.fix.sessions import FixSessions
 from gateway.fix.store_secrets import scrub_files, secure_state_dir
 from gateway.http import HttpServer, build_app
 from gateway.inbox import Inbox
+from gateway.notify.notifier import Notifier
 from gateway.persistence.store import Database
+from gateway.posttrade import notices
+from gateway.posttrade.scheduler import SweepScheduler
 from gateway.preflight import preflight
 from gateway.recovery import recover
 from gateway.refdata_registry import RefDataVersionRecord, ReferenceDataRegistry
@@ -50,6 +54,8 @@ class Node:
         self.executor: Any = None
         self.rulebooks: Any = None
         self.refdata: ReferenceDataRegistry | None = None
+        self.notifier: Notifier | None = None
+        self.sweep_scheduler: SweepScheduler | None = None
         self._stopped = threading.Event()
 
     def start(self) -> None:
@@ -87,16 +93,33 @@ class Node:
         flow = AllocationFlow(cfg, db, out, refdata, self.rulebooks, self.executor, self.clock,
                               alerts)
         self.dispatcher = Dispatcher(cfg, db, inbox, out, refdata, flow, self.clock)
+        secrets_file = (cfg.resolve(cfg.gateway.secrets_file)
+                        if cfg.gateway.secrets_file else None)
+        self.notifier = notifier = Notifier(cfg.notifications, db, self.clock, alerts=alerts,
+                                            secrets_file=secrets_file, resolve=cfg.resolve)
+        notifier.start()
+        flow.notify = lambda order, alloc, rows: notifier.notify(
+            notices.allocation_sent(order, alloc, rows, db))
         recover(self.dispatcher)
+        self.dispatcher.exceptions.notify = lambda fields: notifier.notify(
+            notices.exception_opened(fields))
+        self.dispatcher.sweep.notify = notifier.notify
         self.dispatcher.start()
         self.sessions.start()
+        if cfg.sweep.enabled:
+            self.sweep_scheduler = SweepScheduler(cfg.database_url, cfg.sweep,
+                                                  submit=self._sweep_due, name=cfg.gateway.name,
+                                                  clock=self.clock)
+            self.sweep_scheduler.start()
         if cfg.http.enabled:
             token = None
             if cfg.http.api_token_env:
                 token = resolve_secret("http", cfg.http.api_token_env,
                                        cfg.resolve(cfg.gateway.secrets_file)
                                        if cfg.gateway.secrets_file else None)
-            app = build_app(status=self.status, ready=self.ready, db=db,
+            app = build_app(status=self.status, ready=self.ready, alive=self.alive, db=db,
+                            run_sweep=self._run_sweep_now, clock=self.clock,
+                            operate=self._operate,
                             rulebooks=self.rulebooks, refdata=self.refdata, api_token=token)
             self.http = HttpServer(app, cfg.http.host, cfg.http.port)
             self.http.start()
@@ -132,7 +155,8 @@ class Node:
             db.save_rulebook_version(
                 version=record.version, loaded_at=record.loaded_at, actor=record.actor,
                 source=", ".join(str(p) for p in record.source_files),
-                content_json=record.content_json, diff_summary=record.diff_summary)
+                content_json=record.content_json, diff_summary=record.diff_summary,
+                files=record.files)
             log.info("rulebook.loaded", version=record.version, actor=record.actor,
                      change=record.diff_summary)
             inbox.put(RulebookChanged(record.version))
@@ -160,7 +184,13 @@ class Node:
         if self.sessions is None:
             return False, ["<starting>"]
         waiting = [s["name"] for s in self.sessions.status() if not s["logged_on"]]
+        if not self.alive():
+            waiting.append("<dispatcher stopped>")
         return not waiting, waiting
+
+    def alive(self) -> bool:
+        """The dispatcher thread, the only owner of state, is running."""
+        return self.dispatcher is not None and self.dispatcher.alive()
 
     def status(self) -> dict[str, Any]:
         snapshot = dict(self.dispatcher.snapshot) if self.dispatcher else {}
@@ -168,6 +198,8 @@ class Node:
         return {
             "gateway": self.config.gateway.name,
             "started_at": self.started_at.isoformat() if self.started_at else None,
+            "now": self.clock.now().isoformat(),
+            "clock": type(self.clock).__name__,
             "rulebook_version": self.rulebooks.current().version if self.rulebooks else None,
             # The version blocks are allocated with (the dispatcher's), and the one loaded
             # (the registry's): they differ for the moment a new version is on its way.
@@ -182,22 +214,51 @@ class Node:
             **snapshot,
         }
 
+    # -- work handed to the dispatcher from other threads ---------------------------------
+
+    def _sweep_due(self, checkpoint: str, at: datetime) -> None:
+        """A scheduled checkpoint (on a scheduler thread): only enqueue."""
+        assert self.dispatcher is not None
+        self.dispatcher.inbox.put(SweepDue(checkpoint, trade_date_of(at)))
+
+    def _run_sweep_now(self, checkpoint: str, trade_date: date) -> dict[str, Any]:
+        """POST /sweep/run: the dispatcher runs it; the request waits for the report."""
+        assert self.dispatcher is not None
+        done: Future[dict[str, Any]] = Future()
+        self.dispatcher.inbox.put(SweepDue(checkpoint, trade_date, reply=done))
+        result: dict[str, Any] = done.result(timeout=120)["report"]
+        return result
+
+    def _operate(self, action: str, alloc_id: str, actor: str, reason: str) -> dict[str, Any]:
+        """POST /allocations/{id}/{action}: the dispatcher acts and records who and why."""
+        assert self.dispatcher is not None
+        done: Future[dict[str, Any]] = Future()
+        self.dispatcher.inbox.put(OperatorRequested(action, alloc_id, actor, reason, done))
+        return done.result(timeout=60)
+
     def stop(self) -> None:
-        """Log out the sessions, drain the dispatcher, flush and release everything."""
+        """Drain the dispatcher, log out the sessions, flush and release everything."""
         if self._stopped.is_set():
             return
         self._stopped.set()
         log.info("node.stopping")
+        if self.sweep_scheduler is not None:
+            self.sweep_scheduler.stop()
         if self.rulebooks is not None:
             self.rulebooks.stop()
         if self.refdata is not None:
             self.refdata.stop()
-        if self.sessions is not None:
-            self.sessions.stop()
+        # Drain the dispatcher while the sessions are still up, so what it sends for the
+        # backlog reaches quickfix. A message arriving after that is stored by its
+        # callback and picked up by recovery on the next start, like after a crash.
         if self.dispatcher is not None:
             self.dispatcher.stop()
+        if self.sessions is not None:
+            self.sessions.stop()
         if self.http is not None:
             self.http.stop()
+        if self.notifier is not None:
+            self.notifier.stop()
         close = getattr(self.executor, "close", None)
         if callable(close):
             close()

@@ -102,6 +102,12 @@ class Order:
     excluded: list[dict[str, Any]] = field(default_factory=list)
     stop_px: Decimal | None = None
     peg_offset: Decimal | None = None
+    allocs: dict[str, str] = field(default_factory=dict)
+    """Every J of this order (AllocID -> status); `alloc_id` is the one in force."""
+    new_after_cancel: str | None = None
+    """The reason for a J New to send once the pending Cancel is accepted (cancel_new)."""
+    p_overdue: set[str] = field(default_factory=set)
+    """AllocIDs already reported as waiting too long for their P."""
     held: bool = False
     """Accepted but not yet handed to the broker session, which is not logged on."""
     ack_due: datetime | None = None

@@ -102,9 +102,21 @@ def check_secrets(config: Config) -> None:
                 raise ConfigError(str(config.source), None, str(exc)) from exc
 
 
+def check_notifications(config: Config) -> None:
+    from gateway.notify.notifier import check_settings
+
+    secrets_file = (config.resolve(config.gateway.secrets_file)
+                    if config.gateway.secrets_file else None)
+    try:
+        check_settings(config.notifications, secrets_file=secrets_file, resolve=config.resolve)
+    except (SecretMissingError, ValueError) as exc:
+        raise ConfigError(str(config.source), None, f"notifications: {exc}") from exc
+
+
 def preflight(config: Config, *, reference: bool = True) -> Checked:
     """Run every load step; raise ConfigError (file, line, reason) on the first failure."""
     ref, rulebook = load_reference(config) if reference else (None, None)
     sessions = check_sessions(config)
     check_secrets(config)
+    check_notifications(config)
     return Checked(ref, rulebook, sessions)

@@ -15,7 +15,13 @@ import structlog
 
 from gateway import faults
 from gateway.dispatcher import Dispatcher, relay_exec_id
-from gateway.events import BlockOrderReceived, BrokerReportReceived
+from gateway.events import (
+    AllocationAckReceived,
+    BlockOrderReceived,
+    BrokerReportReceived,
+    ConfirmationReceived,
+)
+from gateway.fix import confirm_codec
 from gateway.orders import TERMINAL, Order
 
 log = structlog.get_logger("fixalloc.recovery")
@@ -37,6 +43,7 @@ def _report_event(row: dict[str, object]) -> BrokerReportReceived:
         text=row["text"],  # type: ignore[arg-type]
         trade_date=str(row["trade_date"]), poss_dup=bool(row["poss_dup"]),
         ts_recv=row["received_at"],  # type: ignore[arg-type]
+        exec_ref_id=row.get("exec_ref_id"),  # type: ignore[arg-type]
     )
 
 
@@ -44,7 +51,9 @@ def recover(d: Dispatcher) -> dict[str, int]:
     """Rebuild orders from the database; return counts of what was re-driven."""
     counts = {"orders": 0, "relayed": 0, "allocated": 0, "resent": 0, "routed": 0,
               "validated": 0}
-    allocations = {a["order_id"]: a for a in d.db.load_allocations()}
+    allocations: dict[str, list[dict[str, object]]] = {}
+    for a in d.db.load_allocations():
+        allocations.setdefault(str(a["order_id"]), []).append(a)
     for row in d.db.load_orders():
         if row["status"] == "rejected":
             continue
@@ -90,7 +99,11 @@ def recover(d: Dispatcher) -> dict[str, int]:
             order.oms_cancel_cl_ord_id = json.loads(cancels[-1]["detail_json"])["cl_ord_id"]
         reports = d.db.load_reports(order.order_id)
         for rep in reports:
+            if rep.get("dk_reason"):
+                continue  # answered with a DK when it arrived; never part of the ledger
             ev = _report_event(rep)
+            if d.refused(order, ev):
+                continue
             d.apply_report(order, ev)
             if rep["relayed_at"] is None:
                 # The relay may have gone to quickfix just before the crash that kept it
@@ -111,37 +124,95 @@ def recover(d: Dispatcher) -> dict[str, int]:
                 # Never reached the wire: held until the broker session logs on.
                 d.intake.route(order, d.clock.now(), restarting=True)
                 counts["routed"] += 1
-        alloc = allocations.get(order.order_id)
-        if alloc is not None:
-            order.alloc_id = alloc["alloc_id"]
-            order.alloc_status = alloc["status"]
-            if alloc["sent_at"] is None or alloc["oms_sent_at"] is None:
-                d.flow.send_pending(order, check_wire=True)
-                counts["resent"] += 1
-                faults.point("recovery_redriving")
-            # After send_pending: a J that reached the wire before its row said "sent" may
-            # already have its P in the wire log, received but never applied.
-            _replay_acks(d, order)
+        rows = allocations.get(order.order_id, [])
+        if rows:
+            counts["resent"] += _recover_allocations(d, order, rows)
         elif order.done():
             d.flow.allocate(order)
             counts["allocated"] += 1
+    counts["confirmations"] = _recover_confirmations(d)
     open_orders = sum(1 for o in d.orders.values() if o.status not in TERMINAL)
     log.info("recovery.done", open_orders=open_orders, **counts)
     return counts
 
 
-def _replay_acks(d: Dispatcher, order: Order) -> None:
+def _recover_allocations(d: Dispatcher, order: Order, rows: list[dict[str, object]]) -> int:
+    """Every J of the order back in memory; unsent parts sent, received Ps applied."""
+    resent = 0
+    for alloc in rows:
+        alloc_id = str(alloc["alloc_id"])
+        order.allocs[alloc_id] = str(alloc["status"])
+        order.alloc_id, order.alloc_status = alloc_id, str(alloc["status"])
+    live = d.lifecycle.live(order)
+    if live is not None:
+        order.alloc_id, order.alloc_status = live, order.allocs[live]
+    for alloc in rows:
+        alloc_id = str(alloc["alloc_id"])
+        if alloc["sent_at"] is None or alloc["oms_sent_at"] is None:
+            d.flow.send(order, alloc_id, check_wire=True)
+            resent += 1
+            faults.point("recovery_redriving")
+        # After sending: a J that reached the wire before its row said "sent" may already
+        # have its P in the wire log, received but never applied.
+        _replay_acks(d, order, alloc_id)
+    live = d.lifecycle.live(order)
+    current = d.db.load_allocation(live) if live else None
+    if current is not None and current["alloc_trans_type"] != "2" and (
+            Decimal(str(current["quantity"])) != order.ledger.cum_qty
+            or Decimal(str(current["avg_px"])) != order.ledger.avg_px):
+        # A bust or correction was stored but the process died before its Replace.
+        d.lifecycle.on_correction(order, "recovery")
+    else:
+        order.ledger.changed_by_correction = False
+    return resent
+
+
+def _replay_acks(d: Dispatcher, order: Order, alloc_id: str) -> None:
     """Apply a P that reached the wire log but not the allocation row before a crash."""
-    if order.alloc_status not in ("sent", "received") or order.alloc_id is None:
+    if order.allocs.get(alloc_id) not in ("sent", "received"):
         return
     key = d.out.broker_key(order.broker)
-    for msg in d.db.received_with_ref(key, "P", order.alloc_id):
+    for msg in d.db.received_with_ref(key, "P", alloc_id):
         match = _ALLOC_STATUS.search(bytes(msg["raw"]))
         if match is None:
             continue
-        from gateway.events import AllocationAckReceived
+        d.lifecycle.on_ack(AllocationAckReceived(
+            session=key, alloc_id=alloc_id, alloc_status=match.group(1).decode(),
+            rej_code=None, text="replayed from the wire log at startup",
+            ts_recv=msg["recorded_at"]))
 
-        d.flow.on_ack(AllocationAckReceived(session=key, alloc_id=order.alloc_id,
-                                            alloc_status=match.group(1).decode(), rej_code=None,
-                                            text="replayed from the wire log at startup",
-                                            ts_recv=msg["recorded_at"]), d.orders)
+
+def _recover_confirmations(d: Dispatcher) -> int:
+    """AKs stored but never matched are matched now; an AU lost in a crash is sent again."""
+    redone = 0
+    for row in d.db.confirmations():
+        if row["outcome"] == "pending":
+            fields = _confirmation_fields(row)
+            d.confirmations.on_confirmation(ConfirmationReceived(
+                session=row["session_id"], confirmation_id=row["id"], fields=fields,
+                ts_recv=row["received_at"]))
+            redone += 1
+        elif row["affirm_status"] and row["answered_at"] is None and not d.out.handed_over(
+                row["session_id"], "AU", row["confirm_id"]):
+            d.confirmations.resend_answer(row)
+            redone += 1
+    return redone
+
+
+def _confirmation_fields(row: dict[str, object]) -> confirm_codec.ConfirmationFields:
+    eco = json.loads(str(row["economics_json"]))
+
+    def dec(key: str) -> Decimal | None:
+        return None if eco.get(key) is None else Decimal(eco[key])
+
+    return confirm_codec.ConfirmationFields(
+        confirm_id=str(row["confirm_id"]), confirm_ref_id=row["confirm_ref_id"],  # type: ignore[arg-type]
+        confirm_req_id=row["confirm_req_id"], trans_type=str(row["trans_type"]),  # type: ignore[arg-type]
+        confirm_type=str(row["confirm_type"]), confirm_status=str(row["confirm_status"]),
+        copy=bool(eco.get("copy")), alloc_id=row["alloc_id"],  # type: ignore[arg-type]
+        individual_alloc_id=row["individual_alloc_id"],  # type: ignore[arg-type]
+        account=str(row["account_id"]), qty=Decimal(eco["qty"]), side=eco["side"],
+        avg_px=Decimal(eco["avg_px"]), gross=Decimal(eco["gross"]),
+        net_money=Decimal(eco["net_money"]), commission=dec("commission"),
+        trade_date=eco.get("trade_date"), settl_date=eco.get("settl_date"),
+        text=eco.get("text"))

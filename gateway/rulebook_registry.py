@@ -11,7 +11,7 @@ import datetime as dt
 import difflib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import engine
@@ -27,6 +27,8 @@ class RulebookVersionRecord:
     source_files: tuple[str, ...]
     content_json: str
     diff_summary: str
+    files: dict[str, str] = field(default_factory=dict)
+    """The rule files' text as loaded: what a later replay or Replace decides under."""
 
 
 def _diff(old: engine.Rulebook | None, new: engine.Rulebook) -> str:
@@ -67,21 +69,30 @@ class RulebookRegistry(LiveFiles[engine.Rulebook, RulebookVersionRecord]):
                  clock: Callable[[], dt.datetime] | None = None,
                  on_rejected: Callable[[str], None] | None = None) -> None:
         self.path = Path(path)
+        self.by_version: dict[str, engine.Rulebook] = {}
         self._on_new_version = on_new_version
         super().__init__(clock=clock, on_rejected=on_rejected)
 
     def _load(self) -> engine.Rulebook:
-        return refdata.load_rulebook(self.path)
+        rulebook = refdata.load_rulebook(self.path)
+        self.by_version[rulebook.version] = rulebook
+        return rulebook
+
+    def rulebook(self, version: str) -> engine.Rulebook | None:
+        """A version loaded by this process (the one in force or an earlier one), if any."""
+        return self.by_version.get(version)
 
     def _version(self, value: engine.Rulebook) -> str:
         return value.version
 
     def _record(self, old: engine.Rulebook | None, new: engine.Rulebook, actor: str,
                 loaded_at: dt.datetime) -> RulebookVersionRecord:
+        paths = refdata.rule_files(self.path)
         return RulebookVersionRecord(
             version=new.version, loaded_at=loaded_at, actor=actor,
-            source_files=tuple(str(p) for p in refdata.rule_files(self.path)),
+            source_files=tuple(str(p) for p in paths),
             content_json=new.canonical_json(), diff_summary=_diff(old, new),
+            files={p.name: p.read_text(encoding="utf-8") for p in paths},
         )
 
     def _publish(self, record: RulebookVersionRecord, new: engine.Rulebook) -> None:

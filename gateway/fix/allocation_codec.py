@@ -96,6 +96,12 @@ class JBlock:
     transact_time: datetime
     secondary_alloc_id: str | None = None
     ref_alloc_id: str | None = None
+    canc_replace_reason: str = "2"
+    """AllocCancReplaceReason(796) on a Replace/Cancel: 1 original details incomplete or
+    incorrect, 2 change in underlying order details (a bust or correction), 99 other."""
+    gross: Decimal | None = None
+    net_money: Decimal | None = None
+    """Block totals over every line; given when the lines are sent in fragments."""
 
 
 _ALLOC_ORDER = [
@@ -114,15 +120,28 @@ _ORDERS_ORDER = [T.ClOrdID, T.OrderID, T.SecondaryOrderID, T.SecondaryClOrdID, T
                  T.NoNested2PartyIDs, T.OrderQty, T.OrderAvgPx, T.OrderBookingQty]
 
 
+def block_totals(lines: Sequence[JLine]) -> tuple[Decimal, Decimal]:
+    """(GrossTradeAmt, NetMoney): Σ qty x price, and Σ of each line's rounded net money."""
+    gross = sum((ln.qty * ln.avg_px for ln in lines), Decimal(0))
+    net = sum((_cents(ln.qty * ln.avg_px) for ln in lines), Decimal(0))
+    return _cents(gross), net
+
+
 def build_allocation_instruction(
-    block: JBlock, lines: Sequence[JLine], *, send_udfs: bool = True
+    block: JBlock, lines: Sequence[JLine], *, send_udfs: bool = True,
+    fragment: tuple[int, bool] | None = None,
 ) -> fix.Message:
-    """Build a J: NoOrders for the block order, one NoAllocs entry per account line."""
+    """Build a J: NoOrders for the block order, one NoAllocs entry per account line.
+
+    `fragment` = (TotNoAllocs, is the last fragment): `lines` are then this fragment's
+    share; the block fields (Quantity, GrossTradeAmt, NetMoney from `block`) are the
+    whole allocation's, repeated on every fragment.
+    """
     if not lines and block.alloc_trans_type != "2":
         # FIX44.xml marks NoAllocs optional on J; the spec does not, so we enforce it here.
         raise ValueError("an AllocationInstruction New/Replace needs at least one NoAllocs line")
     total = sum((ln.qty for ln in lines), Decimal(0))
-    if block.alloc_trans_type != "2" and total != block.quantity:
+    if fragment is None and block.alloc_trans_type != "2" and total != block.quantity:
         raise ValueError(f"sum of AllocQty {total} differs from Quantity {block.quantity}")
     msg = new_message("J")
     msg.setField(T.AllocID, block.alloc_id)
@@ -132,7 +151,7 @@ def build_allocation_instruction(
         msg.setField(T.SecondaryAllocID, block.secondary_alloc_id)
     if block.ref_alloc_id:
         msg.setField(T.RefAllocID, block.ref_alloc_id)
-        msg.setField(T.AllocCancReplaceReason, "2")
+        msg.setField(T.AllocCancReplaceReason, block.canc_replace_reason)
     msg.setField(T.AllocNoOrdersType, "1")
     order = group(T.NoOrders, T.ClOrdID, _ORDERS_ORDER)
     order.setField(T.ClOrdID, block.cl_ord_id)
@@ -149,8 +168,13 @@ def build_allocation_instruction(
     msg.setField(T.TradeDate, fix_date(block.trade_date))
     msg.setField(T.TransactTime, utc_timestamp(block.transact_time))
     msg.setField(T.SettlDate, fix_date(block.settl_date))
-    gross = sum((ln.qty * ln.avg_px for ln in lines), Decimal(0))
-    msg.setField(T.GrossTradeAmt, fmt(_cents(gross)))
+    gross, net = (block.gross, block.net_money) if block.gross is not None \
+        and block.net_money is not None else block_totals(lines)
+    if block.alloc_trans_type != "2":
+        msg.setField(T.GrossTradeAmt, fmt(gross))
+    if fragment is not None:
+        msg.setField(T.TotNoAllocs, str(fragment[0]))
+        msg.setField(T.LastFragment, "Y" if fragment[1] else "N")
     for ln in lines:
         grp = group(T.NoAllocs, T.AllocAccount, _ALLOC_ORDER)
         grp.setField(T.AllocAccount, ln.account_id)
@@ -178,8 +202,7 @@ def build_allocation_instruction(
         elif ln.strategy or ln.vehicle:
             grp.setField(T.AllocText, f"STRAT={ln.strategy or ''};VEH={ln.vehicle or ''}")
         msg.addGroup(grp)
-    if block.alloc_type == "1":
-        net = sum((_cents(ln.qty * ln.avg_px) for ln in lines), Decimal(0))
+    if block.alloc_type == "1" and block.alloc_trans_type != "2":
         msg.setField(T.NetMoney, fmt(net))
     return msg
 
@@ -214,6 +237,9 @@ class JReceived:
     settl_date: str | None
     cl_ord_ids: tuple[str, ...]
     lines: tuple[Mapping[str, object], ...]
+    ref_alloc_id: str | None = None
+    tot_no_allocs: int | None = None
+    last_fragment: bool | None = None
 
 
 def parse_allocation_instruction(msg: fix.Message) -> JReceived:
@@ -258,4 +284,7 @@ def parse_allocation_instruction(msg: fix.Message) -> JReceived:
         settl_date=get_str(msg, T.SettlDate),
         cl_ord_ids=tuple(cl_ord_ids),
         lines=tuple(lines),
+        ref_alloc_id=get_str(msg, T.RefAllocID),
+        tot_no_allocs=int(v) if (v := get_str(msg, T.TotNoAllocs)) else None,
+        last_fragment=None if (f := get_str(msg, T.LastFragment)) is None else f == "Y",
     )

@@ -12,11 +12,13 @@ number advances, so the peer resends after the restart).
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,15 +31,17 @@ from gateway.clock import Clock, trade_date_of
 from gateway.errors import EXIT_AUDIT
 from gateway.events import (
     AllocationAckReceived,
+    AllocationReportReceived,
     BlockOrderInvalid,
     BrokerReportReceived,
     CancelRejectedByBroker,
     CancelRequested,
+    ConfirmationReceived,
     OmsAllocationAckReceived,
     SessionRejectReceived,
     SessionStateChanged,
 )
-from gateway.fix import allocation_codec, codec
+from gateway.fix import allocation_codec, codec, confirm_codec
 from gateway.fix import tags as T
 from gateway.fix.guard import fix_callback
 from gateway.fix.oms_orders import block_order
@@ -297,8 +301,35 @@ class GatewayApplication(fix.Application):  # type: ignore[misc]
                 session=key, alloc_id=f.alloc_id, alloc_status=f.alloc_status,
                 rej_code=f.rej_code, text=f.text, rejected_lines=f.rejected_lines, ts_recv=now,
             ))
+        elif mtype == "AK":
+            self._confirmation(message, key, now)
+        elif mtype == "AS":
+            self._inbox.put(AllocationReportReceived(
+                session=key, fields=confirm_codec.parse_allocation_report(message), ts_recv=now))
         else:
             raise fix.UnsupportedMessageType()
+
+    def _confirmation(self, message: fix.Message, key: str, now: datetime) -> None:
+        """Store the AK (pending) before returning; a resent copy is dropped here."""
+        ak = confirm_codec.parse_confirmation(message)
+        economics = {"qty": str(ak.qty), "side": ak.side, "avg_px": str(ak.avg_px),
+                     "gross": str(ak.gross), "net_money": str(ak.net_money),
+                     "commission": None if ak.commission is None else str(ak.commission),
+                     "trade_date": ak.trade_date, "settl_date": ak.settl_date,
+                     "copy": ak.copy, "text": ak.text}
+        stored = self._store(f"confirmation {ak.confirm_id}", lambda: self._db.record_confirmation({
+            "session_id": key, "confirm_id": ak.confirm_id, "confirm_ref_id": ak.confirm_ref_id,
+            "confirm_req_id": ak.confirm_req_id, "trans_type": ak.trans_type,
+            "confirm_type": ak.confirm_type, "confirm_status": ak.confirm_status,
+            "alloc_id": ak.alloc_id, "individual_alloc_id": ak.individual_alloc_id,
+            "account_id": ak.account, "economics_json": json.dumps(economics),
+            "outcome": "pending", "received_at": now}))
+        if stored is None:
+            log.info("confirmation.duplicate_dropped", session=key, confirm_id=ak.confirm_id)
+            return
+        faults.point("confirmation_stored")
+        self._inbox.put(ConfirmationReceived(session=key, confirmation_id=stored, fields=ak,
+                                             ts_recv=now))
 
     def _trade_date(self, f: codec.ExecutionReportFields, order_trade_date: str | None,
                     message: fix.Message) -> str:
@@ -324,7 +355,8 @@ class GatewayApplication(fix.Application):  # type: ignore[misc]
         now = self._clock.now()
         f = codec.parse_execution_report(message)
         order_id = order_id_of(f.cl_ord_id)
-        order_trade_date = self._db.order_trade_date(order_id)
+        order_trade_date = self._store(f"lookup of order {order_id}",
+                                       lambda: self._db.order_trade_date(order_id))
         known = order_trade_date is not None
         trade_date = self._trade_date(f, order_trade_date, message)
         row: dict[str, Any] = {
@@ -336,6 +368,7 @@ class GatewayApplication(fix.Application):  # type: ignore[misc]
             "leaves_qty": codec.fmt(f.leaves_qty), "text": f.text,
             "seq_num": codec.seq_num(message), "poss_dup": codec.is_poss_dup(message),
             "received_at": now, "transact_time": f.transact_time,
+            "exec_ref_id": f.exec_ref_id, "exec_trans_type": f.exec_trans_type,
         }
         recorded = self._store(f"execution report {f.exec_id}",
                                lambda: self._db.record_broker_report(row))
@@ -360,6 +393,7 @@ class GatewayApplication(fix.Application):  # type: ignore[misc]
             exec_type=f.exec_type, ord_status=f.ord_status, last_qty=f.last_qty,
             last_px=f.last_px, cum_qty=f.cum_qty, avg_px=f.avg_px, leaves_qty=f.leaves_qty,
             text=f.text, trade_date=trade_date, poss_dup=bool(row["poss_dup"]), ts_recv=now,
+            exec_ref_id=f.exec_ref_id,
         ))
 
 

@@ -85,6 +85,10 @@ def require_id(fmap: fix.FieldMap, tag: int, max_len: int = MAX_ID_LEN) -> str:
 
 _FIX_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
 MAX_DECIMAL_LEN = 30
+# Quantities and prices beyond these bounds are not trades; refusing them at the edge
+# keeps every product and sum the ledger makes inside Decimal's 28-digit context.
+MAX_DECIMAL_MAGNITUDE = Decimal(10) ** 15
+MAX_DECIMAL_PLACES = 10
 
 
 def get_decimal(fmap: fix.FieldMap, tag: int) -> Decimal | None:
@@ -102,6 +106,11 @@ def get_decimal(fmap: fix.FieldMap, tag: int) -> Decimal | None:
         value = Decimal(raw)
     except InvalidOperation as exc:
         raise DecodeError(tag, f"not a decimal: {raw!r}") from exc
+    if abs(value) >= MAX_DECIMAL_MAGNITUDE:
+        raise DecodeError(tag, f"out of range (|value| >= 10^15): {raw[:40]!r}")
+    exponent = value.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_DECIMAL_PLACES:
+        raise DecodeError(tag, f"more than {MAX_DECIMAL_PLACES} decimal places: {raw[:40]!r}")
     return value
 
 
@@ -253,14 +262,24 @@ class ExecutionReportFields:
     trade_date: str | None
     transact_time: str | None
     text: str | None
+    exec_ref_id: str | None = None
+    exec_trans_type: str | None = None
+
+
+# FIX 4.2 marked a bust or correction with ExecTransType(20) 1/2; 4.4 with ExecType H/G.
+_TRANS_TYPE_AS_EXEC_TYPE = {"1": "H", "2": "G"}
 
 
 def parse_execution_report(msg: fix.Message) -> ExecutionReportFields:
+    trans_type = get_str(msg, T.ExecTransType)
+    exec_type = require_str(msg, T.ExecType)
     return ExecutionReportFields(
         broker_order_id=require_id(msg, T.OrderID),
         cl_ord_id=require_id(msg, T.ClOrdID),
         exec_id=require_id(msg, T.ExecID),
-        exec_type=require_str(msg, T.ExecType),
+        exec_type=_TRANS_TYPE_AS_EXEC_TYPE.get(trans_type or "", exec_type),
+        exec_ref_id=get_str(msg, T.ExecRefID),
+        exec_trans_type=trans_type,
         ord_status=require_str(msg, T.OrdStatus),
         last_qty=get_decimal(msg, T.LastQty) or Decimal(0),
         last_px=get_decimal(msg, T.LastPx) or Decimal(0),
@@ -334,12 +353,14 @@ def build_execution_report(
     cum_qty: Decimal, avg_px: Decimal, leaves_qty: Decimal, book: str | None,
     transact_time: datetime, trade_date: str | None = None, text: str | None = None,
     orig_cl_ord_id: str | None = None, ord_rej_reason: str | None = None,
-    side_fix: str | None = None,
+    side_fix: str | None = None, exec_ref_id: str | None = None,
 ) -> fix.Message:
     """An ER; `side_fix` passes the peer's raw Side through when it is not one we trade."""
     msg = new_message("8")
     msg.setField(T.OrderID, order_id)
     msg.setField(T.ClOrdID, cl_ord_id)
+    if exec_ref_id:
+        msg.setField(T.ExecRefID, exec_ref_id)
     if orig_cl_ord_id:
         msg.setField(T.OrigClOrdID, orig_cl_ord_id)
     msg.setField(T.ExecID, exec_id)

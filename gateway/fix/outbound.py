@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from gateway.fix import allocation_codec, codec
 from gateway.fix import tags as T
@@ -17,6 +18,9 @@ class FixOutbound:
 
     def broker_key(self, broker_name: str) -> str:
         return self._sessions.key_of(broker_name)
+
+    def session_status(self) -> list[dict[str, Any]]:
+        return self._sessions.status()
 
     def handed_over(self, key: str, msg_type: str, ref_id: str) -> bool:
         """Already on the wire or in quickfix's store: sending it again would be a repeat."""
@@ -56,9 +60,11 @@ class FixOutbound:
         return self._sessions.send(oms_key, msg)
 
     def dont_know(self, broker_key: str, *, broker_order_id: str, exec_id: str,
-                  text: str) -> bool:
+                  text: str, reason: str = "D", side: str | None = None,
+                  symbol: str | None = None) -> bool:
         msg = codec.build_dont_know_trade(broker_order_id=broker_order_id, exec_id=exec_id,
-                                          side=None, symbol=None, reason="D", text=text)
+                                          side=codec.SIDE_TO_FIX.get(side or ""),
+                                          symbol=symbol, reason=reason, text=text)
         return self._sessions.send(broker_key, msg)
 
     def cancel_reject(self, oms_key: str, *, order_id: str, cl_ord_id: str,
@@ -75,6 +81,16 @@ class FixOutbound:
         return self._sessions.send(key, msg)
 
     def allocation(self, key: str, block: allocation_codec.JBlock,
-                   lines: Sequence[allocation_codec.JLine], *, send_udfs: bool) -> bool:
-        msg = allocation_codec.build_allocation_instruction(block, lines, send_udfs=send_udfs)
+                   lines: Sequence[allocation_codec.JLine], *, send_udfs: bool,
+                   fragment: tuple[int, bool] | None = None) -> bool:
+        msg = allocation_codec.build_allocation_instruction(block, lines, send_udfs=send_udfs,
+                                                            fragment=fragment)
+        return self._sessions.send(key, msg)
+
+    def handed_over_count(self, key: str, msg_type: str, ref_id: str) -> int:
+        """How many messages about `ref_id` went to quickfix (a J's fragments)."""
+        return self._sessions.handed_over_count(key, msg_type, ref_id)
+
+    def send_message(self, key: str, msg: Any) -> bool:
+        """Send a message built by a codec (confirmations, requests, reports)."""
         return self._sessions.send(key, msg)

@@ -9,6 +9,7 @@ systemd unit confines them with IPAddressAllow/IPAddressDeny.
 from __future__ import annotations
 
 import gc
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,7 +87,7 @@ class FixSessions:
             for info in self.infos.values()
         }
         self._db = db
-        self._stored: dict[str, dict[str, set[str]]] = {}
+        self._stored: dict[str, dict[str, Counter[str]]] = {}
         refusals = Refusals()
         alerts = alerts or Alerts(db, clock)
         self.application = GatewayApplication(roles, db, inbox, clock,
@@ -136,11 +137,14 @@ class FixSessions:
         On the wire (the wire log) or waiting in quickfix's store for the next resend.
         The store is read once, the first time recovery asks, before the sessions start.
         """
-        if self._db.sent_with_ref(key, msg_type, ref_id):
-            return True
+        return self.handed_over_count(key, msg_type, ref_id) > 0
+
+    def handed_over_count(self, key: str, msg_type: str, ref_id: str) -> int:
+        """How many messages about `ref_id` went to quickfix: on the wire or in its store."""
+        on_wire = self._db.sent_count_with_ref(key, msg_type, ref_id)
         if key not in self._stored:
             self._stored[key] = stored_refs(body_file(self.store_dirs[key], key))
-        return ref_id in self._stored[key].get(msg_type, ())
+        return max(on_wire, self._stored[key].get(msg_type, Counter()).get(ref_id, 0))
 
     def send_udfs(self, key: str) -> bool:
         return self.application.role(key).send_udfs

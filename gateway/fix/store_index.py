@@ -10,6 +10,7 @@ a J again, or the peer would get it twice (the stored copy as PossDup and the ne
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
 from gateway.fix.wire_log import describe
@@ -17,13 +18,16 @@ from gateway.fix.wire_log import describe
 _MESSAGE = re.compile(rb"8=FIX[^\x01]*\x01.*?\x0110=\d{3}\x01", re.DOTALL)
 
 
-def stored_refs(body: Path) -> dict[str, set[str]]:
-    """MsgType -> the ref ids (ExecID, ClOrdID, AllocID) of the messages stored in `body`."""
-    refs: dict[str, set[str]] = {}
+def stored_refs(body: Path) -> dict[str, Counter[str]]:
+    """MsgType -> how many stored messages carry each ref id (ExecID, ClOrdID, AllocID).
+
+    A count, not a set: the fragments of one J all carry its AllocID.
+    """
+    refs: dict[str, Counter[str]] = {}
     if not body.is_file():
         return refs
     for match in _MESSAGE.finditer(body.read_bytes()):
         msg_type, _seq, _dup, ref = describe(match.group(0))
         if ref is not None:
-            refs.setdefault(msg_type, set()).add(ref)
+            refs.setdefault(msg_type, Counter())[ref] += 1
     return refs

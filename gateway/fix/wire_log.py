@@ -42,8 +42,13 @@ _POSSDUP = re.compile(rb"\x0143=Y\x01")
 _REF_TAG = {b"8": rb"\x0117=([^\x01]*)"}
 for _t in (b"D", b"F", b"G", b"9"):
     _REF_TAG[_t] = rb"\x0111=([^\x01]*)"
-for _t in (b"J", b"P", b"AS", b"AK", b"AU", b"BH"):
+for _t in (b"J", b"P"):
     _REF_TAG[_t] = rb"\x0170=([^\x01]*)"
+for _t in (b"AK", b"AU"):
+    _REF_TAG[_t] = rb"\x01664=([^\x01]*)"  # ConfirmID: one ticket's confirmation
+_REF_TAG[b"BH"] = rb"\x01859=([^\x01]*)"  # ConfirmReqID
+for _t in (b"AS", b"AT"):
+    _REF_TAG[_t] = rb"\x01755=([^\x01]*)"  # AllocReportID
 _REF = {k: re.compile(v) for k, v in _REF_TAG.items()}
 
 TRUNCATED_HEAD = 4096

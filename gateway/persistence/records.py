@@ -81,6 +81,15 @@ class AuditRecords:
         with self.engine.connect() as conn:
             return bool(conn.execute(query).scalar_one())
 
+    def sent_count_with_ref(self, session_id: str, msg_type: str, ref_id: str) -> int:
+        """Distinct outbound messages about `ref_id` (a resend repeats a sequence number)."""
+        c = t.fix_messages.c
+        query = select(func.count(func.distinct(c.seq_num))).where(
+            c.session_id == session_id, c.direction == "out", c.msg_type == msg_type,
+            c.ref_id == ref_id)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def received_with_ref(self, session_id: str, msg_type: str,
                           ref_id: str) -> list[dict[str, Any]]:
         c = t.fix_messages.c
@@ -163,7 +172,8 @@ class AuditRecords:
 
     @transient
     def save_rulebook_version(self, *, version: str, loaded_at: datetime, actor: str,
-                              source: str, content_json: str, diff_summary: str | None) -> bool:
+                              source: str, content_json: str, diff_summary: str | None,
+                              files: Mapping[str, str] | None = None) -> bool:
         """Record that this rulebook version is now in force; False if it already was.
 
         A rollback to an earlier text is a new row (marked reactivated), so the newest row
@@ -171,7 +181,8 @@ class AuditRecords:
         """
         return self._activate(t.rulebook_versions, version, {
             "loaded_at": loaded_at, "actor": actor, "source": source,
-            "content_json": content_json, "diff_summary": diff_summary})
+            "content_json": content_json, "diff_summary": diff_summary,
+            "files_json": json.dumps(dict(files), sort_keys=True) if files else None})
 
     @transient
     def save_refdata_version(self, *, version: str, loaded_at: datetime, actor: str,
@@ -181,6 +192,14 @@ class AuditRecords:
             "loaded_at": loaded_at, "actor": actor,
             "content_json": json.dumps(dict(files), sort_keys=True),
             "diff_summary": diff_summary})
+
+    def version_row(self, table: str, version: str) -> dict[str, Any] | None:
+        """The first stored row of a rulebook or reference-data version (its texts)."""
+        tbl = t.metadata.tables[table]
+        query = select(tbl).where(tbl.c.version == version).order_by(tbl.c.id).limit(1)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+            return dict(row) if row else None
 
     def latest_refdata_version(self) -> dict[str, Any] | None:
         query = select(t.refdata_versions).order_by(t.refdata_versions.c.id.desc()).limit(1)

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, func, insert, s
 from sqlalchemy.exc import IntegrityError
 
 from gateway.persistence import tables as t
+from gateway.persistence.lifecycle_store import LifecycleRecords
 from gateway.persistence.records import AuditRecords, wire_text
 from gateway.persistence.retry import transient as _transient
 
@@ -54,7 +55,7 @@ def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
         cur.close()
 
 
-class Database(AuditRecords):
+class Database(AuditRecords, LifecycleRecords):
     """Typed access to the tables; no ORM session state is shared between threads."""
 
     def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
@@ -152,6 +153,17 @@ class Database(AuditRecords):
         outcome = ReportOutcome.DUPLICATE if same else ReportOutcome.CONFLICT
         return RecordedReport(outcome, int(existing["id"]), dict(existing))
 
+    def report_id_of(self, session_id: str, order_id: str, exec_id: str) -> int | None:
+        """The stored ER with this ExecID on the order (what a bust or correction names)."""
+        query = (select(t.broker_reports.c.id)
+                 .where(t.broker_reports.c.session_id == session_id,
+                        t.broker_reports.c.order_id == order_id,
+                        t.broker_reports.c.exec_id == exec_id)
+                 .order_by(t.broker_reports.c.id).limit(1))
+        with self.engine.connect() as conn:
+            value = conn.execute(query).scalar()
+            return int(value) if value is not None else None
+
     @_transient
     def mark_relayed(self, report_id: int, at: datetime) -> None:
         with self._tx() as conn:
@@ -159,6 +171,15 @@ class Database(AuditRecords):
                 update(t.broker_reports)
                 .where(t.broker_reports.c.id == report_id)
                 .values(relayed_at=at)
+            )
+
+    @_transient
+    def mark_report_refused(self, report_id: int, reason: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                update(t.broker_reports)
+                .where(t.broker_reports.c.id == report_id)
+                .values(dk_reason=reason[:1000])
             )
 
     def load_reports(self, order_id: str | None = None) -> list[dict[str, Any]]:
@@ -204,7 +225,9 @@ class Database(AuditRecords):
 
     def allocations_for_book(self, book: str) -> int:
         """How many blocks of this book were allocated: the fair-rotation offset for the next."""
-        query = (select(func.count()).select_from(t.allocations)
+        # Blocks, not J messages: a Replace or a resend does not move the rotation on.
+        query = (select(func.count(func.distinct(t.allocations.c.order_id)))
+                 .select_from(t.allocations)
                  .join(t.orders, t.orders.c.order_id == t.allocations.c.order_id)
                  .where(t.orders.c.book == book))
         with self.engine.connect() as conn:

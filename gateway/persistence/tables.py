@@ -158,7 +158,12 @@ broker_reports = Table(
     Column("poss_dup", Boolean, nullable=False),
     Column("received_at", UtcDateTime(), nullable=False),
     Column("transact_time", String(32), nullable=True),
+    Column("exec_ref_id", String(64), nullable=True),  # the fill a bust/correction refers to
+    Column("exec_trans_type", String(1), nullable=True),  # FIX 4.2: 1 cancel, 2 correct
     Column("relayed_at", UtcDateTime(), nullable=True),
+    # Set when we answered the report with a DK (35=Q): it never reached the ledger, and
+    # recovery must not fold it in either.
+    Column("dk_reason", Text, nullable=True),
     UniqueConstraint(
         "session_id", "broker_order_id", "exec_id", "trade_date", name="uq_broker_reports_key"
     ),
@@ -176,6 +181,9 @@ decisions = Table(
     Column("config_hash", String(64), nullable=False),
     Column("decided_at", UtcDateTime(), nullable=False),
     Column("canonical_json", Text, nullable=False),
+    # What a later Replace needs to decide under the same conditions as this decision.
+    Column("refdata_version", String(64), nullable=True),
+    Column("rotation_offset", Integer, nullable=True),
 )
 
 allocations = Table(
@@ -204,6 +212,10 @@ allocations = Table(
     Column("oms_acked_at", UtcDateTime(), nullable=True),
     Column("acked_at", UtcDateTime(), nullable=True),
     Column("last_fill_at", UtcDateTime(), nullable=True),
+    Column("ref_alloc_id", String(64), nullable=True),  # what a Replace/Cancel refers to
+    Column("fragments", Integer, nullable=False, default=1),
+    Column("received_at", UtcDateTime(), nullable=True),  # first P 87=3
+    Column("reason", Text, nullable=True),  # why this J (replace/cancel/resend reason)
 )
 Index("ix_allocations_order", allocations.c.order_id)
 
@@ -220,6 +232,13 @@ allocation_lines = Table(
     Column("strategy", String(64), nullable=True),
     Column("vehicle", String(64), nullable=True),
     Column("lots_json", Text, nullable=True),
+    # The ticket: awaiting_ak -> affirmed | rejected | exception | cancelled
+    Column("ticket_state", String(16), nullable=True),
+    Column("confirm_id", String(64), nullable=True),
+    Column("ak_received_at", UtcDateTime(), nullable=True),
+    Column("affirmed_at", UtcDateTime(), nullable=True),
+    Column("confirm_req_id", String(64), nullable=True),
+    Column("bh_sent_at", UtcDateTime(), nullable=True),
 )
 Index("ix_allocation_lines_alloc", allocation_lines.c.alloc_id)
 
@@ -262,6 +281,7 @@ rulebook_versions = Table(
     Column("source", Text, nullable=False),
     Column("content_json", Text, nullable=False),
     Column("diff_summary", Text, nullable=True),
+    Column("files_json", Text, nullable=True),  # file name -> text, as loaded
 )
 Index("ix_refdata_versions_version", refdata_versions.c.version)
 Index("ix_rulebook_versions_version", rulebook_versions.c.version)

@@ -25,8 +25,8 @@ from gateway.fix.sim.broker import BrokerSimulator, FillPlan
 from gateway.fix.sim.oms import OmsSimulator
 from gateway.node import Node
 from gateway.persistence.store import Database
+from gateway.ports import free_port
 from tests.support.eventually import eventually
-from tests.support.postgres import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"
@@ -135,9 +135,10 @@ class Gateway:
 
 @contextmanager
 def broker_sim(tmp: Path, ports: Ports, plan: FillPlan | None = None,
-               dictionary: Path | None = None) -> Iterator[BrokerSimulator]:
+               dictionary: Path | None = None, post_trade: Any = None
+               ) -> Iterator[BrokerSimulator]:
     sim = BrokerSimulator(port=ports.broker, state_dir=tmp / "broker", plan=plan,
-                          dictionary=dictionary)
+                          dictionary=dictionary, post_trade=post_trade)
     sim.start()
     try:
         yield sim
@@ -171,10 +172,10 @@ def gateway_in_process(config_path: Path, ports: Ports, clock: Clock | None = No
 
 @contextmanager
 def running(tmp: Path, ports: Ports, config_path: Path, plan: FillPlan | None = None, *,
-            dictionary: Path | None = None
+            dictionary: Path | None = None, post_trade: Any = None
             ) -> Iterator[tuple[BrokerSimulator, Gateway, OmsSimulator]]:
     """Broker simulator, gateway (in process) and OMS simulator, all logged on."""
-    with broker_sim(tmp, ports, plan, dictionary) as broker, \
+    with broker_sim(tmp, ports, plan, dictionary, post_trade) as broker, \
             gateway_in_process(config_path, ports) as gw, oms_sim(tmp, ports) as oms:
         assert oms.engine.wait_logged_on(30) and broker.engine.wait_logged_on(30), \
             "FIX sessions did not log on"

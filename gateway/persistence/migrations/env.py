@@ -5,6 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+import gateway.notify.outbox
+import gateway.persistence.lifecycle_tables  # noqa: F401  (their tables join the metadata)
 from gateway.persistence.tables import metadata
 
 config = context.config

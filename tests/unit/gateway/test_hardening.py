@@ -203,6 +203,7 @@ def test_stored_refs_reads_the_ids_quickfix_holds_for_resend(tmp_path: Path) -> 
 
     body = tmp_path / "FIX.4.4-FIXALLOC-OMS1.body"
     body.write_bytes(_fix(b"35=8", b"34=2", b"17=X1") + _fix(b"35=J", b"34=3", b"70=A-J1")
-                     + _fix(b"35=A", b"34=1", b"554=***"))
-    assert stored_refs(body) == {"8": {"X1"}, "J": {"A-J1"}}
+                     + _fix(b"35=J", b"34=4", b"70=A-J1") + _fix(b"35=A", b"34=1", b"554=***"))
+    # Two fragments of one J carry its AllocID twice.
+    assert stored_refs(body) == {"8": {"X1": 1}, "J": {"A-J1": 2}}
     assert stored_refs(tmp_path / "missing.body") == {}

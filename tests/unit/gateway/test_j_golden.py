@@ -458,9 +458,13 @@ class _CaptureOutbound:
         return key != "FIX.4.4:FIXALLOC->BRKB"
 
     def allocation(self, key: str, block: JBlock, lines: Sequence[JLine], *,
-                   send_udfs: bool) -> bool:
-        self.sent.append((key, build_allocation_instruction(block, lines, send_udfs=send_udfs)))
+                   send_udfs: bool, fragment: tuple[int, bool] | None = None) -> bool:
+        self.sent.append((key, build_allocation_instruction(block, lines, send_udfs=send_udfs,
+                                                            fragment=fragment)))
         return True
+
+    def handed_over_count(self, key: str, msg_type: str, ref_id: str) -> int:
+        return 0
 
 
 @pytest.mark.parametrize(("case", "copies"), [
@@ -473,7 +477,8 @@ def test_allocation_flow_sends_the_golden_broker_and_oms_copies(
     """The flow picks ClOrdID/OrderID and UDFs per destination as the goldens say."""
     broker = "BRKA" if case.send_udfs else "BRKB"
     config = SimpleNamespace(config_hash=lambda: "test",
-                             broker=lambda name: SimpleNamespace(send_udfs=name == "BRKA"))
+                             broker=lambda name: SimpleNamespace(send_udfs=name == "BRKA",
+                                                                 max_lines_per_j=None))
     db = SimpleNamespace(update_allocation=lambda *a, **k: None,
                          sent_message_contains=lambda *a: False)
     out = _CaptureOutbound()

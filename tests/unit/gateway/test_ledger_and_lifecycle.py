@@ -89,6 +89,13 @@ def test_settlement_is_t_plus_one_on_the_exchange_calendar() -> None:
     assert settlement_date(date(2026, 11, 25)) == date(2026, 11, 27)   # over Thanksgiving
 
 
+def test_settlement_skips_bank_holidays_when_the_exchange_is_open() -> None:
+    """NYSE trades on Columbus Day and Veterans Day; nothing settles on them (Fed closed)."""
+    assert settlement_date(date(2026, 10, 9)) == date(2026, 10, 13)   # over Columbus Day
+    assert settlement_date(date(2026, 11, 10)) == date(2026, 11, 12)  # over Veterans Day
+    assert settlement_date(date(2026, 10, 12)) == date(2026, 10, 13)  # traded on Columbus Day
+
+
 def test_settlement_outside_the_calendar_fails_loudly() -> None:
     """Before, a date the calendar could not place got a weekday guess and no log line."""
     with pytest.raises(CalendarError, match="no XNYS settlement date for trade date 2019-06-03"):

@@ -1,0 +1,58 @@
+"""HTTP for the post-trade lifecycle: a person's actions on an allocation, the exceptions.
+
+POST /allocations/{alloc_id}/{resend|replace|cancel} hands the action to the dispatcher
+(the one owner of state) and waits for its answer; the action is recorded there with the
+actor and the reason. GET /exceptions reads the queue from the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Header, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.persistence.store import Database
+
+Operate = Callable[[str, str, str, str], dict[str, Any]]
+"""(action, alloc_id, actor, reason) -> the result; raises LookupError / ValueError."""
+
+
+class ActionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=3, max_length=500)
+    actor: str = Field(default="api", min_length=1, max_length=128)
+
+
+def add_lifecycle_endpoints(app: FastAPI, db: Database, operate: Operate | None,
+                            require_token: Callable[[str | None], None]) -> None:
+    @app.post("/allocations/{alloc_id}/{action}",
+              summary="resend | replace | cancel an allocation (recorded with actor and reason)")
+    def act(alloc_id: str, action: str, body: ActionRequest,
+            authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        require_token(authorization)
+        if action not in ("resend", "replace", "cancel"):
+            raise HTTPException(status_code=404, detail=f"no action {action!r}: "
+                                                        "resend, replace or cancel")
+        if operate is None:
+            raise HTTPException(status_code=503, detail="the dispatcher is not running")
+        try:
+            return operate(action, alloc_id, body.actor, body.reason)
+        except LookupError as exc:
+            raise HTTPException(status_code=404, detail=str(exc)) from exc
+        except ValueError as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from exc
+        except TimeoutError as exc:
+            raise HTTPException(status_code=503, detail="the dispatcher did not answer in "
+                                                        "time; check /status") from exc
+
+    @app.get("/exceptions", summary="The exceptions queue: what needs a person, and the next step")
+    def exceptions(state: str = "open", date: str | None = None) -> dict[str, Any]:
+        if state not in ("open", "resolved", "all"):
+            raise HTTPException(status_code=422, detail="state is open, resolved or all")
+        rows = db.exceptions(state=None if state == "all" else state, trade_date=date)
+        return {"count": len(rows),
+                "exceptions": [{k: (v.isoformat() if hasattr(v, "isoformat") else v)
+                                for k, v in row.items()} for row in rows]}

@@ -1,0 +1,243 @@
+"""Confirmations (AK) matched against our lines and answered (AU); BH for missing AKs; AS.
+
+One AK per allocation line. Its economics are compared with the line we sent: account,
+quantity, side, average price, gross, net money and commission within the broker's
+tolerances, trade and settlement dates. A match is affirmed (AU 940=3), a mismatch
+rejected (AU 940=2 with ConfirmRejReason and the fields in Text) and kept as an
+exception until the broker's replacement AK (666=1) matches. A status confirm (773=1,
+e.g. 665=3 missing SSI) is an exception and is not affirmed; a copy confirm gets 940=1
+only; a cancel AK (666=2) closes its ticket. An AK for no AllocID or line of ours is
+rejected and alerted. A line still without an AK `ak_timeout_minutes` after P accepted
+gets a ConfirmationRequest (BH); the AK that answers echoes its ConfirmReqID.
+An AllocationReport (AS) is recorded, reconciled against our allocation and answered
+with an AllocationReportAck (AT).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from gateway import faults
+from gateway.fix import confirm_codec as cc
+from gateway.metrics import METRICS
+
+if TYPE_CHECKING:
+    from gateway.dispatcher import Dispatcher
+    from gateway.events import AllocationReportReceived, ConfirmationReceived
+
+log = structlog.get_logger("fixalloc.confirmations")
+CENT = Decimal("0.01")
+
+
+def match(line: dict[str, Any], alloc: dict[str, Any], ak: cc.ConfirmationFields,
+          side: str, tolerance: Any) -> dict[str, list[str]]:
+    """Field -> [ours, theirs] for every difference beyond the broker's tolerance."""
+    qty, px = Decimal(line["qty"]), Decimal(line["avg_px"])
+    gross = (qty * px).quantize(CENT, rounding=ROUND_HALF_EVEN)
+    out: dict[str, list[str]] = {}
+
+    def differs(name: str, ours: Any, theirs: Any, limit: Decimal | None = None) -> None:
+        if theirs is None:
+            return
+        if (limit is None and ours != theirs) or (limit is not None
+                                                  and abs(ours - theirs) > limit):
+            out[name] = [str(ours), str(theirs)]
+
+    differs("account", line["account_id"], ak.account)
+    differs("qty", qty, ak.qty, Decimal(0))
+    differs("side", side, ak.side)
+    differs("avg_px", px, ak.avg_px, tolerance.price)
+    differs("gross", gross, ak.gross, tolerance.money)
+    differs("net_money", gross, ak.net_money, tolerance.money)
+    differs("commission", Decimal(0), ak.commission, tolerance.commission)
+    differs("trade_date", alloc["trade_date"], ak.trade_date)
+    differs("settl_date", alloc["settl_date"], ak.settl_date)
+    return out
+
+
+class Confirmations:
+    def __init__(self, d: Dispatcher) -> None:
+        self.d = d
+        # When each accepted J's AK wait ends, read once from the database; and the Js
+        # whose wait has ended and been acted on. The tick then costs no database read
+        # per allocation, however many the day holds.
+        self._ak_due: dict[str, datetime | None] = {}
+        self._ak_checked: set[str] = set()
+
+    def on_confirmation(self, ev: ConfirmationReceived) -> None:
+        d = self.d
+        ak = ev.fields
+        now = d.clock.now()
+        line = d.db.line(ak.individual_alloc_id) if ak.individual_alloc_id else None
+        alloc = d.db.load_allocation(ak.alloc_id) if ak.alloc_id else None
+        if line is None or alloc is None or line["alloc_id"] != alloc["alloc_id"]:
+            self._answer(ev, "unknown", cc.CONFIRM_REJECTED, cc.REJ_OTHER,
+                         f"unknown AllocID {ak.alloc_id} / IndividualAllocID "
+                         f"{ak.individual_alloc_id}")
+            d.alerts.raise_("unknown_confirmation", session_id=ev.session,
+                            alloc_id=ak.alloc_id,
+                            detail={"confirm_id": ak.confirm_id, "line": ak.individual_alloc_id})
+            return
+        order = d.lifecycle.order_of(alloc["alloc_id"])
+        line_id = line["individual_alloc_id"]
+        d.db.update_line(line_id, confirm_id=ak.confirm_id, ak_received_at=now)
+        if ak.trans_type == "2":
+            d.db.update_line(line_id, ticket_state="cancelled")
+            d.db.update_confirmation(ev.confirmation_id, outcome="cancelled", answered_at=now)
+            d.exceptions.resolve(by="broker", resolution="AK cancelled",
+                                 individual_alloc_id=line_id)
+            return
+        if ak.confirm_type == "1" or ak.confirm_status in ("2", "3", "5"):
+            status = cc.CONFIRM_STATUS.get(ak.confirm_status, ak.confirm_status)
+            d.db.update_line(line_id, ticket_state="exception")
+            d.db.update_confirmation(ev.confirmation_id, outcome="status_exception",
+                                     answered_at=now)
+            d.exceptions.open(
+                "status_confirm", order=order, alloc_id=alloc["alloc_id"],
+                individual_alloc_id=line_id, session_id=ev.session,
+                reason=f"status confirm for {line['account_id']}: {status}"
+                       + (f" ({ak.text})" if ak.text else ""),
+                next_step="fix the account master or settlement instructions (ALERT) and ask "
+                          "the broker to re-issue the confirmation")
+            return
+        if ak.copy:
+            self._answer(ev, "copy", cc.AFFIRM_RECEIVED, None, "copy confirm received")
+            return
+        broker = d.config.broker(alloc["broker"])
+        side = order.side if order is not None else ak.side
+        diffs = match(line, alloc, ak, side, broker.confirm_tolerance)
+        if diffs:
+            reason = (cc.REJ_MISMATCHED_ACCOUNT if "account" in diffs else cc.REJ_OTHER)
+            text = "; ".join(f"{k} ours {v[0]} theirs {v[1]}" for k, v in diffs.items())
+            # State first, then the AU: a crash between them leaves the AK pending, and
+            # recovery matches it again (both writes are idempotent) and sends the AU.
+            d.db.update_line(line_id, ticket_state="rejected")
+            d.exceptions.open(
+                "ak_mismatch", order=order, alloc_id=alloc["alloc_id"],
+                individual_alloc_id=line_id, session_id=ev.session,
+                reason=f"confirmation {ak.confirm_id} for {line['account_id']} differs: {text}",
+                next_step="the AU rejected it; wait for the broker's replacement AK "
+                          "(matched again on arrival) or settle the difference with the broker",
+                detail={"mismatches": diffs})
+            self._answer(ev, "rejected", cc.CONFIRM_REJECTED, reason, text[:900],
+                         mismatches=diffs)
+            return
+        d.db.update_line(line_id, ticket_state="affirmed", affirmed_at=now)
+        d.exceptions.resolve(by="broker", resolution=f"affirmed {ak.confirm_id}",
+                             individual_alloc_id=line_id)
+        self._answer(ev, "affirmed", cc.AFFIRMED, None, None)
+        if alloc.get("sent_at") is not None:
+            METRICS.time_to_affirmation_seconds.observe((now - alloc["sent_at"]).total_seconds())
+
+    def _answer(self, ev: ConfirmationReceived, outcome: str, status: str,
+                rej_reason: str | None, text: str | None,
+                mismatches: dict[str, list[str]] | None = None) -> None:
+        d = self.d
+        ak = ev.fields
+        d.db.update_confirmation(ev.confirmation_id, outcome=outcome, affirm_status=status,
+                                 rej_reason=rej_reason,
+                                 mismatches_json=json.dumps(mismatches) if mismatches else None)
+        trade_date = ak.trade_date or d.clock.now().date().isoformat()
+        d.out.send_message(ev.session, cc.build_confirmation_ack(
+            confirm_id=ak.confirm_id, trade_date=trade_date, affirm_status=status,
+            rej_reason=rej_reason, text=text, transact_time=d.clock.now()))
+        faults.point("au_sent")
+        d.db.update_confirmation(ev.confirmation_id, answered_at=d.clock.now())
+        log.info("confirmation.answered", confirm_id=ak.confirm_id, outcome=outcome,
+                 affirm_status=status, line=ak.individual_alloc_id)
+
+    def resend_answer(self, row: dict[str, Any]) -> None:
+        """The AU of a stored confirmation, again (it was decided but never reached quickfix)."""
+        d = self.d
+        eco = json.loads(row["economics_json"])
+        d.out.send_message(row["session_id"], cc.build_confirmation_ack(
+            confirm_id=row["confirm_id"],
+            trade_date=eco.get("trade_date") or d.clock.now().date().isoformat(),
+            affirm_status=row["affirm_status"], rej_reason=row["rej_reason"],
+            text="resent after a restart", transact_time=d.clock.now()))
+        d.db.update_confirmation(row["id"], answered_at=d.clock.now())
+
+    # -- missing AKs ---------------------------------------------------------------------
+
+    def on_tick(self, now: datetime) -> None:
+        for order in self.d.orders.values():
+            for alloc_id, status in order.allocs.items():
+                if status != "accepted" or alloc_id in self._ak_checked:
+                    continue
+                if alloc_id not in self._ak_due:
+                    self._ak_due[alloc_id] = self._due(order, alloc_id)
+                due = self._ak_due[alloc_id]
+                if due is None or now >= due:
+                    self.request_missing(order, alloc_id, now)
+                    self._ak_checked.add(alloc_id)
+                    self._ak_due.pop(alloc_id, None)
+
+    def _due(self, order: Any, alloc_id: str) -> datetime | None:
+        alloc = self.d.db.load_allocation(alloc_id)
+        if alloc is None or alloc.get("acked_at") is None:
+            return None
+        wait = timedelta(minutes=self.d.config.broker(order.broker).ak_timeout_minutes)
+        return alloc["acked_at"] + wait  # type: ignore[no-any-return]
+
+    def request_missing(self, order: Any, alloc_id: str, now: datetime, *,
+                        force: bool = False) -> int:
+        """BH for each line still without an AK past the broker's wait; returns how many."""
+        d = self.d
+        alloc = d.db.load_allocation(alloc_id)
+        if alloc is None or alloc["alloc_trans_type"] == "2" or alloc.get("acked_at") is None:
+            return 0
+        wait = timedelta(minutes=d.config.broker(order.broker).ak_timeout_minutes)
+        if not force and now - alloc["acked_at"] < wait:
+            return 0
+        sent = sum(self.request_line(order, line, now)
+                   for line in d.db.load_allocation_lines(alloc_id))
+        if sent:
+            log.info("confirmation.requested", alloc_id=alloc_id, lines=sent)
+        return sent
+
+    def request_line(self, order: Any, line: dict[str, Any], now: datetime) -> bool:
+        """One BH for a line still awaiting its AK; never a second one for the same line."""
+        if line.get("ticket_state") != "awaiting_ak" or line.get("bh_sent_at") is not None:
+            return False
+        req_id = f"{line['individual_alloc_id']}-R1"
+        self.d.db.update_line(line["individual_alloc_id"], confirm_req_id=req_id, bh_sent_at=now)
+        self.d.out.send_message(self.d.out.broker_key(order.broker),
+                                cc.build_confirmation_request(
+            confirm_req_id=req_id, alloc_id=line["alloc_id"],
+            individual_alloc_id=line["individual_alloc_id"], account=line["account_id"],
+            transact_time=now, text="no Confirmation received for this allocation line"))
+        return True
+
+    # -- AllocationReport ----------------------------------------------------------------
+
+    def on_report(self, ev: AllocationReportReceived) -> None:
+        d = self.d
+        rep = ev.fields
+        ours = d.db.load_allocation_lines(rep.alloc_id) if rep.alloc_id else []
+        theirs = {a: q for a, q in rep.lines}
+        mine = {r["account_id"]: Decimal(r["qty"]) for r in ours}
+        diffs = {a: [str(mine.get(a, 0)), str(theirs.get(a, 0))]
+                 for a in sorted(mine.keys() | theirs.keys()) if mine.get(a) != theirs.get(a)}
+        d.db.append_event("allocation.report_received", recorded_at=d.clock.now(),
+                          session_id=ev.session, alloc_id=rep.alloc_id,
+                          detail={"report_id": rep.report_id, "report_type": rep.report_type,
+                                  "quantity": str(rep.quantity), "avg_px": str(rep.avg_px),
+                                  "differences": diffs})
+        order = d.lifecycle.order_of(rep.alloc_id) if rep.alloc_id else None
+        if diffs or not ours:
+            d.exceptions.open(
+                "report_mismatch", order=order, alloc_id=rep.alloc_id, session_id=ev.session,
+                reason=f"the broker's AllocationReport {rep.report_id} differs from our "
+                       f"allocation: {diffs or 'no allocation of ours'}",
+                next_step="review the out-of-band amendment with the broker; replace our J "
+                          "or ask the broker to reverse it",
+                detail={"differences": diffs})
+        d.out.send_message(ev.session, cc.build_allocation_report_ack(
+            report_id=rep.report_id, alloc_id=rep.alloc_id, status="0" if not diffs else "2",
+            transact_time=d.clock.now(),
+            text="matches our allocation" if not diffs else "differs from our allocation"))
