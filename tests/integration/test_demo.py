@@ -38,3 +38,29 @@ def test_demo_allocates_the_block_and_persists_every_message(tmp_path: Path) -> 
     finally:
         db.dispose()
     assert (tmp_path / "fixalloc.log").read_text().count('"node.stopped"') == 1
+
+
+def test_demo_day_ends_with_every_ticket_affirmed_and_nothing_open(tmp_path: Path) -> None:
+    """`fixalloc demo --scenario day`: a bust, an account reject, a mismatched and a missing
+    AK on a simulated trade date; the sweep reports from 16:30 to 21:00."""
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "demo", "--scenario", "day", "--json",
+         "--state-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-2000:])
+    summary = json.loads(result.stdout)
+    assert summary["ok"] and all(summary["checks"].values()), summary["checks"]
+    assert [c["at"] for c in summary["checkpoints"]] == [
+        "16:30", "18:00", "19:00", "20:00", "20:45", "21:00"]
+    first, last = summary["checkpoints"][0], summary["checkpoints"][-1]
+    assert first["open_items"].get("account_rejected") == 1  # fixed only after 16:30
+    assert last["totals"]["affirmed_pct"] == "100.0" and last["open_items"] == {}
+    messages = summary["messages"]
+    assert messages["J out"] == 5  # 3 New, the Replace after the bust, the operator's fix
+    assert messages["BH out"] >= 1 and messages["AU out"] > 0
+    db = Database(f"sqlite:///{summary['database']}")
+    try:
+        assert [r["checkpoint"] for r in db.sweep_reports(summary["trade_date"])] == [
+            c["at"] for c in summary["checkpoints"]]
+    finally:
+        db.dispose()

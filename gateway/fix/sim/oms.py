@@ -21,6 +21,7 @@ from typing import Any
 
 import quickfix as fix
 
+from gateway.clock import Clock, SystemClock
 from gateway.fix import allocation_codec, codec, confirm_codec
 from gateway.fix import tags as T
 from gateway.fix.sim.booking import FragmentSet
@@ -115,8 +116,11 @@ class OmsSimulator(SimApplication):
                  dictionary: Path | None = None,
                  on_message: Callable[[str, Any], None] | None = None,
                  tls: dict[str, str] | None = None,
-                 extra: dict[str, str] | None = None, ack_allocations: bool = False) -> None:
+                 extra: dict[str, str] | None = None, ack_allocations: bool = False,
+                 clock: Clock | None = None) -> None:
         super().__init__(on_message)
+        self.clock = clock or SystemClock()
+        """Stamps the orders' TransactTime (a rehearsal's simulated day; default: now)."""
         self.password = password
         self.ack_allocations = ack_allocations
         """Answer each J with AllocationInstructionAck (P 87=0), as a booking OMS does."""
@@ -235,7 +239,7 @@ class OmsSimulator(SimApplication):
         msg = codec.build_new_order_single(
             cl_ord_id=order.cl_ord_id, symbol=order.symbol, side=order.side, qty=order.qty,
             ord_type=order.ord_type, price=order.price, time_in_force=order.time_in_force,
-            transact_time=datetime.now(UTC))
+            transact_time=self.clock.now())
         msg.setField(T.Account, order.book)
         if order.text:
             msg.setField(T.Text, order.text)
@@ -250,7 +254,7 @@ class OmsSimulator(SimApplication):
         msg = codec.build_cancel_request(
             cl_ord_id=f"{order.cl_ord_id}-CXL{next(self._ids)}", orig_cl_ord_id=order.cl_ord_id,
             broker_order_id=None, symbol=order.symbol, side=order.side, qty=order.qty,
-            transact_time=datetime.now(UTC))
+            transact_time=self.clock.now())
         return self.engine.send(msg)
 
     def wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
