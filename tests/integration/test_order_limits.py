@@ -24,9 +24,9 @@ BOOK = 'ord_types = ["market", "limit", "stop", "pegged"]\n'
 @pytest.mark.parametrize(("fields", "text"), [
     (d_fields(T38="1000000000000"),
      "OrderQty(38) 1,000,000,000,000 exceeds the maximum of 10,000,000 for book SMA-CORE"),
+    # Beyond what any quantity field may hold: refused where the message is decoded.
     (d_fields(T38="100000000000000000000000"),
-     "OrderQty(38) 100,000,000,000,000,000,000,000 exceeds the maximum of 10,000,000 "
-     "for book SMA-CORE"),
+     "OrderQty(38): out of range (|value| >= 10^15): '100000000000000000000000'"),
     (d_fields(T44="0"), "Price(44) must be positive, was 0"),
     (d_fields(T44="-190"), "Price(44) must be positive, was -190"),
     (d_fields(T40="P", T44=None), "PegOffsetValue(211) is required for a pegged order"),
