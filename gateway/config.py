@@ -185,6 +185,10 @@ class BrokerSession(SessionKeys):
     ak_timeout_minutes: float = Field(default=30.0, gt=0)
     """A ticket with no AK by then (after P accepted) gets a ConfirmationRequest (BH)."""
     confirm_tolerance: ConfirmTolerance = Field(default_factory=ConfirmTolerance)
+    commission_per_share: Decimal | None = Field(default=None, ge=0)
+    """The commission this broker charges per share (to the cent per line): an AK is
+    expected to carry it, with net money = gross + commission on a buy, gross - commission
+    on a sell. Unset: no commission is expected, and any on an AK is a mismatch."""
 
 
 class FixSettings(_Frozen):

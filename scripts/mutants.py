@@ -1,13 +1,14 @@
 """Mutation testing with mutmut over the modules whose mistakes cost most.
 
-    python scripts/mutants.py TARGET [--fresh] [--max-children N]
+    python scripts/mutants.py TARGET [--only PATTERN ...] [--fresh] [--max-children N]
 
 TARGET is one of the names in TARGETS (or `all`). Each target runs in its own copy of
 the working tree under ~/.cache/fixalloc/mutants/TARGET (mutmut writes a `mutants/`
 folder next to the code and remembers results there, so a second run only re-tests
-what changed; --fresh starts over). At the end it prints the mutants per status and
-every survivor grouped by function, and writes the same as JSON to
-~/.cache/fixalloc/mutants/TARGET/summary.json.
+what changed; --fresh starts over). --only restricts the run and the report to mutants
+whose names match a pattern (fnmatch, e.g. 'engine.split.*'; a name is module.function).
+At the end it prints the mutants per status and module and every survivor grouped by
+function, and writes the same as JSON to ~/.cache/fixalloc/mutants/TARGET/summary.json.
 
 Why a copy: mutmut instruments a copy of the code, and the integration tests start the
 daemon with `python -m gateway` from the tree they live in; in the copy that is the
@@ -23,6 +24,7 @@ them: they are left out, and the engine target counts only what the unit tests k
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import re
 import shutil
@@ -96,20 +98,25 @@ def _results(work: Path) -> dict[str, str]:
     return found
 
 
-def run(target: str, fresh: bool, max_children: int) -> dict[str, object]:
+def run(target: str, fresh: bool, max_children: int, only: list[str]) -> dict[str, object]:
     work = _copy(target, fresh)
     mutmut = str(Path(sys.executable).with_name("mutmut"))
-    subprocess.run([mutmut, "run", "--max-children", str(max_children)], cwd=work,  # noqa: S603
-                   check=False)
-    results = _results(work)
+    subprocess.run([mutmut, "run", "--max-children", str(max_children), *only],  # noqa: S603
+                   cwd=work, check=False)
+    results = {name: status for name, status in _results(work).items()
+               if not only or any(fnmatch.fnmatch(name, pattern) for pattern in only)}
     by_status: dict[str, int] = {}
+    by_module: dict[str, dict[str, int]] = {}
     survivors: dict[str, list[str]] = {}
     for name, status in sorted(results.items()):
         by_status[status] = by_status.get(status, 0) + 1
+        function = name.rsplit("__mutmut_", 1)[0]
+        module = by_module.setdefault(function.rsplit(".", 1)[0], {})
+        module[status] = module.get(status, 0) + 1
         if status == "survived":
-            function = name.rsplit("__mutmut_", 1)[0]
             survivors.setdefault(function, []).append(name)
-    summary = {"target": target, "mutants": len(results), "by_status": by_status,
+    summary = {"target": target, "only": only, "mutants": len(results),
+               "by_status": by_status, "by_module": by_module,
                "survivors_by_function": {k: len(v) for k, v in survivors.items()},
                "survivors": survivors}
     (work / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
@@ -121,10 +128,14 @@ def main() -> int:
     parser.add_argument("target", choices=[*TARGETS, "all"])
     parser.add_argument("--fresh", action="store_true", help="forget earlier results")
     parser.add_argument("--max-children", type=int, default=2)
+    parser.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                        help="mutant names to run and report (fnmatch), e.g. 'engine.split.*'")
     args = parser.parse_args()
     for target in TARGETS if args.target == "all" else [args.target]:
-        summary = run(target, args.fresh, args.max_children)
+        summary = run(target, args.fresh, args.max_children, args.only)
         sys.stdout.write(f"\n{target}: {summary['mutants']} mutants {summary['by_status']}\n")
+        for module, counts in sorted(summary["by_module"].items()):  # type: ignore[attr-defined]
+            sys.stdout.write(f"  {module:32s} {counts}\n")
         for function, count in sorted(summary["survivors_by_function"].items()):  # type: ignore[attr-defined]
             sys.stdout.write(f"  survived {count:3d}  {function}\n")
     return 0

@@ -35,10 +35,19 @@ CENT = Decimal("0.01")
 
 
 def match(line: dict[str, Any], alloc: dict[str, Any], ak: cc.ConfirmationFields,
-          side: str, tolerance: Any) -> dict[str, list[str]]:
-    """Field -> [ours, theirs] for every difference beyond the broker's tolerance."""
+          side: str, tolerance: Any, commission_per_share: Decimal | None = None
+          ) -> dict[str, list[str]]:
+    """Field -> [ours, theirs] for every difference beyond the broker's tolerance.
+
+    Our commission is the broker's agreed rate times the line's quantity, to the cent
+    (none without a rate); our net money adds it to the gross on a buy and takes it off
+    on a sell, as the broker's AK must.
+    """
     qty, px = Decimal(line["qty"]), Decimal(line["avg_px"])
     gross = (qty * px).quantize(CENT, rounding=ROUND_HALF_EVEN)
+    commission = Decimal(0) if commission_per_share is None else (
+        qty * commission_per_share).quantize(CENT, rounding=ROUND_HALF_EVEN)
+    net = gross + commission if side == "buy" else gross - commission
     out: dict[str, list[str]] = {}
 
     def differs(name: str, ours: Any, theirs: Any, limit: Decimal | None = None) -> None:
@@ -53,8 +62,8 @@ def match(line: dict[str, Any], alloc: dict[str, Any], ak: cc.ConfirmationFields
     differs("side", side, ak.side)
     differs("avg_px", px, ak.avg_px, tolerance.price)
     differs("gross", gross, ak.gross, tolerance.money)
-    differs("net_money", gross, ak.net_money, tolerance.money)
-    differs("commission", Decimal(0), ak.commission, tolerance.commission)
+    differs("net_money", net, ak.net_money, tolerance.money)
+    differs("commission", commission, ak.commission, tolerance.commission)
     differs("trade_date", alloc["trade_date"], ak.trade_date)
     differs("settl_date", alloc["settl_date"], ak.settl_date)
     return out
@@ -110,7 +119,8 @@ class Confirmations:
             return
         broker = d.config.broker(alloc["broker"])
         side = order.side if order is not None else ak.side
-        diffs = match(line, alloc, ak, side, broker.confirm_tolerance)
+        diffs = match(line, alloc, ak, side, broker.confirm_tolerance,
+                      broker.commission_per_share)
         if diffs:
             reason = (cc.REJ_MISMATCHED_ACCOUNT if "account" in diffs else cc.REJ_OTHER)
             text = "; ".join(f"{k} ours {v[0]} theirs {v[1]}" for k, v in diffs.items())

@@ -129,6 +129,14 @@ def test_bust_after_the_j_sends_a_replace_decided_under_the_original_versions(
         eventually(lambda: any(j.alloc_id == j2["alloc_id"] for j in oms.allocations),
                    timeout=10, description="the OMS got the Replace too")
         assert len(broker.allocations) == 2
+        # The broker confirms the Replace's lines afresh; each is matched and affirmed.
+        eventually(lambda: {x["ticket_state"] for x in _db(gw).load_allocation_lines(
+            j2["alloc_id"])} == {"affirmed"}, timeout=30,
+            description="every ticket of the Replace affirmed")
+        j2_confirms = {x["confirm_id"] for x in _db(gw).load_allocation_lines(j2["alloc_id"])}
+        eventually(lambda: j2_confirms <= {au.confirm_id for au in broker.affirmation_log
+                                           if au.affirm_status == "3"}, timeout=10,
+                   description="the broker received an AU 940=3 for each")
 
 
 @pytest.mark.parametrize("fix42", [False, True])
@@ -256,19 +264,25 @@ def test_a_large_book_goes_in_fragments_with_one_final_outcome(tmp_path: Path) -
         assert len(broker.allocations) == 1 and len(broker.allocations[0].lines) == len(lines)
 
 
+@pytest.mark.parametrize(("status", "field"), [("3", "net_money"), ("2", "commission")])
 def test_status_confirm_and_mismatch_are_exceptions_until_the_broker_fixes_them(
-    tmp_path: Path,
+    tmp_path: Path, status: str, field: str,
 ) -> None:
-    """Scenarios 21 and 22: a status confirm is not affirmed; a mismatch gets AU 940=2."""
-    plan = PostTradePlan(status_confirm={"SMA0003": "3"}, status_confirm_fix="timer",
-                         status_confirm_fix_ms=1500, mismatch={"SMA0002": "net_money"})
-    with _run(tmp_path, plan) as (broker, gw, oms, _ports):
+    """Scenarios 21 and 22: a status confirm (665=3 missing SSI, 665=2 mismatched account)
+    is not affirmed; a net money or commission mismatch gets AU 940=2 with a 774."""
+    plan = PostTradePlan(status_confirm={"SMA0003": status}, status_confirm_fix="timer",
+                         status_confirm_fix_ms=1500, mismatch={"SMA0002": field},
+                         commission_per_share=Decimal("0.01"))
+    agreed = "commission_per_share = 0.01"  # the rate the broker's AKs are checked against
+    with _run(tmp_path, plan, broker_extra=agreed) as (broker, gw, oms, _ports):
         oms.send_order(_order())
         j1 = eventually(lambda: next(iter(_allocs(gw)), None), timeout=30)["alloc_id"]
         eventually(lambda: _open(gw, "status_confirm") and _db(gw).events(
             "alert.exception_ak_mismatch"), timeout=30)
         rejected = [au for au in broker.affirmation_log if au.affirm_status == "2"]
         assert rejected, "the mismatched AK was not rejected"
+        assert {au.rej_reason for au in rejected} <= {"1", "2", "99"}
+        assert any(field in (au.text or "") for au in rejected), rejected
         eventually(lambda: _all_affirmed(gw, j1), timeout=30,
                    description="the replacement AKs matched and were affirmed")
         assert _open(gw, "status_confirm") == [] and _open(gw, "ak_mismatch") == []

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,9 +106,12 @@ broker = "BRKA"
 
 
 def http_get(port: int, path: str, *, method: str = "GET",
-             headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
-                                     headers=headers or {})
+             headers: dict[str, str] | None = None, body: Any = None) -> tuple[int, Any]:
+    """One request; `body` (JSON-serialisable) is sent as application/json."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", method=method, data=data,
+        headers={**(headers or {}), **({"Content-Type": "application/json"} if data else {})})
     try:
         with urllib.request.urlopen(request, timeout=5) as resp:
             body = resp.read()
@@ -148,10 +151,10 @@ def broker_sim(tmp: Path, ports: Ports, plan: FillPlan | None = None,
 
 @contextmanager
 def oms_sim(tmp: Path, ports: Ports, password: str | None = None, *,
-            dictionary: Path | None = None, ack_allocations: bool = False
-            ) -> Iterator[OmsSimulator]:
+            dictionary: Path | None = None, ack_allocations: bool = False,
+            clock: Clock | None = None) -> Iterator[OmsSimulator]:
     sim = OmsSimulator(port=ports.oms, state_dir=tmp / "oms", password=password,
-                       dictionary=dictionary, ack_allocations=ack_allocations)
+                       dictionary=dictionary, ack_allocations=ack_allocations, clock=clock)
     sim.start()
     try:
         yield sim
@@ -182,9 +185,10 @@ def running(tmp: Path, ports: Ports, config_path: Path, plan: FillPlan | None = 
         yield broker, gw, oms
 
 
-def start_daemon(config_path: Path, log: Path, *, fault: str | None = None
-                 ) -> subprocess.Popen[bytes]:
-    """`fixalloc run` as its own process; `fault` names a FIXALLOC_FAULT step to die at."""
+def start_daemon(config_path: Path, log: Path, *, fault: str | None = None,
+                 args: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """`fixalloc run` as its own process; `fault` names a FIXALLOC_FAULT step to die at;
+    `args` are added to the command line (e.g. --clock-start)."""
     out = log.open("ab")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("FIXALLOC_FAULT", None)
@@ -192,7 +196,7 @@ def start_daemon(config_path: Path, log: Path, *, fault: str | None = None
         env["FIXALLOC_FAULT"] = fault
     return subprocess.Popen(
         [sys.executable, "-m", "gateway", "run", "--config", str(config_path),
-         "--log-format", "json"],
+         "--log-format", "json", *args],
         stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT), env=env,
     )
 

@@ -81,3 +81,20 @@ def test_each_field_out_of_tolerance_is_named() -> None:
     loose = SimpleNamespace(price=D("0.01"), money=D("5"), commission=D("20"))
     assert match(LINE, ALLOC, _ak(avg_px=D("100.14"), commission=D("15.00")), "buy",
                  loose) == {}
+
+
+def test_the_brokers_agreed_commission_is_expected_on_the_ak() -> None:
+    """3,000 shares at 0.0125 a share: 37.50 of commission; net 300,454.20 on a buy."""
+    tolerance, rate = ConfirmTolerance(), D("0.0125")
+    expected = _ak(commission=D("37.50"), net_money=D("300454.20"))
+    assert match(LINE, ALLOC, expected, "buy", tolerance, rate) == {}
+    # Without the agreed rate, the same AK is a commission and a net money mismatch.
+    assert set(match(LINE, ALLOC, expected, "buy", tolerance)) == {"commission",
+                                                                    "net_money"}
+    # On a sell, the commission comes off the gross.
+    sell = _ak(side="sell", commission=D("37.50"), net_money=D("300379.20"))
+    assert match(LINE, ALLOC, sell, "sell", tolerance, rate) == {}
+    assert match(LINE, ALLOC, _ak(commission=D("42.50"), net_money=D("300459.20")), "buy",
+                 tolerance, rate) == {"commission": ["37.50", "42.50"],
+                                      "net_money": ["300454.20", "300459.20"]}
+
