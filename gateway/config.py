@@ -199,6 +199,9 @@ class FixSettings(_Frozen):
     data_dictionary: Path = Path("../fix_specs/FIX44.xml")
     heartbeat_seconds: int = Field(default=30, ge=1, le=300)
     reconnect_seconds: int = Field(default=5, ge=1, le=300)
+    logon_backoff_max_seconds: int = Field(default=300, ge=1, le=3600)
+    """A broker that refuses our Logon again and again is retried after reconnect_seconds
+    x 2^(n-1), at most this long (gateway/fix/logon_backoff.py)."""
     reset_on_logon: bool = False
     reset_on_logout: bool = False
     reset_on_disconnect: bool = False

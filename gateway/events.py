@@ -184,6 +184,10 @@ class SessionStateChanged:
     ts_recv: datetime
     reason: str = ""
     """What the peer said last (its Logout text, a reset it asked for), when known."""
+    refused: int = 0
+    """Logons refused in a row (the session went down without being logged on)."""
+    retry_seconds: float = 0.0
+    """With `refused`: the pause before our next Logon."""
 
 
 @dataclass(frozen=True)

@@ -36,12 +36,23 @@ class SessionWatch:
         self._logons: dict[str, deque[datetime]] = {}
         self._looping: dict[str, datetime] = {}
         self.last_reason: dict[str, str] = {}
+        self.refused: dict[str, int] = {}
+        """Logons refused in a row, per session (cleared by a logon)."""
 
     def on_state(self, ev: SessionStateChanged) -> None:
         if ev.reason:
             self.last_reason[ev.session] = ev.reason
+        if ev.refused:
+            self.refused[ev.session] = ev.refused
+            if ev.refused == 1:  # once per streak; the count and pause are in /readyz
+                self.d.alerts.raise_("logon_refused", session_id=ev.session, detail={
+                    "reason": ev.reason or "the peer closed the session without a reason",
+                    "retry_seconds": ev.retry_seconds})
+            log.warning("fix.logon_refused", session=ev.session, refused=ev.refused,
+                        retry_seconds=ev.retry_seconds, reason=ev.reason)
         if not ev.logged_on:
             return
+        self.refused.pop(ev.session, None)
         METRICS.logons.labels(session=ev.session).inc()
         seen = self._logons.setdefault(ev.session, deque())
         seen.append(ev.ts_recv)
@@ -65,7 +76,8 @@ class SessionWatch:
             out[key] = {"logons_in_window": len(seen),
                         "reconnect_loop": bool(looping_since and seen
                                                and seen[-1] - looping_since < self.window),
-                        "last_reason": self.last_reason.get(key)}
+                        "last_reason": self.last_reason.get(key),
+                        "logons_refused": self.refused.get(key, 0)}
         return out
 
     # -- a peer's Reject of one of our messages --------------------------------------------

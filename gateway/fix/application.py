@@ -44,6 +44,7 @@ from gateway.events import (
 from gateway.fix import allocation_codec, codec, confirm_codec
 from gateway.fix import tags as T
 from gateway.fix.guard import fix_callback
+from gateway.fix.logon_backoff import LogonBackoff
 from gateway.fix.oms_orders import block_order
 from gateway.fix.wire_log import Refusals
 from gateway.inbox import Inbox
@@ -70,6 +71,7 @@ class SessionRole:
     header_fields: tuple[tuple[int, str], ...] = ()
     """SenderSubID/LocationID and TargetSubID/LocationID this counterparty expects on
     every message (quickfix C++ does not make them part of the session's identity)."""
+    reconnect_seconds: float = 5.0
 
 
 class MessageRefused(Exception):
@@ -104,7 +106,7 @@ class GatewayApplication(fix.Application):  # type: ignore[misc]
     def __init__(
         self, roles: Mapping[str, SessionRole], db: Database, inbox: Inbox, clock: Clock,
         secrets_file: Path | None = None, refusals: Refusals | None = None,
-        alerts: Alerts | None = None,
+        alerts: Alerts | None = None, backoff: LogonBackoff | None = None,
     ) -> None:
         super().__init__()
         self._roles = dict(roles)
@@ -114,6 +116,7 @@ class GatewayApplication(fix.Application):  # type: ignore[misc]
         self._secrets_file = secrets_file
         self._refusals = refusals or Refusals()
         self._alerts = alerts or Alerts(db, clock)
+        self._backoff = backoff or LogonBackoff(300)
         self._limits = {key: RateLimit(r.max_messages_per_second, r.burst)
                         for key, r in self._roles.items() if r.max_messages_per_second > 0}
         # Why a session last went down (the peer's Logout text, a reset it asked for):
@@ -138,6 +141,7 @@ class GatewayApplication(fix.Application):  # type: ignore[misc]
         key = session_id.toString()
         log.info("fix.logon", session=key)
         self._refusals.clear(key)
+        self._backoff.on_logon(key)
         with self._lock:
             reason = self._why.pop(key, "")
         self._inbox.put(SessionStateChanged(key, True, self._clock.now(), reason=reason))
@@ -148,7 +152,12 @@ class GatewayApplication(fix.Application):  # type: ignore[misc]
         log.info("fix.logout", session=key)
         with self._lock:
             reason = self._why.get(key, "")
-        self._inbox.put(SessionStateChanged(key, False, self._clock.now(), reason=reason))
+        role = self._role(session_id)
+        refused = (self._backoff.on_logout(session_id, role.reconnect_seconds)
+                   if role is not None and role.role == "broker" else None)
+        self._inbox.put(SessionStateChanged(key, False, self._clock.now(), reason=reason,
+                                            refused=refused[0] if refused else 0,
+                                            retry_seconds=refused[1] if refused else 0.0))
 
     @fix_callback
     def toAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:

@@ -21,6 +21,7 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.fix import settings as qf_settings
 from gateway.fix.application import GatewayApplication, SessionRole
+from gateway.fix.logon_backoff import LogonBackoff
 from gateway.fix.store_index import stored_refs
 from gateway.fix.store_secrets import body_file
 from gateway.fix.wire_log import Refusals, WireLogFactory
@@ -68,7 +69,9 @@ def session_roles(config: Config) -> dict[str, SessionRole]:
                 password_env=s.password_env, max_messages_per_second=rate,
                 burst=max(1, int(rate * 2)), send_udfs=bool(fx.effective(s, "send_udfs")),
                 header_fields=tuple((tag, getattr(s, attr)) for attr, tag in _HEADER_IDS
-                                    if getattr(s, attr)))
+                                    if getattr(s, attr)),
+                reconnect_seconds=float(getattr(s, "reconnect_seconds", None)
+                                        or fx.reconnect_seconds))
     return roles
 
 
@@ -90,10 +93,12 @@ class FixSessions:
         self._stored: dict[str, dict[str, Counter[str]]] = {}
         refusals = Refusals()
         alerts = alerts or Alerts(db, clock)
+        self.backoff = LogonBackoff(fx.logon_backoff_max_seconds)
         self.application = GatewayApplication(roles, db, inbox, clock,
                                                config.resolve(config.gateway.secrets_file)
                                                if config.gateway.secrets_file else None,
-                                               refusals=refusals, alerts=alerts)
+                                               refusals=refusals, alerts=alerts,
+                                               backoff=self.backoff)
         limits = {self.infos[s.name].key: int(fx.effective(s, "max_message_bytes"))
                   for s in fx.all_sessions()}
         self.store_dirs = {
@@ -120,6 +125,7 @@ class FixSessions:
 
     def stop(self) -> None:
         """Log out every session and wait for the engines' threads to finish."""
+        self.backoff.stop()
         for engine in reversed(self._engines):
             try:
                 engine.stop()
