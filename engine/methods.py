@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from engine.model import Account, Side
-from engine.split import Entry, SplitResult, split
+from engine.split import Entry, split
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +30,6 @@ class Outcome:
     held: set[str] = field(default_factory=set)
     extra_lot: set[str] = field(default_factory=set)
     odd_lot: str | None = None
-    leftover: int = 0
-    weights: dict[str, int] = field(default_factory=dict)
 
 
 NOT_PARTICIPATING = {
@@ -66,14 +64,9 @@ def raw_weight(method: str, a: Account, m: MethodInput) -> Decimal:
 def run_flat(total: int, lot: int, weights: Mapping[str, int], caps: Mapping[str, int | None],
              rank: dict[str, int]) -> Outcome:
     entries = [Entry(a, w, caps.get(a)) for a, w in weights.items()]
-    return _outcome(split(total, lot, entries, rank), weights)
-
-
-def _outcome(res: SplitResult, weights: Mapping[str, int]) -> Outcome:
-    return Outcome(
-        alloc=res.alloc, clipped=res.clipped, held=res.held, extra_lot=res.extra_lot,
-        odd_lot=res.odd_lot, leftover=res.leftover, weights=dict(weights),
-    )
+    res = split(total, lot, entries, rank)
+    return Outcome(alloc=res.alloc, clipped=res.clipped, held=res.held,
+                   extra_lot=res.extra_lot, odd_lot=res.odd_lot)
 
 
 def run_tiered(total: int, lot: int, accounts: Sequence[Account], weights: Mapping[str, int],
@@ -88,7 +81,7 @@ def run_tiered(total: int, lot: int, accounts: Sequence[Account], weights: Mappi
     for a in accounts:
         if a.account_id in weights:
             by_tier.setdefault(a.tier, []).append(a)
-    out = Outcome(weights=dict(weights))
+    out = Outcome()
     remaining = total
     for tier in sorted(by_tier):
         if remaining <= 0:
@@ -130,6 +123,4 @@ def run_tiered(total: int, lot: int, accounts: Sequence[Account], weights: Mappi
         out.held |= res.held - out.clipped
         out.extra_lot |= res.extra_lot
         out.odd_lot = res.odd_lot or out.odd_lot
-        remaining = res.leftover
-    out.leftover = remaining
     return out

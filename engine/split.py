@@ -165,11 +165,12 @@ def _odd_into_clipped(
     # Whole lots nobody can take are reported as unallocated, never forced over a cap.
     odd = left % lot
     res.leftover = left - odd
-    # Nobody could take the rest: every account that is not clipped was held by its cap.
-    res.held |= {e.account_id for e in entries if e.account_id not in res.clipped}
+    # Nobody could take the rest: every account that is not clipped was held by its cap
+    # (any held earlier, for a left-over lot, is among them).
+    res.held = {e.account_id for e in entries if e.account_id not in res.clipped}
     if odd:
         for e in sorted(entries, key=lambda x: rank[x.account_id]):
-            have = res.alloc.get(e.account_id, 0)
+            have = res.alloc[e.account_id]  # every entry was given its clip or its floor
             if e.cap is None or have + odd <= e.cap:
                 res.alloc[e.account_id] = have + odd
                 res.odd_lot = e.account_id

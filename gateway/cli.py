@@ -168,9 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         engine_cli.add_commands(sub, bench_sub)
-    from gateway import fuzz
+    from gateway import bench_bigbook, fuzz
 
     fuzz.add_command(bench_sub)
+    bench_bigbook.add_command(bench_sub)
     return parser
 
 

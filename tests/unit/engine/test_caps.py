@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import engine
+from engine import rounds
 from engine.executor import InProcessPartitions
 from tests.unit.engine.alloc_helpers import account, by_id, qtys, request, rulebook
 
@@ -35,10 +36,17 @@ def block(method: str, accts: list[engine.Account], qty: int, **kw: Any
 
 def both_paths(req: engine.AllocationRequest, rb: engine.Rulebook
                ) -> engine.AllocationDecision:
-    """The decision, after checking the partitioned path gives the same bytes."""
+    """The decision, after checking that the partitioned path, and its serial fallback
+    (taken after a long cascade of caps), give the same bytes."""
     d = engine.allocate(req, rb)
-    assert engine.allocate(req, rb, InProcessPartitions(2)).to_canonical_json() == \
-        d.to_canonical_json()
+    expected = d.to_canonical_json()
+    assert engine.allocate(req, rb, InProcessPartitions(2)).to_canonical_json() == expected
+    saved = rounds.MAX_CLIP_ROUNDS
+    rounds.MAX_CLIP_ROUNDS = 0  # every flat split goes serial
+    try:
+        assert engine.allocate(req, rb, InProcessPartitions(2)).to_canonical_json() == expected
+    finally:
+        rounds.MAX_CLIP_ROUNDS = saved
     return d
 
 
