@@ -14,9 +14,11 @@ from datetime import date
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Header, HTTPException, Response
+from fastapi import FastAPI, Header, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from gateway.clock import Clock, SystemClock
 from gateway.http_lifecycle import Operate, add_lifecycle_endpoints
@@ -32,6 +34,13 @@ def build_app(
 ) -> FastAPI:
     app = FastAPI(title="fixalloc", version="0.1.0",
                   description="Block allocation gateway: health, status, allocations, metrics")
+
+    @app.exception_handler(PoolTimeout)
+    def busy(_request: Request, _exc: PoolTimeout) -> JSONResponse:
+        # Every connection HTTP may use is busy (slow readers): the client retries later;
+        # the daemon's own pool, which the FIX path writes through, is not affected.
+        return JSONResponse({"detail": "the database is busy with other requests; retry"},
+                            status_code=503, headers={"Retry-After": "1"})
 
     @app.get("/healthz", summary="The process is alive and serving")
     def healthz(response: Response) -> dict[str, str]:

@@ -41,6 +41,11 @@ from gateway.secrets import resolve_secret
 
 log = structlog.get_logger("fixalloc.node")
 
+HTTP_DB_CONNECTIONS = 4
+"""Database connections HTTP requests may hold at once; a request that finds none free
+within HTTP_DB_WAIT_SECONDS is answered 503 (gateway/http.py)."""
+HTTP_DB_WAIT_SECONDS = 2.0
+
 
 class Node:
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
@@ -48,6 +53,7 @@ class Node:
         self.clock = clock or SystemClock()
         self.started_at: datetime | None = None
         self.db: Database | None = None
+        self.http_db: Database | None = None
         self.sessions: FixSessions | None = None
         self.dispatcher: Dispatcher | None = None
         self.http: HttpServer | None = None
@@ -117,7 +123,14 @@ class Node:
                 token = resolve_secret("http", cfg.http.api_token_env,
                                        cfg.resolve(cfg.gateway.secrets_file)
                                        if cfg.gateway.secrets_file else None)
-            app = build_app(status=self.status, ready=self.ready, alive=self.alive, db=db,
+            # HTTP reads through its own bounded pool: a client polling a large allocation
+            # once held every connection and the wire log's next write timed out (exit 75).
+            self.http_db = Database(cfg.database_url,
+                                    sqlite_synchronous=cfg.gateway.sqlite_synchronous,
+                                    pool_size=HTTP_DB_CONNECTIONS, max_overflow=0,
+                                    pool_timeout=HTTP_DB_WAIT_SECONDS)
+            app = build_app(status=self.status, ready=self.ready, alive=self.alive,
+                            db=self.http_db,
                             run_sweep=self._run_sweep_now, clock=self.clock,
                             operate=self._operate,
                             rulebooks=self.rulebooks, refdata=self.refdata, api_token=token)
@@ -262,6 +275,8 @@ class Node:
         close = getattr(self.executor, "close", None)
         if callable(close):
             close()
+        if self.http_db is not None:
+            self.http_db.dispose()
         if self.db is not None:
             self.db.dispose()
         log.info("node.stopped")

@@ -175,8 +175,14 @@ def build_allocation_instruction(
     if fragment is not None:
         msg.setField(T.TotNoAllocs, str(fragment[0]))
         msg.setField(T.LastFragment, "Y" if fragment[1] else "N")
+    # One group object per layout, cleared for each line: addGroup copies it into the
+    # message, and the copies share its field-order table. A Group built from an order
+    # array allocates a table as large as its highest tag (20102, our UDFs: 80 KB), and
+    # each line's own group kept its own: 85,000 lines held 6.8 GB and took 90 us each.
+    grp = group(T.NoAllocs, T.AllocAccount, _ALLOC_ORDER)
+    nested = group(T.NoNestedPartyIDs, T.NestedPartyID, _NESTED_ORDER)
     for ln in lines:
-        grp = group(T.NoAllocs, T.AllocAccount, _ALLOC_ORDER)
+        grp.clear()
         grp.setField(T.AllocAccount, ln.account_id)
         grp.setField(T.AllocAcctIDSource, "99")
         grp.setField(T.AllocQty, fmt(ln.qty))
@@ -186,7 +192,7 @@ def build_allocation_instruction(
             (ln.prime_broker, "D", "4"),  # prime broker as clearing firm: FIX 4.4 has no PB role
         ):
             if party_id:
-                nested = group(T.NoNestedPartyIDs, T.NestedPartyID, _NESTED_ORDER)
+                nested.clear()
                 nested.setField(T.NestedPartyID, party_id)
                 nested.setField(T.NestedPartyIDSource, source)
                 nested.setField(T.NestedPartyRole, role)
@@ -245,13 +251,13 @@ class JReceived:
 def parse_allocation_instruction(msg: fix.Message) -> JReceived:
     lines: list[Mapping[str, object]] = []
     count = int(get_str(msg, T.NoAllocs) or 0)
+    grp = group(T.NoAllocs, T.AllocAccount, _ALLOC_ORDER)  # reused: getGroup overwrites
+    nested = group(T.NoNestedPartyIDs, T.NestedPartyID, _NESTED_ORDER)
     for i in range(1, count + 1):
-        grp = group(T.NoAllocs, T.AllocAccount, _ALLOC_ORDER)
         msg.getGroup(i, grp)
         parties: list[tuple[str, str, str]] = []
         n_nested = int(get_str(grp, T.NoNestedPartyIDs) or 0)
         for j in range(1, n_nested + 1):
-            nested = group(T.NoNestedPartyIDs, T.NestedPartyID, _NESTED_ORDER)
             grp.getGroup(j, nested)
             parties.append((require_str(nested, T.NestedPartyID),
                             get_str(nested, T.NestedPartyIDSource) or "",

@@ -58,18 +58,25 @@ def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
 class Database(AuditRecords, LifecycleRecords):
     """Typed access to the tables; no ORM session state is shared between threads."""
 
-    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 8,
+                 max_overflow: int | None = None, pool_timeout: float = 30.0) -> None:
+        """`pool_size`, `max_overflow`, `pool_timeout`: the connection pool. The daemon's
+        own threads share one pool; HTTP readers get their own small one (node.py), so a
+        client polling a heavy endpoint can never take the connections the FIX path needs."""
         self.url = url
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.engine = create_engine(
-                url, connect_args={"check_same_thread": False, "timeout": 10}, pool_size=8
-            )
+                url, connect_args={"check_same_thread": False, "timeout": 10},
+                pool_size=pool_size, max_overflow=10 if max_overflow is None else max_overflow,
+                pool_timeout=pool_timeout)
             _sqlite_pragmas(self.engine, sqlite_synchronous)
         else:
-            self.engine = create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True)
+            self.engine = create_engine(
+                url, pool_size=pool_size, max_overflow=4 if max_overflow is None else max_overflow,
+                pool_timeout=pool_timeout, pool_pre_ping=True)
 
     @property
     def dialect(self) -> str:
