@@ -38,15 +38,21 @@ CACHE = Path.home() / ".cache" / "fixalloc" / "mutants"
 TARGETS: dict[str, dict[str, list[str]]] = {
     "engine": {
         "source_paths": ["engine/"],
+        "only": [],
         "tests": ["tests/unit/engine", "tests/unit/refdata/test_engine_cli.py"],
     },
+    # mutmut's copy of the code holds only what source_paths name, so a target inside the
+    # gateway package mutates the whole package (the others would not import) and runs
+    # only the mutants of its own modules.
     "recovery": {
-        "source_paths": ["gateway/recovery.py", "gateway/fix/store_index.py"],
+        "source_paths": ["gateway/"],
+        "only": ["gateway.recovery.*", "gateway.fix.store_index.*"],
         "tests": ["tests/integration/test_recovery_in_process.py",
                   "tests/integration/test_crash_recovery.py"],
     },
     "dedupe": {
-        "source_paths": ["gateway/persistence/store.py", "gateway/fix/oms_orders.py"],
+        "source_paths": ["gateway/"],
+        "only": ["gateway.persistence.store.*", "gateway.fix.oms_orders.*"],
         "tests": ["tests/contract/test_store.py", "tests/integration/test_dedupe_dates.py",
                   "tests/integration/test_fill_to_allocation.py",
                   "tests/integration/test_order_limits.py"],
@@ -132,7 +138,8 @@ def main() -> int:
                         help="mutant names to run and report (fnmatch), e.g. 'engine.split.*'")
     args = parser.parse_args()
     for target in TARGETS if args.target == "all" else [args.target]:
-        summary = run(target, args.fresh, args.max_children, args.only)
+        summary = run(target, args.fresh, args.max_children,
+                      args.only or TARGETS[target]["only"])
         sys.stdout.write(f"\n{target}: {summary['mutants']} mutants {summary['by_status']}\n")
         for module, counts in sorted(summary["by_module"].items()):  # type: ignore[attr-defined]
             sys.stdout.write(f"  {module:32s} {counts}\n")
