@@ -35,10 +35,10 @@ def _order(cl: str = "LC-1") -> BlotterOrder:
 
 @contextmanager
 def _run(tmp_path: Path, post_trade: PostTradePlan, *, broker_extra: str = "",
-         fills: FillPlan = FILLS) -> Iterator[tuple[BrokerSimulator, Gateway, OmsSimulator,
-                                                     Ports]]:
+         fills: FillPlan = FILLS, database_url: str = ""
+         ) -> Iterator[tuple[BrokerSimulator, Gateway, OmsSimulator, Ports]]:
     ports = Ports.free()
-    cfg = write_config(tmp_path, ports, broker_extra=broker_extra)
+    cfg = write_config(tmp_path, ports, broker_extra=broker_extra, database_url=database_url)
     with running(tmp_path, ports, cfg, fills, post_trade=post_trade) as (broker, gw, oms):
         yield broker, gw, oms, ports
 
@@ -80,9 +80,11 @@ def _all_affirmed(gw: Gateway, alloc_id: str) -> bool:
     return bool(lines) and all(x["ticket_state"] == "affirmed" for x in lines)
 
 
-def test_happy_path_every_ticket_is_affirmed(tmp_path: Path) -> None:
-    """Scenario 1: J, P 87=3 then 87=0, one AK per line, each answered AU 940=3."""
-    with _run(tmp_path, PostTradePlan()) as (broker, gw, oms, ports):
+def test_happy_path_every_ticket_is_affirmed(tmp_path: Path, database_url: str) -> None:
+    """Scenario 1: J, P 87=3 then 87=0, one AK per line, each answered AU 940=3 (on
+    SQLite and PostgreSQL: the lifecycle tables on both)."""
+    with _run(tmp_path, PostTradePlan(), database_url=database_url) as (broker, gw, oms,
+                                                                         ports):
         oms.send_order(_order())
         j1 = eventually(lambda: next(iter(_allocs(gw)), None), timeout=30)["alloc_id"]
         eventually(lambda: _all_affirmed(gw, j1), timeout=30,
@@ -95,11 +97,11 @@ def test_happy_path_every_ticket_is_affirmed(tmp_path: Path) -> None:
 
 
 def test_bust_after_the_j_sends_a_replace_decided_under_the_original_versions(
-    tmp_path: Path,
+    tmp_path: Path, database_url: str,
 ) -> None:
     """Scenario 8: a bust after P accepted -> J Replace (71=1, RefAllocID, 796=2)."""
     plan = PostTradePlan(bust_after_j=(0,))
-    with _run(tmp_path, plan) as (broker, gw, oms, _ports):
+    with _run(tmp_path, plan, database_url=database_url) as (broker, gw, oms, _ports):
         oms.send_order(_order())
         eventually(lambda: len(_allocs(gw)) == 2, timeout=30, description="J2 stored")
         j1, j2 = _allocs(gw)
