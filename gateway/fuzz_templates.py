@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from gateway.fuzz_wire import Field, stamp
 
@@ -32,7 +33,7 @@ class BrokerOrder:
     qty: int
     price: bytes
     cum: int = 0
-    notional: float = 0.0
+    notional: Decimal = Decimal(0)
     exec_ids: list[bytes] = field(default_factory=list)
 
 
@@ -179,7 +180,7 @@ def _report(ctx: Context, order: BrokerOrder, exec_type: bytes, status: bytes,
     exec_id = ctx.next_id("FZE-")
     with ctx.lock:
         order.exec_ids.append(exec_id)
-        avg = order.notional / order.cum if order.cum else 0.0
+        avg = order.notional / order.cum if order.cum else Decimal(0)
         leaves = 0 if status in (b"2", b"4", b"3", b"8") else max(0, order.qty - order.cum)
         cum = order.cum
     body: list[Field] = [(37, order.order_id), (11, order.cl_ord_id), (17, exec_id),
@@ -205,7 +206,7 @@ def fill(ctx: Context, rng: random.Random) -> tuple[str, list[Field]]:
         lots = 1 + int(part * (remaining // 100))
         last = (remaining if whole or remaining <= 100 else 100 * lots) or 100
         order.cum += last
-        order.notional += last * float(px)
+        order.notional += last * Decimal(px.decode())
         status = b"2" if order.cum >= order.qty else b"1"
     return _report(ctx, order, b"F", status, last, px, extra)
 
@@ -232,7 +233,7 @@ def order_done(ctx: Context, rng: random.Random) -> tuple[str, list[Field]]:
 
 def unknown_fill(ctx: Context, rng: random.Random) -> tuple[str, list[Field]]:
     ghost = BrokerOrder(ctx.next_id("FZ-GHOST-"), ctx.next_id("FZO-GHOST-"), b"AAPL", b"1",
-                        1000, b"190", cum=100, notional=19000)
+                        1000, b"190", cum=100, notional=Decimal(19000))
     return _report(ctx, ghost, b"F", b"1", 100, b"190")
 
 

@@ -18,7 +18,7 @@ against `now`.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -40,6 +40,8 @@ from gateway.posttrade.sweep_actions import (
     store,
 )
 from gateway.posttrade.sweep_read import (
+    _CONFIRM_STATUS,
+    _REJ_CODES,
     _Day,
     _dec,
     _ident,
@@ -47,9 +49,11 @@ from gateway.posttrade.sweep_read import (
     _live,
     _load,
     _Problem,
-    _stored_messages,
+    _spread,
     _Tally,
+    _unique,
 )
+from gateway.posttrade.sweep_records import check_records
 from gateway.posttrade.sweep_settings import (
     DEFAULT_CHECKPOINTS,
     END_OF_DAY,
@@ -80,15 +84,6 @@ _KIND_ORDER = ("session_down", "order_open_after_close", "not_allocated", "j_not
                "no_p", "p_not_accepted", "block_rejected", "account_rejected",
                "replace_refused", "alloc_mismatch", "missing_ak", "ak_rejected",
                "ticket_exception", "ak_not_affirmed", "record_missing")
-_REJ_CODES = {"0": "unknown account", "1": "incorrect quantity", "2": "incorrect average price",
-              "3": "unknown executing broker mnemonic", "4": "commission difference",
-              "5": "unknown OrderID", "6": "unknown ListID", "7": "other",
-              "8": "incorrect allocated quantity", "9": "calculation difference",
-              "10": "unknown or stale ExecID", "11": "mismatched data", "12": "unknown ClOrdID",
-              "13": "warehouse request rejected"}
-_CONFIRM_STATUS = {"1": "received", "2": "mismatched account",
-                   "3": "missing settlement instructions", "4": "confirmed",
-                   "5": "request rejected"}
 
 
 
@@ -368,45 +363,10 @@ class _Sweep:
             "and the sequence numbers", listed=bool(waiting), escalate=bool(waiting)))
 
     def records(self) -> dict[str, Any]:
-        """Rule 204-2: every J/P/AK/AU of the day has a stored raw message with its time."""
-        expected: list[tuple[str, str, str, int, str | None, str | None]] = []
-        for allocs in self.day.allocations.values():
-            for alloc in allocs:
-                aid = alloc["alloc_id"]
-                sends = bool(alloc.get("sent_at")) + bool(alloc.get("oms_sent_at"))
-                if sends:
-                    expected.append(("J", "out", aid, sends, aid, None))
-                if alloc.get("received_at") or alloc.get("acked_at"):
-                    expected.append(("P", "in", aid, 1, aid, None))
-        for confirm in self.day.all_confirmations:
-            ids = (confirm["alloc_id"], confirm["individual_alloc_id"])
-            expected.append(("AK", "in", confirm["confirm_id"], 1, *ids))
-            if confirm.get("affirm_status"):
-                expected.append(("AU", "out", confirm["confirm_id"], 1, *ids))
-        stored = _stored_messages(self.db, (e[2] for e in expected))
-        counts: dict[str, dict[str, int]] = {mt: {"expected": 0, "stored": 0}
-                                             for mt in ("J", "P", "AK", "AU")}
-        missing: list[dict[str, Any]] = []
-        for mt, direction, ref, sessions, aid, line_id in expected:
-            counts[mt]["expected"] += 1
-            if len(stored.get((mt, direction, ref), ())) >= sessions:
-                counts[mt]["stored"] += 1
-            else:
-                missing.append({"msg_type": mt, "direction": direction, "ref_id": ref,
-                                "alloc_id": aid, "individual_alloc_id": line_id})
-        by_alloc: dict[str, list[str]] = defaultdict(list)
-        for m in missing:
-            by_alloc[m["alloc_id"] or ""].append(f"{m['msg_type']} {m['direction']} "
-                                                 f"({m['ref_id']})")
-        orders = {a["alloc_id"]: a["order_id"] for rows in self.day.allocations.values()
-                  for a in rows}
-        for aid, what in sorted(by_alloc.items()):
-            self.add(_Problem(
-                "record_missing", f"no stored raw message with a timestamp for: "
-                f"{', '.join(what)}", "Recover the message from the session's FIX store or "
-                "the counterparty and file it (Rule 204-2 recordkeeping)",
-                order_id=orders.get(aid), alloc_id=aid or None, escalate=True))
-        return {"ok": not missing, "messages": counts, "missing": missing}
+        report, problems = check_records(self.db, self.day)
+        for problem in problems:
+            self.add(problem)
+        return report
 
     # -- exceptions ------------------------------------------------------------------------
 
@@ -507,25 +467,6 @@ def _item_key(item: Mapping[str, Any]) -> tuple[Any, ...]:
     return (rank, kind, item.get("broker") or "", item.get("order_id") or "",
             item.get("alloc_id") or "", item.get("individual_alloc_id") or "",
             item.get("exception_id") or 0)
-
-
-def _spread(values: list[int]) -> dict[str, int] | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    n = len(ordered)
-    return {"count": n, "median": ordered[(n - 1) // 2],
-            "p90": ordered[min(n - 1, -(-9 * n // 10) - 1)], "max": ordered[-1]}
-
-
-def _unique(actions: Iterable[SweepAction]) -> list[SweepAction]:
-    seen: set[SweepAction] = set()
-    out = []
-    for action in actions:
-        if action not in seen:
-            seen.add(action)
-            out.append(action)
-    return out
 
 
 def run_sweep(db: Database, *, trade_date: date, checkpoint: str, now: datetime,

@@ -7,13 +7,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import or_, select
 
 from gateway.persistence import lifecycle_tables as lt
 from gateway.persistence import tables as t
 from gateway.persistence.store import Database
+
+H = TypeVar("H")
 
 # A Replace the broker refused leaves the J it meant to replace in force (the lifecycle
 # opens a replace_refused exception on it, which the report lists).
@@ -166,3 +168,27 @@ def _live(allocs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
                  if a["status"] not in NOT_LIVE and a["alloc_trans_type"] != "2"), None)
 
 
+# FIX code tables for the report's texts.
+_REJ_CODES = {"0": "unknown account", "1": "incorrect quantity", "2": "incorrect average price",
+              "3": "unknown executing broker mnemonic", "4": "commission difference",
+              "5": "unknown OrderID", "6": "unknown ListID", "7": "other",
+              "8": "incorrect allocated quantity", "9": "calculation difference",
+              "10": "unknown or stale ExecID", "11": "mismatched data", "12": "unknown ClOrdID",
+              "13": "warehouse request rejected"}
+_CONFIRM_STATUS = {"1": "received", "2": "mismatched account",
+                   "3": "missing settlement instructions", "4": "confirmed",
+                   "5": "request rejected"}
+
+
+def _spread(values: list[int]) -> dict[str, int] | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    n = len(ordered)
+    return {"count": n, "median": ordered[(n - 1) // 2],
+            "p90": ordered[min(n - 1, -(-9 * n // 10) - 1)], "max": ordered[-1]}
+
+
+def _unique(items: Iterable[H]) -> list[H]:
+    """The items in order, each once."""
+    return list(dict.fromkeys(items))
