@@ -169,7 +169,12 @@ class BrokerSession(SessionKeys):
     target_comp_id: str = Field(pattern=_COMP_ID)
     host: str = "127.0.0.1"
     port: int = Field(ge=1, le=65535)
-    alloc_type: Literal["calculated", "preliminary"] = "calculated"
+    alloc_type: Literal["calculated", "preliminary", "ready_to_book"] = "calculated"
+    """AllocType(626) of our J: 1 calculated, 2 preliminary, or 5 ready-to-book (NoOrders
+    and no NoAllocs: the broker books the block, the accounts are split elsewhere)."""
+    send_preallocations: bool = False
+    """Put an OMS pre-allocation on the child order (AllocID, PreallocMethod=0, NoAllocs)
+    so the broker books from it; a cancel/replace that changes it carries a new AllocID."""
     username: str | None = None
     password_env: str | None = None
     """Environment variable holding the Logon password; never the password itself."""

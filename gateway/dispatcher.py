@@ -34,6 +34,7 @@ from gateway.events import (
     OmsAllocationAckReceived,
     OperatorRequested,
     ReferenceDataChanged,
+    ReplaceRequested,
     RulebookChanged,
     SessionRejectReceived,
     SessionStateChanged,
@@ -53,6 +54,7 @@ from gateway.posttrade.exceptions import ExceptionsQueue
 from gateway.posttrade.lifecycle import Lifecycle
 from gateway.posttrade.sweep_runner import SweepRunner
 from gateway.reference import ReferenceData
+from gateway.replaces import OrderReplaces
 from gateway.session_watch import SessionWatch
 
 log = structlog.get_logger("fixalloc.dispatcher")
@@ -80,6 +82,7 @@ class Dispatcher:
         self.snapshot: Mapping[str, Any] = {"orders": [], "allocations": {}}
         self.alerts: Alerts = flow.alerts
         self.intake = OrderIntake(self)
+        self.replaces = OrderReplaces(self)
         self.sessions = SessionWatch(self, loop_logons=config.fix.reconnect_alert_logons,
                                      loop_window_seconds=config.fix.reconnect_alert_seconds)
         self.exceptions = ExceptionsQueue(db, clock, self.alerts)
@@ -185,10 +188,14 @@ class Dispatcher:
             self.intake.on_invalid(event)
         elif isinstance(event, CancelRequested):
             self._on_cancel(event)
+        elif isinstance(event, ReplaceRequested):
+            self.replaces.on_request(event)
         elif isinstance(event, CancelRejectedByBroker):
-            self._on_broker_cancel_reject(event)
+            if not self.replaces.on_broker_reject(event):
+                self._on_broker_cancel_reject(event)
         elif isinstance(event, AllocationAckReceived):
-            self.lifecycle.on_ack(event)
+            if not self.replaces.on_prealloc_ack(event):
+                self.lifecycle.on_ack(event)
         elif isinstance(event, OmsAllocationAckReceived):
             self.sessions.on_oms_ack(event)
         elif isinstance(event, SessionRejectReceived):
@@ -270,7 +277,8 @@ class Dispatcher:
                              detail={"cl_ord_id": ev.cl_ord_id,
                                      "cancel_count": order.cancel_count})
         self.out.cancel(order.broker, cl_ord_id=f"{order.order_id}~C{order.cancel_count}",
-                        orig_cl_ord_id=order.order_id, broker_order_id=order.broker_order_id,
+                        orig_cl_ord_id=order.child_cl_ord_id or order.order_id,
+                        broker_order_id=order.broker_order_id,
                         symbol=order.symbol, side=order.side, qty=order.order_qty,
                         now=self.clock.now())
 
@@ -347,6 +355,8 @@ class Dispatcher:
         bound = log.bind(cl_ord_id=order.oms_cl_ord_id, order_id=order.order_id,
                          session=ev.session)
         order.broker_order_id = order.broker_order_id or ev.broker_order_id
+        if ev.exec_type == "5":
+            self.replaces.on_replaced(order, ev.cl_ord_id)
         corrected = False
         if ev.exec_type == "F" and ev.last_qty > 0:
             order.ledger.apply_fill(ev.exec_id, ev.last_qty, ev.last_px)
@@ -410,10 +420,12 @@ class Dispatcher:
               *, poss_resend: bool = False) -> None:
         """Relay a broker ER to the OMS under the OMS's own ClOrdID (its cancel's, for 4/6)."""
         cancel_reply = ev.exec_type in ("4", "6") and order.oms_cancel_cl_ord_id is not None
+        ids = self.replaces.relay_ids(order, ev.exec_type, ev.cl_ord_id) or (
+            (order.oms_cancel_cl_ord_id, order.oms_cl_ord_id) if cancel_reply
+            else (order.oms_cl_ord_id, None))
         self.out.execution_report(
             order.oms_session, poss_resend=poss_resend, order_id=order.order_id,
-            cl_ord_id=order.oms_cancel_cl_ord_id if cancel_reply else order.oms_cl_ord_id,
-            orig_cl_ord_id=order.oms_cl_ord_id if cancel_reply else None,
+            cl_ord_id=ids[0], orig_cl_ord_id=ids[1],
             exec_id=relay_exec_id(order.order_id, report_id),
             exec_type=ev.exec_type, ord_status=ev.ord_status, symbol=order.symbol,
             side=order.side, order_qty=order.order_qty, last_qty=ev.last_qty,

@@ -139,6 +139,20 @@ class CancelRejectedByBroker:
     reason: str | None
     text: str | None
     ts_recv: datetime
+    cl_ord_id: str = ""
+    response_to: str = "1"
+    """CxlRejResponseTo(434): 1 our cancel was refused, 2 our cancel/replace."""
+
+
+@dataclass(frozen=True)
+class ReplaceRequested:
+    """An OrderCancelReplaceRequest (35=G) from the OMS for one of its blocks."""
+
+    session: str
+    fields: Any
+    """gateway.fix.replace_codec.ReplaceFields"""
+    seq_num: int
+    ts_recv: datetime
 
 
 @dataclass(frozen=True)

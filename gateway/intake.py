@@ -127,7 +127,8 @@ class OrderIntake:
         d.out.new_order(order.broker, cl_ord_id=order.order_id, symbol=order.symbol,
                         side=order.side, qty=order.order_qty, ord_type=order.ord_type,
                         price=order.price, time_in_force=order.time_in_force, now=now,
-                        stop_px=order.stop_px, peg_offset=order.peg_offset)
+                        stop_px=order.stop_px, peg_offset=order.peg_offset,
+                        preallocation=d.replaces.preallocation_for_new(order))
         self._publish_waiting()
 
     def route_sent(self, order: Order, now: datetime) -> None:
@@ -208,7 +209,8 @@ class OrderIntake:
                           detail={"cl_ord_id": None, "cancel_count": order.cancel_count,
                                   "reason": "broker acknowledgement overdue"})
         d.out.cancel(order.broker, cl_ord_id=f"{order.order_id}~C{order.cancel_count}",
-                     orig_cl_ord_id=order.order_id, broker_order_id=order.broker_order_id,
+                     orig_cl_ord_id=order.child_cl_ord_id or order.order_id,
+                     broker_order_id=order.broker_order_id,
                      symbol=order.symbol, side=order.side, qty=order.order_qty, now=now)
         d.out.execution_report(
             order.oms_session, order_id=order.order_id, cl_ord_id=order.oms_cl_ord_id,

@@ -113,6 +113,17 @@ class Order:
     ack_due: datetime | None = None
     """When the broker must have acknowledged the order by; None once it has."""
     ack_overdue: bool = False
+    replace_count: int = 0
+    child_cl_ord_id: str | None = None
+    """Our ClOrdID of the order at the broker since its last accepted replace (None: the
+    order id itself, as on the D)."""
+    replaces: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Cancel/replace requests sent to the broker and not yet answered, by child ClOrdID."""
+    oms_orig_cl_ord_id: str | None = None
+    """The OMS's ClOrdID before its latest accepted replace (OrigClOrdID on the relay)."""
+    prealloc_id: str | None = None
+    """AllocID of the pre-allocation the broker holds (send_preallocations)."""
+    prealloc_status: str | None = None
 
     def move_to(self, new: str) -> None:
         if new == self.status:
@@ -138,4 +149,6 @@ class Order:
             "queued_for_broker": self.held,
             "broker_ack_due": self.ack_due.isoformat() if self.ack_due else None,
             "broker_ack_overdue": self.ack_overdue,
+            "replace_pending": bool(self.replaces), "prealloc_id": self.prealloc_id,
+            "prealloc_status": self.prealloc_status,
         }

@@ -97,6 +97,7 @@ def recover(d: Dispatcher) -> dict[str, int]:
         if cancels:
             order.cancel_count = len(cancels)
             order.oms_cancel_cl_ord_id = json.loads(cancels[-1]["detail_json"])["cl_ord_id"]
+        d.replaces.restore(order)
         reports = d.db.load_reports(order.order_id)
         for rep in reports:
             if rep.get("dk_reason"):
@@ -116,6 +117,7 @@ def recover(d: Dispatcher) -> dict[str, int]:
                     d.relay(order, ev, ev.report_id, poss_resend=True)
                     counts["relayed"] += 1
                     faults.point("recovery_redriving")
+        d.replaces.restore_acks(order)
         if not reports:
             if d.out.handed_over(d.out.broker_key(order.broker), "D", order.order_id):
                 # Sent before the crash, not answered yet: the broker's deadline runs again.

@@ -38,10 +38,11 @@ from gateway.events import (
     CancelRequested,
     ConfirmationReceived,
     OmsAllocationAckReceived,
+    ReplaceRequested,
     SessionRejectReceived,
     SessionStateChanged,
 )
-from gateway.fix import allocation_codec, codec, confirm_codec
+from gateway.fix import allocation_codec, codec, confirm_codec, replace_codec
 from gateway.fix import tags as T
 from gateway.fix.guard import fix_callback
 from gateway.fix.logon_backoff import LogonBackoff
@@ -98,7 +99,8 @@ class RateLimit:
 
 
 def order_id_of(cl_ord_id: str) -> str:
-    """Our child ClOrdIDs are the order id, with '~C<n>' appended for cancel requests."""
+    """Our child ClOrdIDs are the order id, with '~C<n>' appended for cancel requests and
+    '~R<n>' for cancel/replace requests."""
     return cl_ord_id.split("~", 1)[0]
 
 
@@ -287,6 +289,10 @@ class GatewayApplication(fix.Application):  # type: ignore[misc]
                 orig_cl_ord_id=codec.require_id(message, T.OrigClOrdID),
                 seq_num=codec.seq_num(message), ts_recv=now,
             ))
+        elif mtype == "G":
+            self._inbox.put(ReplaceRequested(
+                session=key, fields=replace_codec.parse_cancel_replace(message),
+                seq_num=codec.seq_num(message), ts_recv=now))
         elif mtype == "P":
             f = allocation_codec.parse_allocation_ack(message)
             self._inbox.put(OmsAllocationAckReceived(
@@ -303,7 +309,8 @@ class GatewayApplication(fix.Application):  # type: ignore[misc]
             f9 = codec.parse_order_cancel_reject(message)
             self._inbox.put(CancelRejectedByBroker(
                 session=key, order_id=order_id_of(f9.cl_ord_id), ord_status=f9.ord_status,
-                reason=f9.reason, text=f9.text, ts_recv=now))
+                reason=f9.reason, text=f9.text, ts_recv=now, cl_ord_id=f9.cl_ord_id,
+                response_to=f9.response_to))
         elif mtype == "P":
             f = allocation_codec.parse_allocation_ack(message)
             self._inbox.put(AllocationAckReceived(

@@ -411,13 +411,16 @@ class CancelRejectFields:
     ord_status: str
     reason: str | None
     text: str | None
+    response_to: str = "1"
+    """CxlRejResponseTo(434): 1 a cancel was refused, 2 a cancel/replace."""
 
 
 def parse_order_cancel_reject(msg: fix.Message) -> CancelRejectFields:
     return CancelRejectFields(
         broker_order_id=require_str(msg, T.OrderID), cl_ord_id=require_str(msg, T.ClOrdID),
         orig_cl_ord_id=require_str(msg, T.OrigClOrdID), ord_status=require_str(msg, T.OrdStatus),
-        reason=get_str(msg, T.CxlRejReason), text=get_str(msg, T.Text))
+        reason=get_str(msg, T.CxlRejReason), text=get_str(msg, T.Text),
+        response_to=get_str(msg, T.CxlRejResponseTo) or "1")
 
 
 def build_dont_know_trade(

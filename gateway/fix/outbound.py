@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from gateway.fix import allocation_codec, codec
+from gateway.fix import allocation_codec, codec, replace_codec
 from gateway.fix import tags as T
 from gateway.fix.sessions import FixSessions
 
@@ -36,11 +36,31 @@ class FixOutbound:
     def new_order(self, broker: str, *, cl_ord_id: str, symbol: str, side: str, qty: Decimal,
                   ord_type: str, price: Decimal | None, time_in_force: str | None,
                   now: datetime, stop_px: Decimal | None = None,
-                  peg_offset: Decimal | None = None) -> bool:
+                  peg_offset: Decimal | None = None,
+                  preallocation: tuple[str, Sequence[tuple[str, Decimal]]] | None = None
+                  ) -> bool:
         msg = codec.build_new_order_single(
             cl_ord_id=cl_ord_id, symbol=symbol, side=side, qty=qty, ord_type=ord_type,
             price=price, time_in_force=time_in_force, transact_time=now, stop_px=stop_px,
             peg_offset=peg_offset)
+        if preallocation is not None:
+            replace_codec.add_preallocations(msg, *preallocation)
+        return self._sessions.send(self._sessions.key_of(broker), msg)
+
+    def replace(self, broker: str, *, cl_ord_id: str, orig_cl_ord_id: str,
+                broker_order_id: str | None, symbol: str, side: str, qty: Decimal,
+                ord_type: str, price: Decimal | None, time_in_force: str | None,
+                stop_px: Decimal | None, now: datetime,
+                preallocation: tuple[str, Sequence[tuple[str, Decimal]]] | None = None
+                ) -> bool:
+        """Our G to the broker; NoAllocs (under a new AllocID) only when they changed."""
+        msg = replace_codec.build_cancel_replace(
+            cl_ord_id=cl_ord_id, orig_cl_ord_id=orig_cl_ord_id,
+            broker_order_id=broker_order_id, symbol=symbol, side=side, qty=qty,
+            ord_type=ord_type, price=price, time_in_force=time_in_force,
+            transact_time=now, stop_px=stop_px)
+        if preallocation is not None:
+            replace_codec.add_preallocations(msg, *preallocation)
         return self._sessions.send(self._sessions.key_of(broker), msg)
 
     def cancel(self, broker: str, *, cl_ord_id: str, orig_cl_ord_id: str,

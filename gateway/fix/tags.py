@@ -56,6 +56,7 @@ PossResend = 97
 OrdRejReason = 103
 CxlRejReason = 102
 CxlRejResponseTo = 434
+PreallocMethod = 591
 NetMoney = 118
 SettlCurrAmt = 119
 SettlCurrency = 120

@@ -113,6 +113,7 @@ class Lifecycle:
         trans, ref = alloc["alloc_trans_type"], alloc.get("ref_alloc_id")
         d.exceptions.resolve(by="broker", resolution=f"{alloc['alloc_id']} accepted",
                              alloc_id=alloc["alloc_id"])
+        d.replaces.on_j_accepted(order, alloc["alloc_id"])
         if trans == "1" and ref:
             self._set(order, ref, "replaced")
             self._carry_tickets(ref, alloc["alloc_id"])

@@ -32,13 +32,14 @@ from gateway.fix import tags as T
 from gateway.fix.allocation_codec import JReceived
 from gateway.fix.sim.allocation_desk import AllocationDesk
 from gateway.fix.sim.common import SimApplication, SimEngine
-from gateway.fix.sim.orders import DONE, SimExecution, SimOrder
+from gateway.fix.sim.order_changes import OrderChanges
+from gateway.fix.sim.orders import DONE, SimExecution, SimOrder, order_root
 from gateway.fix.sim.plans import FillPlan, PostTradePlan
 
 __all__ = ["BrokerSimulator", "FillPlan", "PostTradePlan", "SimExecution", "SimOrder"]
 
 
-class BrokerSimulator(AllocationDesk, SimApplication):
+class BrokerSimulator(AllocationDesk, OrderChanges, SimApplication):
     """The broker. What tests read: `orders` (SimOrder by ClOrdID, with their executions),
     `sent_fills`, `sent_corrections`, `dont_knows`, `rejects`; `allocations` (each J once,
     a fragmented one assembled), `repeated_allocations`, `fragments`, `bookings` (by
@@ -46,7 +47,9 @@ class BrokerSimulator(AllocationDesk, SimApplication):
     account line, with its ConfirmIDs and state), `sent_confirmations` (AK),
     `affirmations` (ConfirmID -> (AffirmStatus, ConfirmRejReason) of the latest AU) and
     `affirmation_log`, `confirmation_requests` (BH), `sent_allocation_reports` (AS),
-    `allocation_report_acks` (AT). What they call: `bust`, `correct`,
+    `allocation_report_acks` (AT); `preallocation_acks`, `replaces`, `replace_rejects`
+    (order_changes.py; `preallocation_answer` says how a pre-allocation is answered). What
+    they call: `bust`, `correct`,
     `reissue_confirmation`, `set_post_trade`, `send_raw_report`, `resend_as_duplicate`.
     """
 
@@ -76,6 +79,7 @@ class BrokerSimulator(AllocationDesk, SimApplication):
         self._next_id = 1
         self._booked: set[str] = set()
         self._init_desk(post_trade, post_trade_overrides)
+        self._init_order_changes()
         self._load_state()
         self.engine = SimEngine(self, role="acceptor", sender=sender, target=target, port=port,
                                 state_dir=state_dir, dictionary=dictionary, tls=tls)
@@ -146,6 +150,8 @@ class BrokerSimulator(AllocationDesk, SimApplication):
             self._on_new_order(message)
         elif msg_type == "F":
             self._on_cancel(message)
+        elif msg_type == "G":
+            self._on_replace(message)
         elif msg_type == "J":
             self._on_allocation(message)
         elif msg_type == "AU":
@@ -178,7 +184,10 @@ class BrokerSimulator(AllocationDesk, SimApplication):
                 price=codec.get_decimal(message, T.Price))
             self._next_id += 1
             self.orders[cl_ord_id] = order
+        if not self._take_preallocation(order, message):
+            return
         self._report(order, exec_type="0", last_qty=Decimal(0), last_px=Decimal(0))
+        self._answer_preallocation(order)
         self._on_message("order", cl_ord_id)
         threading.Thread(target=self._fill_loop, args=(order, 0), daemon=True,
                          name=f"sim-fills-{cl_ord_id}").start()
@@ -202,7 +211,7 @@ class BrokerSimulator(AllocationDesk, SimApplication):
         if order.stop.wait(self.plan.first_fill_delay_ms / 1000):
             return
         schedule = self.fill_schedule(order)
-        for i, (qty, px) in enumerate(schedule[start:], start=start):
+        for i, (planned, px) in enumerate(schedule[start:], start=start):
             if i > start and order.stop.wait(self.plan.interval_ms / 1000):
                 return
             # One fill at a time, and stop() waits for it: a fill is either not made, or
@@ -214,6 +223,13 @@ class BrokerSimulator(AllocationDesk, SimApplication):
                     return
                 with self._lock:
                     if order.status in DONE:
+                        return
+                    # A cancel/replace may have changed the quantity since the schedule
+                    # was made: never overfill, and the last fill takes what is left.
+                    left = order.qty - order.cum_qty
+                    last = i == len(schedule) - 1 and self.plan.done_for_day_at is None
+                    qty = left if last else min(planned, left)
+                    if qty <= 0:
                         return
                     order.cum_qty += qty
                     order.notional += qty * px
@@ -235,7 +251,7 @@ class BrokerSimulator(AllocationDesk, SimApplication):
     def _on_cancel(self, message: fix.Message) -> None:
         orig = codec.require_str(message, T.OrigClOrdID)
         cancel_id = codec.require_str(message, T.ClOrdID)
-        order = self.orders.get(orig)
+        order = self.orders.get(order_root(orig))
         if order is None or order.status in DONE:
             self.engine.send(codec.build_order_cancel_reject(
                 order_id=order.broker_order_id if order else "NONE", cl_ord_id=cancel_id,
@@ -252,7 +268,7 @@ class BrokerSimulator(AllocationDesk, SimApplication):
     def _report(self, order: SimOrder, *, exec_type: str, last_qty: Decimal, last_px: Decimal,
                 cl_ord_id: str | None = None, orig_cl_ord_id: str | None = None,
                 exec_ref_id: str | None = None, exec_trans_type: str | None = None,
-                wire_exec_type: str | None = None,
+                wire_exec_type: str | None = None, text: str | None = None,
                 record: Callable[[str], None] | None = None) -> fix.Message:
         """Send an ER for the order as it is now. The ExecID is reserved (and `record` told
         of it) and the state, with the change being reported, saved before the report goes
@@ -265,8 +281,9 @@ class BrokerSimulator(AllocationDesk, SimApplication):
             leaves = order.leaves_qty
             self._save_state()
         msg = codec.build_execution_report(
-            order_id=order.broker_order_id, cl_ord_id=cl_ord_id or order.cl_ord_id,
-            orig_cl_ord_id=orig_cl_ord_id, exec_id=exec_id,
+            order_id=order.broker_order_id,
+            cl_ord_id=cl_ord_id or order.current_cl_ord_id or order.cl_ord_id,
+            orig_cl_ord_id=orig_cl_ord_id, exec_id=exec_id, text=text,
             exec_type=exec_type, ord_status=order.status, symbol=order.symbol, side=order.side,
             order_qty=order.qty, last_qty=last_qty, last_px=last_px, cum_qty=order.cum_qty,
             avg_px=order.avg_px, leaves_qty=leaves, book=None, transact_time=now,

@@ -22,7 +22,7 @@ from typing import Any
 import quickfix as fix
 
 from gateway.clock import Clock, SystemClock
-from gateway.fix import allocation_codec, codec, confirm_codec
+from gateway.fix import allocation_codec, codec, confirm_codec, replace_codec
 from gateway.fix import tags as T
 from gateway.fix.sim.booking import FragmentSet
 from gateway.fix.sim.common import SimApplication, SimEngine
@@ -64,7 +64,8 @@ class ExecutionSeen:
 
 
 ALLOC_TRANS = {"0": "new", "1": "replace", "2": "cancel"}
-EXEC_TYPES = {"0": "new", "3": "done_for_day", "4": "canceled", "8": "rejected",
+EXEC_TYPES = {"0": "new", "3": "done_for_day", "4": "canceled", "5": "replaced",
+              "8": "rejected", "E": "pending_replace",
               "A": "pending_new", "F": "trade", "G": "trade_correct", "H": "trade_cancel"}
 
 
@@ -255,6 +256,25 @@ class OmsSimulator(SimApplication):
             cl_ord_id=f"{order.cl_ord_id}-CXL{next(self._ids)}", orig_cl_ord_id=order.cl_ord_id,
             broker_order_id=None, symbol=order.symbol, side=order.side, qty=order.qty,
             transact_time=self.clock.now())
+        return self.engine.send(msg)
+
+    def send_replace(self, order: BlotterOrder, cl_ord_id: str, *, qty: Decimal,
+                     price: Decimal | None = None, orig_cl_ord_id: str | None = None,
+                     preallocations: tuple[tuple[str, Decimal], ...] | None = None,
+                     text: str | None = None) -> bool:
+        """A cancel/replace (35=G) of `order` (or of its replacement `orig_cl_ord_id`):
+        new quantity and price; NoAllocs only when `preallocations` is given."""
+        msg = replace_codec.build_cancel_replace(
+            cl_ord_id=cl_ord_id, orig_cl_ord_id=orig_cl_ord_id or order.cl_ord_id,
+            broker_order_id=None, symbol=order.symbol, side=order.side, qty=qty,
+            ord_type=order.ord_type, price=order.price if price is None else price,
+            time_in_force=order.time_in_force, transact_time=self.clock.now(),
+            book=order.book, text=text)
+        for account, share in preallocations or ():
+            entry = codec.group(T.NoAllocs, T.AllocAccount, [T.AllocAccount, T.AllocQty])
+            entry.setField(T.AllocAccount, account)
+            entry.setField(T.AllocQty, codec.fmt(share))
+            msg.addGroup(entry)
         return self.engine.send(msg)
 
     def wait(self, predicate: Callable[[], bool], timeout: float) -> bool:

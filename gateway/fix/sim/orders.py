@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-DONE = ("2", "3", "4")
-"""OrdStatus values after which no more fills come: filled, done for day, cancelled."""
+DONE = ("2", "3", "4", "8")
+"""OrdStatus values after which no more fills come: filled, done for day, cancelled,
+rejected."""
 
 
 @dataclass
@@ -58,6 +59,11 @@ class SimOrder:
     fills_sent: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
     executions: list[SimExecution] = field(default_factory=list)
+    current_cl_ord_id: str = ""
+    """The ClOrdID of the order since its latest cancel/replace ("": the first one)."""
+    prealloc_id: str | None = None
+    preallocations: tuple[tuple[str, Decimal], ...] = ()
+    """The pre-allocation (AllocID, NoAllocs) of the D or of the latest G changing it."""
 
     @property
     def avg_px(self) -> Decimal:
@@ -93,7 +99,7 @@ class SimOrder:
         self._status_after_change()
 
     def _status_after_change(self) -> None:
-        if self.status in ("3", "4"):
+        if self.status in ("3", "4", "8"):
             return  # done for day / cancelled stay so: LeavesQty stays 0
         if self.cum_qty >= self.qty:
             self.status = "2"
@@ -106,7 +112,9 @@ class SimOrder:
                 "price": None if self.price is None else str(self.price),
                 "cum_qty": str(self.cum_qty), "notional": str(self.notional),
                 "status": self.status, "fills_sent": self.fills_sent,
-                "executions": [ex.to_json() for ex in self.executions]}
+                "executions": [ex.to_json() for ex in self.executions],
+                "current_cl_ord_id": self.current_cl_ord_id, "prealloc_id": self.prealloc_id,
+                "preallocations": [[a, str(q)] for a, q in self.preallocations]}
 
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> SimOrder:
@@ -116,7 +124,10 @@ class SimOrder:
             price=Decimal(row["price"]) if row["price"] is not None else None,
             cum_qty=Decimal(row["cum_qty"]), notional=Decimal(row["notional"]),
             status=row["status"], fills_sent=int(row["fills_sent"]),
-            executions=[SimExecution.from_json(x) for x in row.get("executions", [])])
+            executions=[SimExecution.from_json(x) for x in row.get("executions", [])],
+            current_cl_ord_id=row.get("current_cl_ord_id", ""),
+            prealloc_id=row.get("prealloc_id"),
+            preallocations=tuple((a, Decimal(q)) for a, q in row.get("preallocations", [])))
 
 
 def order_root(cl_ord_id: str) -> str:
