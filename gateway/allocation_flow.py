@@ -32,6 +32,8 @@ from gateway.reference import ReferenceData
 
 log = structlog.get_logger("fixalloc.allocation")
 
+READY_TO_BOOK = ALLOC_TYPE_TO_FIX["ready_to_book"]
+
 SIDES = {"buy": engine.Side.BUY, "sell": engine.Side.SELL, "sell_short": engine.Side.SELL_SHORT}
 
 
@@ -154,6 +156,11 @@ class AllocationFlow:
         alloc_id = self.next_alloc_id(order)
         broker = self.config.broker(order.broker)
         accounts = {a.account_id: a for a in (refdata or self.refdata).accounts_for(order.book)}
+        alloc_type = ALLOC_TYPE_TO_FIX[broker.alloc_type]
+        # A Ready-To-Book J carries no lines, so the broker sends no AK for them: the
+        # split (still decided and stored: our record and the OMS's copy) is booked
+        # elsewhere, e.g. through CTM, and nothing here waits for an AK or sends a BH.
+        ticket = "booked_elsewhere" if alloc_type == READY_TO_BOOK else "awaiting_ak"
         now = self.clock.now()
         settl = settlement_date(date.fromisoformat(order.trade_date)).isoformat()
         lines = [
@@ -164,18 +171,18 @@ class AllocationFlow:
              "strategy": accounts[ln.account_id].strategy,
              "vehicle": accounts[ln.account_id].vehicle,
              "lots_json": json.dumps(_plain(ln.lots)) if ln.lots else None,
-             "ticket_state": "awaiting_ak"}
+             "ticket_state": ticket}
             for i, ln in enumerate(decision.lines, start=1)
         ]
         allocation = {
             "alloc_id": alloc_id, "order_id": order.order_id,
             "decision_id": decision.decision_id, "broker": order.broker,
-            "alloc_trans_type": trans_type, "alloc_type": ALLOC_TYPE_TO_FIX[broker.alloc_type],
+            "alloc_trans_type": trans_type, "alloc_type": alloc_type,
             "quantity": str(decision.allocated_qty), "avg_px": str(decision.avg_px),
             "trade_date": order.trade_date, "settl_date": settl, "status": "pending_send",
             "created_at": now, "last_fill_at": order.ledger.last_fill_at,
             "ref_alloc_id": ref_alloc_id, "reason": reason,
-            "fragments": self._fragment_count(order.broker, len(lines))}
+            "fragments": self._fragment_count(order.broker, len(lines), alloc_type)}
         self.db.save_allocation(
             {"decision_id": decision.decision_id, "order_id": order.order_id,
              "method": decision.method, "rulebook_version": decision.rulebook_version,
@@ -215,7 +222,9 @@ class AllocationFlow:
                  reason=reason, order_id=order.order_id)
         return allocation, []
 
-    def _fragment_count(self, broker: str, lines: int) -> int:
+    def _fragment_count(self, broker: str, lines: int, alloc_type: str) -> int:
+        if alloc_type == READY_TO_BOOK:
+            return 1  # no NoAllocs on the broker's J: nothing to split
         most = self.config.broker(broker).max_lines_per_j
         return max(1, -(-lines // most)) if most else 1
 
@@ -226,13 +235,18 @@ class AllocationFlow:
             cl_ord_id, order_ref = order.oms_cl_ord_id, order.order_id
         else:
             # A J quotes the latest ClOrdID of the chain at the broker (FIX_ALLOCATION §1.5).
-            cl_ord_id = (order.order_id if order.cancel_count == 0
-                         else f"{order.order_id}~C{order.cancel_count}")
+            cl_ord_id = (f"{order.order_id}~C{order.cancel_count}" if order.cancel_count
+                         else order.child_cl_ord_id or order.order_id)
             order_ref = order.broker_order_id
+        alloc_type = alloc["alloc_type"]
+        if to_oms and alloc_type == READY_TO_BOOK:
+            # The OMS books the accounts from our J, so it gets the whole split as a
+            # calculated allocation (626=1) even when the broker only gets Ready-To-Book.
+            alloc_type = ALLOC_TYPE_TO_FIX["calculated"]
         gross, net = block_totals(_j_lines(rows))
         return JBlock(
             alloc_id=alloc["alloc_id"], alloc_trans_type=alloc["alloc_trans_type"],
-            alloc_type=alloc["alloc_type"], cl_ord_id=cl_ord_id, broker_order_id=order_ref,
+            alloc_type=alloc_type, cl_ord_id=cl_ord_id, broker_order_id=order_ref,
             order_qty=order.order_qty, side=order.side, symbol=order.symbol,
             quantity=Decimal(alloc["quantity"]), avg_px=Decimal(alloc["avg_px"]),
             trade_date=alloc["trade_date"], settl_date=alloc["settl_date"],
@@ -271,7 +285,7 @@ class AllocationFlow:
         j_lines = _j_lines(rows)
         broker_key = self.out.broker_key(order.broker)
         if alloc.get("sent_at") is None:
-            parts = self._fragments(order.broker, j_lines)
+            parts = self._fragments(order.broker, j_lines, alloc["alloc_type"])
             done = self.out.handed_over_count(broker_key, "J", alloc_id) if check_wire else 0
             if done:
                 log.info("allocation.already_on_wire", alloc_id=alloc_id, fragments=done)
@@ -295,7 +309,7 @@ class AllocationFlow:
                     (sent - order.ledger.last_fill_at).total_seconds())
             log.info("allocation.sent", alloc_id=alloc_id, broker=order.broker,
                      trans_type=alloc["alloc_trans_type"], cl_ord_id=order.oms_cl_ord_id,
-                     lines=len(j_lines), fragments=len(parts))
+                     lines=sum(len(part) for part in parts), fragments=len(parts))
         if include_oms and alloc.get("oms_sent_at") is None:
             if not (check_wire and self.out.handed_over(order.oms_session, "J", alloc_id)):
                 self.out.allocation(order.oms_session, self._j(order, alloc, rows, to_oms=True),
@@ -306,7 +320,12 @@ class AllocationFlow:
         if self.notify is not None and alloc["alloc_trans_type"] != "2":
             self.notify(order, alloc, rows)
 
-    def _fragments(self, broker: str, lines: Sequence[JLine]) -> list[Sequence[JLine]]:
+    def _fragments(self, broker: str, lines: Sequence[JLine],
+                   alloc_type: str) -> list[Sequence[JLine]]:
+        """The broker's J in parts: one, without lines, for Ready-To-Book (FIX_ALLOCATION
+        §1.4: NoOrders and no NoAllocs; the accounts are split elsewhere)."""
+        if alloc_type == READY_TO_BOOK:
+            return [[]]
         most = self.config.broker(broker).max_lines_per_j
         if not most or len(lines) <= most:
             return [lines]

@@ -29,7 +29,8 @@ from gateway.fix.codec import (
     utc_timestamp,
 )
 
-ALLOC_TYPE_TO_FIX: Mapping[str, str] = {"calculated": "1", "preliminary": "2"}
+ALLOC_TYPE_TO_FIX: Mapping[str, str] = {"calculated": "1", "preliminary": "2",
+                                        "ready_to_book": "5"}
 CENT = Decimal("0.01")
 
 
@@ -135,13 +136,17 @@ def build_allocation_instruction(
 
     `fragment` = (TotNoAllocs, is the last fragment): `lines` are then this fragment's
     share; the block fields (Quantity, GrossTradeAmt, NetMoney from `block`) are the
-    whole allocation's, repeated on every fragment.
+    whole allocation's, repeated on every fragment. A Ready-To-Book J (626=5) normally
+    has no lines: the broker books the block and the accounts are split elsewhere.
     """
-    if not lines and block.alloc_trans_type != "2":
-        # FIX44.xml marks NoAllocs optional on J; the spec does not, so we enforce it here.
+    ready_to_book = block.alloc_type == "5"
+    if not lines and block.alloc_trans_type != "2" and not ready_to_book:
+        # FIX44.xml marks NoAllocs optional on J; the spec does not (except on Cancel,
+        # Ready-To-Book and Warehouse), so we enforce it here.
         raise ValueError("an AllocationInstruction New/Replace needs at least one NoAllocs line")
     total = sum((ln.qty for ln in lines), Decimal(0))
-    if fragment is None and block.alloc_trans_type != "2" and total != block.quantity:
+    if fragment is None and block.alloc_trans_type != "2" and not ready_to_book \
+            and total != block.quantity:
         raise ValueError(f"sum of AllocQty {total} differs from Quantity {block.quantity}")
     msg = new_message("J")
     msg.setField(T.AllocID, block.alloc_id)
@@ -170,6 +175,10 @@ def build_allocation_instruction(
     msg.setField(T.SettlDate, fix_date(block.settl_date))
     gross, net = (block.gross, block.net_money) if block.gross is not None \
         and block.net_money is not None else block_totals(lines)
+    if ready_to_book and not lines:
+        # No lines to add up: the block's gross as given, else Quantity x AvgPx.
+        gross = block.gross if block.gross is not None \
+            else _cents(block.quantity * block.avg_px)
     if block.alloc_trans_type != "2":
         msg.setField(T.GrossTradeAmt, fmt(gross))
     if fragment is not None:
@@ -208,6 +217,8 @@ def build_allocation_instruction(
         elif ln.strategy or ln.vehicle:
             grp.setField(T.AllocText, f"STRAT={ln.strategy or ''};VEH={ln.vehicle or ''}")
         msg.addGroup(grp)
+    # NetMoney (Σ AllocNetMoney) only on a calculated J; never on Ready-To-Book (626=5),
+    # whose accounts, and so their net money, are booked elsewhere.
     if block.alloc_type == "1" and block.alloc_trans_type != "2":
         msg.setField(T.NetMoney, fmt(net))
     return msg

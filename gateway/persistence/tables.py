@@ -232,7 +232,8 @@ allocation_lines = Table(
     Column("strategy", String(64), nullable=True),
     Column("vehicle", String(64), nullable=True),
     Column("lots_json", Text, nullable=True),
-    # The ticket: awaiting_ak -> affirmed | rejected | exception | cancelled
+    # The ticket: awaiting_ak | booked_elsewhere (Ready-To-Book: no AK owed) -> affirmed |
+    # rejected | exception | cancelled
     Column("ticket_state", String(16), nullable=True),
     Column("confirm_id", String(64), nullable=True),
     Column("ak_received_at", UtcDateTime(), nullable=True),

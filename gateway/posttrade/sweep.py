@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from gateway.clock import CalendarError, settlement_date, trade_date_of
+from gateway.clock import CalendarError, settlement_date
 from gateway.persistence.store import Database
 from gateway.posttrade.sweep_actions import (
     AllocateNow,
@@ -263,18 +263,13 @@ class _Sweep:
                 tally.allocated.add(oid)
             if alloc["status"] == "accepted":
                 tally.accepted.add(oid)
-        affirmed_at = line.get("affirmed_at")
         cutoff = checkpoint_instant(self.trade_date, self.s.affirmation_cutoff, self.zone)
         for tally in tallies:
-            tally.tickets += 1
-            tally.confirmed += bool(line.get("ak_received_at"))
-            if state == "affirmed":
-                tally.affirmed += 1
-                if affirmed_at is not None and trade_date_of(affirmed_at) == self.trade_date:
-                    tally.same_day += 1
-                if affirmed_at is not None and affirmed_at <= cutoff:
-                    tally.by_cutoff += 1
+            tally.count(line, self.trade_date, cutoff)
+        if state == "booked_elsewhere":
+            return  # a Ready-To-Book J's line: no AK is owed, so none is missing
         if state == "affirmed":
+            affirmed_at = line.get("affirmed_at")
             if affirmed_at is not None and alloc.get("sent_at") is not None:
                 self.affirm_seconds.append(int((affirmed_at - alloc["sent_at"]).total_seconds()))
             return

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 from sqlalchemy import or_, select
 
+from gateway.clock import trade_date_of
 from gateway.persistence import lifecycle_tables as lt
 from gateway.persistence import tables as t
 from gateway.persistence.store import Database
@@ -116,6 +117,29 @@ class _Tally:
     affirmed: int = 0
     same_day: int = 0
     by_cutoff: int = 0
+    booked_elsewhere: int = 0
+
+    def count(self, line: Mapping[str, Any], trade_date: date, cutoff: datetime) -> None:
+        """Count one live line of an allocation.
+
+        A line of a Ready-To-Book J (ticket_state booked_elsewhere) is booked outside
+        FIX, e.g. through CTM: the broker owes no AK for it, so it is no ticket awaiting
+        affirmation and gets a figure of its own. Once an AK does arrive for it, it is an
+        ordinary ticket again (affirmed, rejected, ...).
+        """
+        state = line.get("ticket_state")
+        if state == "booked_elsewhere":
+            self.booked_elsewhere += 1
+            return
+        self.tickets += 1
+        self.confirmed += bool(line.get("ak_received_at"))
+        if state == "affirmed":
+            self.affirmed += 1
+            affirmed_at = line.get("affirmed_at")
+            if affirmed_at is not None and trade_date_of(affirmed_at) == trade_date:
+                self.same_day += 1
+            if affirmed_at is not None and affirmed_at <= cutoff:
+                self.by_cutoff += 1
 
     def figures(self) -> dict[str, Any]:
         done = len(self.done)
@@ -131,6 +155,7 @@ class _Tally:
             "affirmed_by_cutoff": self.by_cutoff,
             "affirmed_by_cutoff_pct": _pct(self.by_cutoff, self.tickets),
             "unaffirmed": self.tickets - self.affirmed,
+            "booked_elsewhere": self.booked_elsewhere,
         }
 
 

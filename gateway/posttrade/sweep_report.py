@@ -19,7 +19,7 @@ _SCOPES = (("total", None), ("broker", "by_broker"), ("custodian", "by_custodian
            ("account", "by_account"))
 _FIGURES = ("blocks", "blocks_done", "allocated", "allocated_pct", "accepted", "accepted_pct",
             "tickets", "confirmed", "affirmed", "affirmed_pct", "affirmed_same_day_pct",
-            "affirmed_by_cutoff_pct")
+            "affirmed_by_cutoff_pct", "booked_elsewhere")
 _ITEM = ("kind", "order_id", "alloc_id", "individual_alloc_id", "account_id", "broker",
          "reason", "next_step")
 CSV_COLUMNS = ("trade_date", "checkpoint", "ran_at", "record", "scope", "name", *_FIGURES,
@@ -127,9 +127,12 @@ def _table(row: Mapping[str, Any]) -> str:
             body.append([scope, name, str(f.get("blocks", 0)),
                          _count(f, "allocated", "blocks_done"),
                          _count(f, "accepted", "blocks_done"), str(f.get("tickets", 0)),
-                         str(f.get("confirmed", 0)), _count(f, "affirmed", "tickets")])
+                         str(f.get("confirmed", 0)), _count(f, "affirmed", "tickets"),
+                         str(f.get("booked_elsewhere", 0))])
+    # booked_elsewhere: lines of Ready-To-Book Js, booked outside FIX (no AK owed), which
+    # are not among the tickets.
     lines += _grid(["scope", "name", "blocks", "allocated", "accepted", "tickets", "confirmed",
-                    "affirmed"], body)
+                    "affirmed", "booked_elsewhere"], body)
     items = r.get("open_items", [])
     lines += ["", f"Open items: {len(items)}"]
     for item in items:

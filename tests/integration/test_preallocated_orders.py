@@ -109,6 +109,7 @@ def test_pre_allocated_d_and_replaces_with_and_without_new_allocations(
         j = eventually(lambda: oms.allocation_for("PRE-18-R2"), timeout=60,
                        description="the OMS's copy of the J under its latest ClOrdID")
         assert {x["account"]: x["qty"] for x in broker.allocations[0].lines} == SPLIT_30
+        assert child2 in broker.allocations[0].cl_ord_ids  # the J quotes the chain's latest
         assert j.quantity == Decimal(12_000)
         fills = [e for e in oms.executions["PRE-18-R2"] if e.exec_type == "F"]
         assert sum((e.last_qty for e in fills), Decimal(0)) == Decimal(12_000)

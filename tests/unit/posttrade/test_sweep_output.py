@@ -45,10 +45,10 @@ def test_the_table_shows_figures_items_sessions_records_and_the_cutoff_list(
     lines = second.splitlines()
     header = next(x for x in lines if x.startswith("scope"))
     assert header.split() == ["scope", "name", "blocks", "allocated", "accepted", "tickets",
-                              "confirmed", "affirmed"]
+                              "confirmed", "affirmed", "booked_elsewhere"]
     total = next(x for x in lines if x.startswith("total"))
     assert total.split() == ["total", "2", "1/1", "(100.0%)", "1/1", "(100.0%)", "2", "1",
-                             "1/2", "(50.0%)"]
+                             "1/2", "(50.0%)", "0"]
     assert any(x.split()[:2] == ["account", "SMA0002"] for x in lines)
     assert "Open items: 2" in second and "[order_open_after_close] broker BRKB order O-2" in second
     assert "Sessions not logged on: none" in second
