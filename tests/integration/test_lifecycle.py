@@ -160,10 +160,10 @@ def test_a_correction_of_a_correction_applies_to_the_right_fill(
         eventually(lambda: _status(gw, last["alloc_id"]) == "accepted", timeout=30)
 
 
-def test_block_reject_then_a_fresh_j_new_through_the_api(tmp_path: Path) -> None:
+def test_block_reject_then_a_fresh_j_new_through_the_api(tmp_path: Path, database_url: str) -> None:
     """Scenario 12: P 87=1 makes J1 dead; the fix is a J New with a new AllocID."""
     plan = PostTradePlan(reject_block={1: "7"})
-    with _run(tmp_path, plan) as (_broker, gw, oms, ports):
+    with _run(tmp_path, plan, database_url=database_url) as (_broker, gw, oms, ports):
         oms.send_order(_order())
         j1 = eventually(lambda: next(iter(_allocs(gw)), None), timeout=30)["alloc_id"]
         eventually(lambda: _open(gw, "block_rejected"), timeout=30)
@@ -182,12 +182,12 @@ def test_block_reject_then_a_fresh_j_new_through_the_api(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("fix", ["replace", "cancel_new"])
 def test_account_reject_fixed_by_replace_or_by_cancel_then_new(
-    tmp_path: Path, fix: str
+    tmp_path: Path, database_url: str, fix: str
 ) -> None:
     """Scenario 13: P 87=2 on one line; the broker's convention decides the fix."""
     plan = PostTradePlan(reject_account={"SMA0001": "0"})
-    with _run(tmp_path, plan, broker_extra=f'account_reject_fix = "{fix}"') as (
-            broker, gw, oms, ports):
+    with _run(tmp_path, plan, broker_extra=f'account_reject_fix = "{fix}"',
+              database_url=database_url) as (broker, gw, oms, ports):
         oms.send_order(_order())
         j1 = eventually(lambda: next(iter(_allocs(gw)), None), timeout=30)["alloc_id"]
         order_id = j1.rsplit("-J", 1)[0]
@@ -209,11 +209,11 @@ def test_account_reject_fixed_by_replace_or_by_cancel_then_new(
         assert _open(gw, "account_rejected") == []
 
 
-def test_no_final_p_is_an_exception_never_a_second_j(tmp_path: Path) -> None:
+def test_no_final_p_is_an_exception_never_a_second_j(tmp_path: Path, database_url: str) -> None:
     """Scenario 14: only 87=3 comes; after the broker's wait the J is an exception."""
     plan = PostTradePlan(withhold_final_p=True)
-    with _run(tmp_path, plan, broker_extra="p_timeout_minutes = 0.02") as (
-            broker, gw, oms, _ports):
+    with _run(tmp_path, plan, broker_extra="p_timeout_minutes = 0.02",
+              database_url=database_url) as (broker, gw, oms, _ports):
         oms.send_order(_order())
         j1 = eventually(lambda: next(iter(_allocs(gw)), None), timeout=30)["alloc_id"]
         [exc] = eventually(lambda: _open(gw, "p_timeout"), timeout=30)
@@ -222,10 +222,10 @@ def test_no_final_p_is_an_exception_never_a_second_j(tmp_path: Path) -> None:
         assert len(broker.allocations) == 1
 
 
-def test_replace_refused_after_acceptance_needs_a_person(tmp_path: Path) -> None:
+def test_replace_refused_after_acceptance_needs_a_person(tmp_path: Path, database_url: str) -> None:
     """Scenario 15: the broker refuses a Replace of a J it accepted."""
     plan = PostTradePlan(bust_after_j=(0,), reject_replace_after_accept=True)
-    with _run(tmp_path, plan) as (_broker, gw, oms, _ports):
+    with _run(tmp_path, plan, database_url=database_url) as (_broker, gw, oms, _ports):
         oms.send_order(_order())
         [exc] = eventually(lambda: _open(gw, "replace_refused"), timeout=30)
         assert "manual intervention" in exc["next_step"]
@@ -235,9 +235,9 @@ def test_replace_refused_after_acceptance_needs_a_person(tmp_path: Path) -> None
         assert _db(gw).events("alert.exception_replace_refused")
 
 
-def test_cancel_on_request_cancels_the_tickets(tmp_path: Path) -> None:
+def test_cancel_on_request_cancels_the_tickets(tmp_path: Path, database_url: str) -> None:
     """Scenario 16: J Cancel (71=2) on an operator's request; the AKs are cancelled."""
-    with _run(tmp_path, PostTradePlan()) as (_broker, gw, oms, ports):
+    with _run(tmp_path, PostTradePlan(), database_url=database_url) as (_broker, gw, oms, ports):
         oms.send_order(_order())
         j1 = eventually(lambda: next(iter(_allocs(gw)), None), timeout=30)["alloc_id"]
         eventually(lambda: _all_affirmed(gw, j1), timeout=30)
@@ -268,7 +268,7 @@ def test_a_large_book_goes_in_fragments_with_one_final_outcome(tmp_path: Path) -
 
 @pytest.mark.parametrize(("status", "field"), [("3", "net_money"), ("2", "commission")])
 def test_status_confirm_and_mismatch_are_exceptions_until_the_broker_fixes_them(
-    tmp_path: Path, status: str, field: str,
+    tmp_path: Path, database_url: str, status: str, field: str,
 ) -> None:
     """Scenarios 21 and 22: a status confirm (665=3 missing SSI, 665=2 mismatched account)
     is not affirmed; a net money or commission mismatch gets AU 940=2 with a 774."""
@@ -276,7 +276,8 @@ def test_status_confirm_and_mismatch_are_exceptions_until_the_broker_fixes_them(
                          status_confirm_fix_ms=1500, mismatch={"SMA0002": field},
                          commission_per_share=Decimal("0.01"))
     agreed = "commission_per_share = 0.01"  # the rate the broker's AKs are checked against
-    with _run(tmp_path, plan, broker_extra=agreed) as (broker, gw, oms, _ports):
+    with _run(tmp_path, plan, broker_extra=agreed,
+              database_url=database_url) as (broker, gw, oms, _ports):
         oms.send_order(_order())
         j1 = eventually(lambda: next(iter(_allocs(gw)), None), timeout=30)["alloc_id"]
         eventually(lambda: _open(gw, "status_confirm") and _db(gw).events(
@@ -292,12 +293,13 @@ def test_status_confirm_and_mismatch_are_exceptions_until_the_broker_fixes_them(
         assert {"affirmed", "rejected", "status_exception"} <= outcomes
 
 
-def test_missing_ak_is_requested_with_bh_and_the_answer_echoes_it(tmp_path: Path) -> None:
+def test_missing_ak_is_requested_with_bh_and_the_answer_echoes_it(
+        tmp_path: Path, database_url: str) -> None:
     """Scenario 24: no AK for a line -> BH; the AK that answers carries ConfirmReqID."""
     plan = PostTradePlan(missing_ak=frozenset({"SMA0004"}))
     # Six seconds: long enough for the other 99 AKs to be matched even on a loaded machine.
-    with _run(tmp_path, plan, broker_extra="ak_timeout_minutes = 0.1") as (
-            broker, gw, oms, _ports):
+    with _run(tmp_path, plan, broker_extra="ak_timeout_minutes = 0.1",
+              database_url=database_url) as (broker, gw, oms, _ports):
         oms.send_order(_order())
         j1 = eventually(lambda: next(iter(_allocs(gw)), None), timeout=30)["alloc_id"]
         eventually(lambda: _all_affirmed(gw, j1), timeout=40)
@@ -310,10 +312,11 @@ def test_missing_ak_is_requested_with_bh_and_the_answer_echoes_it(tmp_path: Path
         assert len(broker.confirmation_requests) == 1
 
 
-def test_an_allocation_report_is_recorded_reconciled_and_acknowledged(tmp_path: Path) -> None:
+def test_an_allocation_report_is_recorded_reconciled_and_acknowledged(
+        tmp_path: Path, database_url: str) -> None:
     """An AS that moves shares between accounts differs from our J: an exception and AT."""
     plan = PostTradePlan(send_as=True, as_move=("SMA0001", "SMA0002", Decimal(100)))
-    with _run(tmp_path, plan) as (broker, gw, oms, _ports):
+    with _run(tmp_path, plan, database_url=database_url) as (broker, gw, oms, _ports):
         oms.send_order(_order())
         [exc] = eventually(lambda: _open(gw, "report_mismatch"), timeout=30)
         assert "SMA0001" in exc["reason"]
