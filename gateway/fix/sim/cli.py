@@ -113,7 +113,11 @@ def _cmd_oms(args: argparse.Namespace) -> int:
     from gateway.fix.sim.oms import BlotterOrder, OmsSimulator, read_blotter
 
     if args.blotter:
-        orders = read_blotter(Path(args.blotter))
+        try:
+            orders = read_blotter(Path(args.blotter))
+        except (OSError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+            return 2
     else:
         orders = [BlotterOrder(cl_ord_id=args.cl_ord_id, book=args.book, symbol=args.symbol,
                                side=args.side, qty=Decimal(args.qty),

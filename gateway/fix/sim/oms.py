@@ -94,20 +94,38 @@ def describe(kind: str, payload: Any) -> str:
     return f"{kind}: {payload}"
 
 
+ORD_TYPES = {"market": "1", "limit": "2", "stop": "3", "stop_limit": "4", "pegged": "P"}
+TIMES_IN_FORCE = {"day": "0", "gtc": "1", "opg": "2", "ioc": "3", "fok": "4", "gtx": "5",
+                  "gtd": "6", "at_the_close": "7"}
+
+
+def _code(value: str, names: dict[str, str], what: str) -> str:
+    """A blotter's order type or time in force, by name (`limit`, `ioc`) or FIX code."""
+    key = value.strip().lower()
+    if key in names:
+        return names[key]
+    if value.strip() in names.values():
+        return value.strip()
+    raise ValueError(f"unknown {what} {value!r}; one of {', '.join(names)} (or its FIX code)")
+
+
 def read_blotter(path: Path) -> list[BlotterOrder]:
-    """CSV columns: cl_ord_id,book,symbol,side,qty,ord_type,price,time_in_force."""
+    """CSV columns: cl_ord_id,book,symbol,side,qty,ord_type,price,time_in_force. Order
+    type and time in force by name (limit, market, day, ioc, ...) or FIX code."""
     orders = []
     with path.open(newline="", encoding="utf-8") as fh:
         for line, row in enumerate(csv.DictReader(fh), start=2):
             try:
+                ord_type = row.get("ord_type") or ("limit" if row.get("price") else "market")
                 orders.append(BlotterOrder(
                     cl_ord_id=row["cl_ord_id"], book=row["book"], symbol=row["symbol"],
                     side=row["side"], qty=Decimal(row["qty"]),
-                    ord_type=row.get("ord_type") or ("2" if row.get("price") else "1"),
+                    ord_type=_code(ord_type, ORD_TYPES, "order type"),
                     price=Decimal(row["price"]) if row.get("price") else None,
-                    time_in_force=row.get("time_in_force") or "0"))
-            except (KeyError, ArithmeticError) as exc:
-                raise ValueError(f"{path}:{line}: invalid blotter row: {exc!r}") from exc
+                    time_in_force=_code(row.get("time_in_force") or "day", TIMES_IN_FORCE,
+                                        "time in force")))
+            except (KeyError, ArithmeticError, ValueError) as exc:
+                raise ValueError(f"{path}:{line}: invalid blotter row: {exc}") from exc
     return orders
 
 
