@@ -168,10 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         engine_cli.add_commands(sub, bench_sub)
-    from gateway import bench_bigbook, fuzz
+    from gateway import bench_bigbook, bench_soak, fuzz
 
     fuzz.add_command(bench_sub)
     bench_bigbook.add_command(bench_sub)
+    bench_soak.add_command(bench_sub)
     return parser
 
 
