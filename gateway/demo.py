@@ -166,6 +166,11 @@ def run_demo(*, state: Path, qty: Decimal, fills: int, interval_ms: int, price: 
 
         if not wait_for(acked, 30):
             raise DemoFailed(f"no final AllocationInstructionAck for {j.alloc_id}")
+        # The broker confirms each line (AK) and we affirm it (AU): stop only once every AU
+        # has reached the broker, so both sides' message counts describe a finished block.
+        if not wait_for(lambda: len(broker.affirmations) >= len(j.lines), 30):
+            raise DemoFailed(f"{len(broker.affirmations)} of {len(j.lines)} confirmations "
+                             "affirmed in time")
     finally:
         # Stop the daemon first so its Logouts are exchanged, then read the simulators'
         # sequence numbers: they are the independent count of what crossed each session.

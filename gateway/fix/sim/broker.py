@@ -211,6 +211,7 @@ class BrokerSimulator(AllocationDesk, OrderChanges, SimApplication):
         if order.stop.wait(self.plan.first_fill_delay_ms / 1000):
             return
         schedule = self.fill_schedule(order)
+        scheduled_for = order.qty
         for i, (planned, px) in enumerate(schedule[start:], start=start):
             if i > start and order.stop.wait(self.plan.interval_ms / 1000):
                 return
@@ -225,10 +226,11 @@ class BrokerSimulator(AllocationDesk, OrderChanges, SimApplication):
                     if order.status in DONE:
                         return
                     # A cancel/replace may have changed the quantity since the schedule
-                    # was made: never overfill, and the last fill takes what is left.
+                    # was made: the last fill takes the difference too, and no fill goes
+                    # beyond the order. (Busted shares are not worked again.)
                     left = order.qty - order.cum_qty
                     last = i == len(schedule) - 1 and self.plan.done_for_day_at is None
-                    qty = left if last else min(planned, left)
+                    qty = min(planned + (order.qty - scheduled_for if last else 0), left)
                     if qty <= 0:
                         return
                     order.cum_qty += qty
