@@ -20,6 +20,7 @@ import engine
 from gateway import faults
 from gateway.alerts import Alerts
 from gateway.allocation_flow import AllocationFlow
+from gateway.cancels import OrderCancels
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.events import (
@@ -47,6 +48,7 @@ from gateway.fix.outbound import FixOutbound
 from gateway.inbox import Inbox
 from gateway.intake import OrderIntake
 from gateway.metrics import METRICS
+from gateway.order_book import OrderBook, OrderFacts, touched_orders
 from gateway.orders import ORD_STATUS, InvalidTransition, Order
 from gateway.persistence.store import Database
 from gateway.posttrade.confirmations import Confirmations
@@ -58,9 +60,6 @@ from gateway.replaces import OrderReplaces
 from gateway.session_watch import SessionWatch
 
 log = structlog.get_logger("fixalloc.dispatcher")
-
-_FIX_ORD_STATUS = {v: k for k, v in ORD_STATUS.items()}
-
 
 def relay_exec_id(order_id: str, report_id: int) -> str:
     """The ExecID of our relay of a broker report to the OMS: stable across restarts."""
@@ -77,12 +76,15 @@ class Dispatcher:
         self.refdata = refdata
         self.flow = flow
         self.clock = clock
-        self.orders: dict[str, Order] = {}
+        self.orders = OrderBook(load=self._load_back)
+        """The orders still moving; a finished one is released and loaded back on demand."""
+        self._summaries: dict[str, Mapping[str, Any]] = {}
         self.sessions_up: dict[str, bool] = {}
-        self.snapshot: Mapping[str, Any] = {"orders": [], "allocations": {}}
+        self.snapshot: Mapping[str, Any] = {"live": {}}
         self.alerts: Alerts = flow.alerts
         self.intake = OrderIntake(self)
         self.replaces = OrderReplaces(self)
+        self.cancels = OrderCancels(self)
         self.sessions = SessionWatch(self, loop_logons=config.fix.reconnect_alert_logons,
                                      loop_window_seconds=config.fix.reconnect_alert_seconds)
         self.exceptions = ExceptionsQueue(db, clock, self.alerts)
@@ -137,15 +139,53 @@ class Dispatcher:
             self._safely(event)
 
     def _safely(self, event: object) -> None:
+        touched = touched_orders(self, event)
         try:
             self.handle(event)
         except Exception:
             # One bad event must never stop the gateway; it is logged with its context.
             METRICS.dispatcher_errors.inc()
             log.exception("dispatcher.event_failed", event_type=type(event).__name__)
-        if not isinstance(event, Tick):
+        if touched is None:
+            touched = set(self.orders)
+        touched |= self.orders.loaded
+        self.orders.loaded = set()
+        self.orders.dirty |= touched
+        self._release(touched)
+        if self.orders.dirty or not isinstance(event, Tick):
+            # Session health and the inbox depth change without touching an order.
             self._stale = True
+        if not isinstance(event, Tick):
             self._publish_if_due()
+
+    def _release(self, order_ids: set[str]) -> None:
+        """Let the finished ones of these orders go from memory (gateway/order_book.py)."""
+        now = self.clock.now()
+        for order_id in order_ids:
+            order = self.orders.in_memory(order_id)
+            if order is not None and self.orders.release(order, self.db.mark_released, now):
+                METRICS.orders_released.inc()
+
+    def _load_back(self, order_id: str, *, before_report: int | None = None) -> Order | None:
+        from gateway.recovery import load_back  # recovery builds on the dispatcher
+
+        order = load_back(self, order_id, before_report=before_report)
+        if order is not None:
+            METRICS.orders_loaded_back.inc()
+            self.orders.loaded.add(order_id)
+        return order
+
+    def order_facts(self, order_id: str) -> Order | OrderFacts | None:
+        """The order in memory, else what its row says (no loading back)."""
+        order = self.orders.in_memory(order_id)
+        if order is not None:
+            return order
+        row = self.db.load_order(order_id)
+        return None if row is None else OrderFacts.of(row)
+
+    def find_order_id(self, session: str, cl_ord_id: str) -> str | None:
+        row = self.db.find_order(session, cl_ord_id)
+        return None if row is None else str(row["order_id"])
 
     def _publish_if_due(self, *, force: bool = False) -> None:
         """Swap in a new snapshot at most every `publish_seconds` while events stream in.
@@ -187,12 +227,12 @@ class Dispatcher:
         elif isinstance(event, BlockOrderInvalid):
             self.intake.on_invalid(event)
         elif isinstance(event, CancelRequested):
-            self._on_cancel(event)
+            self.cancels.on_request(event)
         elif isinstance(event, ReplaceRequested):
             self.replaces.on_request(event)
         elif isinstance(event, CancelRejectedByBroker):
             if not self.replaces.on_broker_reject(event):
-                self._on_broker_cancel_reject(event)
+                self.cancels.on_broker_reject(event)
         elif isinstance(event, AllocationAckReceived):
             if not self.replaces.on_prealloc_ack(event):
                 self.lifecycle.on_ack(event)
@@ -224,13 +264,20 @@ class Dispatcher:
         log.info("refdata.active", version=ev.refdata.version)
 
     def _publish(self) -> None:
-        allocations: dict[str, int] = {}
-        for order in self.orders.values():
-            if order.alloc_status:
-                allocations[order.alloc_status] = allocations.get(order.alloc_status, 0) + 1
+        """Summaries of the orders in memory, recomputed only for those that changed; the
+        day's blotter and counts are read from the database by HTTP (gateway/node.py)."""
+        dirty, self.orders.dirty = self.orders.dirty, set()
+        for order_id in dirty:
+            order = self.orders.in_memory(order_id)
+            if order is None:
+                self._summaries.pop(order_id, None)
+            else:
+                self._summaries[order_id] = order.summary()
+        METRICS.orders_in_memory.set(len(self.orders))
         self.snapshot = {
-            "orders": [o.summary() for o in self.orders.values()],
-            "allocations": allocations,
+            "live": dict(self._summaries),
+            "orders_in_memory": len(self.orders),
+            "orders_released": self.orders.released,
             "inbox_depth": self.inbox.depth(),
             "session_health": self.sessions.health(),
         }
@@ -252,51 +299,14 @@ class Dispatcher:
         else:
             ev.reply.set_result(result)
 
-    # -- cancels from the OMS -------------------------------------------------------------
-
-    def _on_cancel(self, ev: CancelRequested) -> None:
-        # The newest order under that ClOrdID: an OMS may reuse one on a later trade date.
-        order = max((o for o in self.orders.values()
-                     if o.oms_session == ev.session and o.oms_cl_ord_id == ev.orig_cl_ord_id),
-                    key=lambda o: o.trade_date, default=None)
-        if order is None or order.status in ("filled", "canceled", "expired", "rejected"):
-            # CxlRejReason 1 = unknown order, 0 = too late to cancel.
-            text = ("unknown order" if order is None else f"order is {order.status}")
-            self.out.cancel_reject(ev.session, order_id=order.order_id if order else "NONE",
-                                   cl_ord_id=ev.cl_ord_id, orig_cl_ord_id=ev.orig_cl_ord_id,
-                                   ord_status=_FIX_ORD_STATUS.get(order.status, "8")
-                                   if order else "8",
-                                   reason="1" if order is None else "0",
-                                   text=f"cannot cancel {ev.orig_cl_ord_id}: {text}")
-            return
-        order.cancel_count += 1
-        order.oms_cancel_cl_ord_id = ev.cl_ord_id
-        log.info("order.cancel_routed", cl_ord_id=ev.orig_cl_ord_id, order_id=order.order_id)
-        self.db.append_event("order.cancel_requested", recorded_at=self.clock.now(),
-                             session_id=ev.session, order_id=order.order_id,
-                             detail={"cl_ord_id": ev.cl_ord_id,
-                                     "cancel_count": order.cancel_count})
-        self.out.cancel(order.broker, cl_ord_id=f"{order.order_id}~C{order.cancel_count}",
-                        orig_cl_ord_id=order.child_cl_ord_id or order.order_id,
-                        broker_order_id=order.broker_order_id,
-                        symbol=order.symbol, side=order.side, qty=order.order_qty,
-                        now=self.clock.now())
-
-    def _on_broker_cancel_reject(self, ev: CancelRejectedByBroker) -> None:
-        order = self.orders.get(ev.order_id)
-        if order is None or order.oms_cancel_cl_ord_id is None:
-            log.warning("order.cancel_reject_unknown", session=ev.session, order_id=ev.order_id)
-            return
-        log.info("order.cancel_rejected", cl_ord_id=order.oms_cl_ord_id, text=ev.text)
-        self.out.cancel_reject(order.oms_session, order_id=order.order_id,
-                               cl_ord_id=order.oms_cancel_cl_ord_id,
-                               orig_cl_ord_id=order.oms_cl_ord_id, ord_status=ev.ord_status,
-                               reason=ev.reason or "0", text=ev.text or "rejected by broker")
-
     # -- execution reports from brokers ----------------------------------------------------
 
     def _on_broker_report(self, ev: BrokerReportReceived) -> None:
-        order = self.orders.get(ev.order_id) if ev.order_id else None
+        order = self.orders.in_memory(ev.order_id) if ev.order_id else None
+        if order is None and ev.order_id:
+            # A late report (a bust after the J) for an order that left memory: it comes
+            # back as it stood before this report, which then goes the live way.
+            order = self._load_back(ev.order_id, before_report=ev.report_id)
         if order is None:
             log.warning("fill.unknown_order", session=ev.session, cl_ord_id=ev.cl_ord_id,
                         exec_id=ev.exec_id)

@@ -11,10 +11,10 @@ import json
 import threading
 from collections.abc import Callable
 from datetime import date
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
-from fastapi import FastAPI, Header, HTTPException, Request, Response
+from fastapi import FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict
@@ -27,7 +27,7 @@ from gateway.persistence.store import Database
 
 
 def build_app(
-    *, status: Callable[[], dict[str, Any]], ready: Callable[[], tuple[bool, list[str]]],
+    *, status: Callable[..., dict[str, Any]], ready: Callable[[], tuple[bool, list[str]]],
     db: Database, rulebooks: Any = None, refdata: Any = None, api_token: str | None = None,
     run_sweep: Callable[[str, date], dict[str, Any]] | None = None, clock: Clock | None = None,
     operate: Operate | None = None, alive: Callable[[], bool] | None = None,
@@ -58,9 +58,18 @@ def build_app(
             response.status_code = 503
         return {"ready": ok, "sessions_not_logged_on": waiting}
 
-    @app.get("/status", summary="Sessions, open orders and allocations by state")
-    def get_status() -> dict[str, Any]:
-        return status()
+    @app.get("/status", summary="Sessions, open orders, one page of the day's blotter and "
+                                "allocations by state")
+    def get_status(
+        state: Annotated[str, Query(pattern=r"^[a-z_]{1,24}$", description=(
+            "all | open | finished | an order status"))] = "all",
+        book: Annotated[str | None, Query(max_length=64)] = None,
+        trade_date: Annotated[date | None, Query(description="default: today (NY)")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        return status(trade_date=trade_date.isoformat() if trade_date else None, state=state,
+                      book=book, limit=limit, offset=offset)
 
     @app.get("/metrics", summary="Prometheus exposition")
     def metrics() -> Response:

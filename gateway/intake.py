@@ -178,6 +178,7 @@ class OrderIntake:
         policy = book.on_ack_timeout if book else "reject"
         waited = (book.ack_timeout_seconds if book else 30.0)
         order.ack_overdue = True
+        d.orders.dirty.add(order.order_id)  # a tick changed it: the snapshot must show it
         d.alerts.raise_("broker_ack_overdue", session_id=d.out.broker_key(order.broker),
                         order_id=order.order_id,
                         detail={"cl_ord_id": order.oms_cl_ord_id, "broker": order.broker,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -17,6 +18,10 @@ from watchfiles import watch
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+HISTORY_KEPT = 50
+"""Version records kept in memory for /rulebook and /refdata (all are in the database)."""
 
 
 class LiveFiles(Generic[T, R]):
@@ -32,7 +37,9 @@ class LiveFiles(Generic[T, R]):
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._lock = threading.Lock()
         self._current: T | None = None
-        self._records: list[R] = []
+        # The latest versions only: every one is stored in the database, and a daemon
+        # edited all week must not keep each version's files in memory.
+        self._records: deque[R] = deque(maxlen=HISTORY_KEPT)
         self._stop = threading.Event()
         self._watching = threading.Event()
         self._thread: threading.Thread | None = None

@@ -28,6 +28,15 @@ class Metrics:
                              registry=r)
         self.orders = Counter("fixalloc_orders_total", "Block orders by outcome", ["outcome"],
                               registry=r)
+        self.orders_released = Counter(
+            "fixalloc_orders_released_total",
+            "Finished orders let go from the dispatcher's memory", registry=r)
+        self.orders_loaded_back = Counter(
+            "fixalloc_orders_loaded_back_total",
+            "Released orders loaded back for a late event (bust, operator action)", registry=r)
+        self.orders_in_memory = Gauge(
+            "fixalloc_orders_in_memory", "Orders the dispatcher holds (still moving)",
+            registry=r)
         self.allocations = Counter("fixalloc_allocations_total", "Allocations by state reached",
                                    ["state"], registry=r)
         self.allocation_seconds = Histogram(

@@ -9,6 +9,7 @@ drains what they delivered.
 from __future__ import annotations
 
 import gc
+import json
 import threading
 from concurrent.futures import Future
 from datetime import UTC, date, datetime
@@ -40,6 +41,23 @@ from gateway.reference import ReferenceData
 from gateway.secrets import resolve_secret
 
 log = structlog.get_logger("fixalloc.node")
+
+
+def blotter_row(row: dict[str, Any]) -> dict[str, Any]:
+    """An order the dispatcher let go, as /status shows orders (from its database row)."""
+    trans, status = row.get("alloc_trans_type"), row.get("alloc_status")
+    excluded = json.loads(row["eligibility_json"]).get("excluded", []) \
+        if row.get("eligibility_json") else []
+    return {
+        "order_id": row["order_id"], "cl_ord_id": row["oms_cl_ord_id"], "book": row["book"],
+        "symbol": row["symbol"], "side": row["side"], "order_qty": row["order_qty"],
+        "status": row["status"], "broker": row["broker"], "cum_qty": row["cum_qty"],
+        "avg_px": row["avg_px"], "leaves_qty": row["leaves_qty"],
+        "alloc_id": row.get("alloc_id"),
+        "alloc_status": "cancelled" if trans == "2" and status == "accepted" else status,
+        "excluded_accounts": excluded, "queued_for_broker": False, "broker_ack_due": None,
+        "broker_ack_overdue": False, "in_memory": False,
+    }
 
 HTTP_DB_CONNECTIONS = 4
 """Database connections HTTP requests may hold at once; a request that finds none free
@@ -205,9 +223,27 @@ class Node:
         """The dispatcher thread, the only owner of state, is running."""
         return self.dispatcher is not None and self.dispatcher.alive()
 
-    def status(self) -> dict[str, Any]:
+    def status(self, *, trade_date: str | None = None, state: str = "all",
+               book: str | None = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+        """Sessions and health from the dispatcher's snapshot; the day's blotter (one page,
+        filtered) and allocation counts from the database, so the cost is the page's."""
         snapshot = dict(self.dispatcher.snapshot) if self.dispatcher else {}
-        orders = snapshot.pop("orders", [])
+        live: dict[str, dict[str, Any]] = dict(snapshot.pop("live", {}))
+        day = trade_date or trade_date_of(self.clock.now()).isoformat()
+        total, rows, counts = 0, list[dict[str, Any]](), dict[str, int]()
+        open_rows = list[dict[str, Any]]()
+        if self.http_db is not None:
+            total, rows = self.http_db.blotter(day, book=book, state=state, limit=limit,
+                                               offset=offset)
+            open_rows = self.http_db.blotter(day, book=book, state="open", limit=limit)[1]
+            counts = dict(self.http_db.allocation_counts(day))
+
+        def shown(row: dict[str, Any]) -> dict[str, Any]:
+            # The dispatcher's summary of an order it holds is the fresher one.
+            live_one = live.get(row["order_id"])
+            return dict(live_one, in_memory=True) if live_one else blotter_row(row)
+
+        orders = [shown(r) for r in rows]
         return {
             "gateway": self.config.gateway.name,
             "started_at": self.started_at.isoformat() if self.started_at else None,
@@ -219,11 +255,12 @@ class Node:
             "refdata_version": self.dispatcher.refdata.version if self.dispatcher else None,
             "refdata_loaded_version": self.refdata.current().version if self.refdata else None,
             "sessions": self.sessions.status() if self.sessions else [],
-            "open_orders": [o for o in orders if o["status"] not in
-                            ("filled", "done_for_day", "canceled", "expired", "rejected")
-                            or o["alloc_status"] not in (None, "accepted")],
-            "orders_total": len(orders),
+            # Open: still working, or its J not yet accepted (the first page of them).
+            "open_orders": [shown(r) for r in open_rows],
+            "trade_date": day, "filter": {"state": state, "book": book},
+            "orders_total": total, "limit": limit, "offset": offset,
             "orders": orders,
+            "allocations": counts,
             **snapshot,
         }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from decimal import Decimal
+from typing import Any
 
 import structlog
 
@@ -51,91 +52,121 @@ def recover(d: Dispatcher) -> dict[str, int]:
     """Rebuild orders from the database; return counts of what was re-driven."""
     counts = {"orders": 0, "relayed": 0, "allocated": 0, "resent": 0, "routed": 0,
               "validated": 0}
-    allocations: dict[str, list[dict[str, object]]] = {}
-    for a in d.db.load_allocations():
-        allocations.setdefault(str(a["order_id"]), []).append(a)
-    for row in d.db.load_orders():
-        if row["status"] == "rejected":
-            continue
-        if row["status"] in TERMINAL and not d.db.load_reports(row["order_id"]):
-            # Closed by us without ever reaching the broker (its acknowledgement deadline
-            # passed while it was queued): the OMS has had its final answer.
-            continue
-        order = Order(
-            order_id=row["order_id"], oms_session=row["oms_session"],
-            oms_cl_ord_id=row["oms_cl_ord_id"], book=row["book"], symbol=row["symbol"],
-            side=row["side"], order_qty=Decimal(row["order_qty"]), ord_type=row["ord_type"],
-            price=Decimal(row["price"]) if row["price"] else None,
-            time_in_force=row["time_in_force"], broker=row["broker"],
-            trade_date=row["trade_date"], status="pending_new" if row["broker"] else "received",
-            broker_order_id=row["broker_order_id"], leaves_qty=Decimal(row["order_qty"]),
-            stop_px=Decimal(row["stop_px"]) if row.get("stop_px") else None,
-            peg_offset=Decimal(row["peg_offset"]) if row.get("peg_offset") else None,
-        )
-        if row.get("preallocations_json"):
-            pre = json.loads(row["preallocations_json"])
-            order.preallocations = tuple((a, Decimal(q)) for a, q in pre["lines"])
-            order.preallocation_reason = pre["reason"]
-        if order.status == "received":
-            # Stored by the FIX callback, but the process died before the dispatcher saw it:
-            # validate and route it now, exactly as the live path would have.
-            d.handle(BlockOrderReceived(
-                session=order.oms_session, order_id=order.order_id, duplicate=False,
-                cl_ord_id=order.oms_cl_ord_id, book=order.book, symbol=order.symbol,
-                side=order.side, order_qty=order.order_qty, ord_type=order.ord_type,
-                price=order.price, time_in_force=order.time_in_force, seq_num=0,
-                ts_recv=d.clock.now(), trade_date=order.trade_date, stop_px=order.stop_px,
-                peg_offset=order.peg_offset,
-                preallocations=order.preallocations,
-                preallocation_reason=order.preallocation_reason))
-            counts["validated"] += 1
-            continue
-        d.orders[order.order_id] = order
-        counts["orders"] += 1
-        cancels = [e for e in d.db.events("order.cancel_requested")
-                   if e["order_id"] == order.order_id]
-        if cancels:
-            order.cancel_count = len(cancels)
-            order.oms_cancel_cl_ord_id = json.loads(cancels[-1]["detail_json"])["cl_ord_id"]
-        d.replaces.restore(order)
-        reports = d.db.load_reports(order.order_id)
-        for rep in reports:
-            if rep.get("dk_reason"):
-                continue  # answered with a DK when it arrived; never part of the ledger
-            ev = _report_event(rep)
-            if d.refused(order, ev):
-                continue
-            d.apply_report(order, ev)
-            if rep["relayed_at"] is None:
-                # The relay may have gone to quickfix just before the crash that kept it
-                # from being marked: the wire log and quickfix's store decide, so the OMS
-                # never gets it twice.
-                exec_id = relay_exec_id(order.order_id, ev.report_id)
-                if d.out.handed_over(order.oms_session, "8", exec_id):
-                    d.db.mark_relayed(ev.report_id, d.clock.now())
-                else:
-                    d.relay(order, ev, ev.report_id, poss_resend=True)
-                    counts["relayed"] += 1
-                    faults.point("recovery_redriving")
-        d.replaces.restore_acks(order)
-        if not reports:
-            if d.out.handed_over(d.out.broker_key(order.broker), "D", order.order_id):
-                # Sent before the crash, not answered yet: the broker's deadline runs again.
-                d.intake.route_sent(order, d.clock.now())
-            else:
-                # Never reached the wire: held until the broker session logs on.
-                d.intake.route(order, d.clock.now(), restarting=True)
-                counts["routed"] += 1
-        rows = allocations.get(order.order_id, [])
-        if rows:
-            counts["resent"] += _recover_allocations(d, order, rows)
-        elif order.done():
-            d.flow.allocate(order)
-            counts["allocated"] += 1
+    # Released orders are finished: they stay in the database until an event needs them.
+    for row in d.db.unreleased_orders():
+        restore(d, row, counts)
     counts["confirmations"] = _recover_confirmations(d)
+    for alloc in d.db.allocations_awaiting_aks():
+        d.confirmations.watch(alloc["order_id"], alloc["broker"], alloc["alloc_id"],
+                              alloc["acked_at"])
     open_orders = sum(1 for o in d.orders.values() if o.status not in TERMINAL)
     log.info("recovery.done", open_orders=open_orders, **counts)
     return counts
+
+
+def load_back(d: Dispatcher, order_id: str, *, before_report: int | None = None
+              ) -> Order | None:
+    """A released order back in memory for a late event (a bust, an operator's action),
+    by the same path as startup; None when it is not ours or was never more than a reject.
+
+    `before_report`: the ER that brings it back, already stored, is left out so that the
+    live path applies, relays and acts on it as on any other."""
+    row = d.db.load_order(order_id)
+    if row is None or row.get("released_at") is None:
+        return None
+    counts: dict[str, int] = {}
+    order = restore(d, row, counts, before_report=before_report)
+    if order is not None:
+        d.db.mark_released(order_id, None)
+        log.info("order.loaded_back", order_id=order_id, **counts)
+    return order
+
+
+def restore(d: Dispatcher, row: dict[str, Any], counts: dict[str, int], *,
+            before_report: int | None = None) -> Order | None:
+    """One order from its row, reports, replaces and Js, re-driving what is unfinished."""
+    def bump(key: str) -> None:
+        counts[key] = counts.get(key, 0) + 1
+
+    if row["status"] == "rejected":
+        return None
+    if row["status"] in TERMINAL and not d.db.load_reports(row["order_id"]):
+        # Closed by us without ever reaching the broker (its acknowledgement deadline
+        # passed while it was queued): the OMS has had its final answer.
+        return None
+    order = Order(
+        order_id=row["order_id"], oms_session=row["oms_session"],
+        oms_cl_ord_id=row["oms_cl_ord_id"], book=row["book"], symbol=row["symbol"],
+        side=row["side"], order_qty=Decimal(row["order_qty"]), ord_type=row["ord_type"],
+        price=Decimal(row["price"]) if row["price"] else None,
+        time_in_force=row["time_in_force"], broker=row["broker"],
+        trade_date=row["trade_date"], status="pending_new" if row["broker"] else "received",
+        broker_order_id=row["broker_order_id"], leaves_qty=Decimal(row["order_qty"]),
+        stop_px=Decimal(row["stop_px"]) if row.get("stop_px") else None,
+        peg_offset=Decimal(row["peg_offset"]) if row.get("peg_offset") else None,
+    )
+    if row.get("preallocations_json"):
+        pre = json.loads(row["preallocations_json"])
+        order.preallocations = tuple((a, Decimal(q)) for a, q in pre["lines"])
+        order.preallocation_reason = pre["reason"]
+    if order.status == "received":
+        # Stored by the FIX callback, but the process died before the dispatcher saw it:
+        # validate and route it now, exactly as the live path would have.
+        d.handle(BlockOrderReceived(
+            session=order.oms_session, order_id=order.order_id, duplicate=False,
+            cl_ord_id=order.oms_cl_ord_id, book=order.book, symbol=order.symbol,
+            side=order.side, order_qty=order.order_qty, ord_type=order.ord_type,
+            price=order.price, time_in_force=order.time_in_force, seq_num=0,
+            ts_recv=d.clock.now(), trade_date=order.trade_date, stop_px=order.stop_px,
+            peg_offset=order.peg_offset,
+            preallocations=order.preallocations,
+            preallocation_reason=order.preallocation_reason))
+        bump("validated")
+        return d.orders.in_memory(order.order_id)
+    d.orders[order.order_id] = order
+    bump("orders")
+    cancels = d.db.events("order.cancel_requested", order_id=order.order_id)
+    if cancels:
+        order.cancel_count = len(cancels)
+        order.oms_cancel_cl_ord_id = json.loads(cancels[-1]["detail_json"])["cl_ord_id"]
+    d.replaces.restore(order)
+    reports = [r for r in d.db.load_reports(order.order_id)
+               if before_report is None or int(r["id"]) < before_report]
+    for rep in reports:
+        if rep.get("dk_reason"):
+            continue  # answered with a DK when it arrived; never part of the ledger
+        ev = _report_event(rep)
+        if d.refused(order, ev):
+            continue
+        d.apply_report(order, ev)
+        if rep["relayed_at"] is None:
+            # The relay may have gone to quickfix just before the crash that kept it
+            # from being marked: the wire log and quickfix's store decide, so the OMS
+            # never gets it twice.
+            exec_id = relay_exec_id(order.order_id, ev.report_id)
+            if d.out.handed_over(order.oms_session, "8", exec_id):
+                d.db.mark_relayed(ev.report_id, d.clock.now())
+            else:
+                d.relay(order, ev, ev.report_id, poss_resend=True)
+                bump("relayed")
+                faults.point("recovery_redriving")
+    d.orders.index(order)  # a replace re-applied above changed the OMS's ClOrdID
+    d.replaces.restore_acks(order)
+    if not reports:
+        if d.out.handed_over(d.out.broker_key(order.broker), "D", order.order_id):
+            # Sent before the crash, not answered yet: the broker's deadline runs again.
+            d.intake.route_sent(order, d.clock.now())
+        else:
+            # Never reached the wire: held until the broker session logs on.
+            d.intake.route(order, d.clock.now(), restarting=True)
+            bump("routed")
+    rows = d.db.allocations_for_order(order.order_id)
+    if rows:
+        counts["resent"] = counts.get("resent", 0) + _recover_allocations(d, order, rows)
+    elif order.done():
+        d.flow.allocate(order)
+        bump("allocated")
+    return order
 
 
 def _recover_allocations(d: Dispatcher, order: Order, rows: list[dict[str, object]]) -> int:

@@ -67,9 +67,7 @@ class OrderReplaces:
 
     def on_request(self, ev: ReplaceRequested) -> None:
         d, f = self.d, ev.fields
-        order = max((o for o in d.orders.values()
-                     if o.oms_session == ev.session and o.oms_cl_ord_id == f.orig_cl_ord_id),
-                    key=lambda o: o.trade_date, default=None)
+        order = d.orders.by_cl_ord_id(ev.session, f.orig_cl_ord_id, d.find_order_id)
         if order is not None and any(r["cl_ord_id"] == f.cl_ord_id
                                      for r in order.replaces.values()):
             log.info("order.replace_repeated", cl_ord_id=f.cl_ord_id, order_id=order.order_id)
@@ -175,6 +173,7 @@ class OrderReplaces:
         order.time_in_force = request["time_in_force"]
         order.preallocations = _lines(request["preallocations"])
         order.preallocation_reason = request["preallocation_reason"]
+        self.d.orders.index(order)  # the OMS's new ClOrdID finds it from now on
         if request["prealloc_id"]:
             order.prealloc_id, order.prealloc_status = request["prealloc_id"], "sent"
         self.d.db.update_order(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import json
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,9 @@ def _diff(old: engine.Rulebook | None, new: engine.Rulebook) -> str:
     return "; ".join(parts) or "content changed"
 
 
+RULEBOOKS_KEPT = 8
+
+
 class RulebookRegistry(LiveFiles[engine.Rulebook, RulebookVersionRecord]):
     """Holds the active rulebook loaded from `path` (a directory of YAML files or one file)."""
 
@@ -69,13 +73,18 @@ class RulebookRegistry(LiveFiles[engine.Rulebook, RulebookVersionRecord]):
                  clock: Callable[[], dt.datetime] | None = None,
                  on_rejected: Callable[[str], None] | None = None) -> None:
         self.path = Path(path)
-        self.by_version: dict[str, engine.Rulebook] = {}
+        # The versions decisions were last made under, most recent last; older ones are
+        # rebuilt from the database when a Replace needs them (posttrade/versions.py).
+        self.by_version: OrderedDict[str, engine.Rulebook] = OrderedDict()
         self._on_new_version = on_new_version
         super().__init__(clock=clock, on_rejected=on_rejected)
 
     def _load(self) -> engine.Rulebook:
         rulebook = refdata.load_rulebook(self.path)
         self.by_version[rulebook.version] = rulebook
+        self.by_version.move_to_end(rulebook.version)
+        while len(self.by_version) > RULEBOOKS_KEPT:
+            self.by_version.popitem(last=False)
         return rulebook
 
     def rulebook(self, version: str) -> engine.Rulebook | None:

@@ -101,9 +101,10 @@ class SessionWatch:
         alloc = d.db.load_allocation(alloc_id)
         if alloc is None:
             return None
-        order = d.orders.get(alloc["order_id"])
+        facts = d.order_facts(alloc["order_id"])
+        order = d.orders.in_memory(alloc["order_id"])
         text = f"session Reject: {ev.text or ev.reason or 'no text'}"
-        if order is not None and ev.session == order.oms_session:
+        if facts is not None and ev.session == facts.oms_session:
             d.db.update_allocation(alloc_id, oms_status="session_rejected", oms_ack_text=text,
                                    oms_acked_at=ev.ts_recv)
             return str(alloc["order_id"])
@@ -124,7 +125,7 @@ class SessionWatch:
     def on_oms_ack(self, ev: OmsAllocationAckReceived) -> None:
         d = self.d
         alloc = d.db.load_allocation(ev.alloc_id)
-        order = d.orders.get(alloc["order_id"]) if alloc else None
+        order = d.order_facts(alloc["order_id"]) if alloc else None
         if alloc is None or (order is not None and order.oms_session != ev.session):
             d.alerts.raise_("unknown_alloc_ack", severity="warning", session_id=ev.session,
                             alloc_id=ev.alloc_id, detail={"status": ev.alloc_status,

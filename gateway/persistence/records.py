@@ -8,6 +8,7 @@ sent and decoded only for display, by `wire_text`.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,18 @@ def wire_text(raw: bytes | memoryview | str) -> str:
     if isinstance(raw, str):
         return raw
     return bytes(raw).decode("utf-8", "backslashreplace")
+
+
+COMPRESS_FROM = 2048
+"""Messages this long or longer are stored compressed (a J's lines compress about 10:1)."""
+
+
+def _unpacked(row: Any) -> dict[str, Any]:
+    """A wire-log row with `raw` as the exact bytes that crossed the wire."""
+    out = dict(row)
+    raw = bytes(out["raw"])
+    out["raw"] = zlib.decompress(raw) if out.get("compressed") else raw
+    return out
 
 
 class AuditRecords:
@@ -49,10 +62,12 @@ class AuditRecords:
                     seq_num: int | None, poss_dup: bool, raw: bytes, recorded_at: datetime,
                     raw_len: int | None = None, truncated: bool = False,
                     ref_id: str | None = None) -> None:
+        packed = len(raw) >= COMPRESS_FROM
         with self.engine.begin() as conn:
             conn.execute(insert(t.fix_messages).values(
                 session_id=session_id, direction=direction, msg_type=msg_type,
-                seq_num=seq_num, poss_dup=poss_dup, raw=raw,
+                seq_num=seq_num, poss_dup=poss_dup,
+                raw=zlib.compress(raw, 6) if packed else raw, compressed=packed,
                 raw_len=len(raw) if raw_len is None else raw_len, truncated=truncated,
                 ref_id=ref_id, recorded_at=recorded_at))
 
@@ -67,9 +82,8 @@ class AuditRecords:
         if msg_type is not None:
             query = query.where(t.fix_messages.c.msg_type == msg_type)
         with self.engine.connect() as conn:
-            rows = [dict(r) for r in conn.execute(query).mappings()]
+            rows = [_unpacked(r) for r in conn.execute(query).mappings()]
         for row in rows:
-            row["raw"] = bytes(row["raw"])
             row["text"] = wire_text(row["raw"])
         return rows
 
@@ -97,7 +111,7 @@ class AuditRecords:
                                               c.msg_type == msg_type, c.ref_id == ref_id)
                  .order_by(c.id))
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return [_unpacked(r) for r in conn.execute(query).mappings()]
 
     def sent_message_at(self, session_id: str, seq_num: int) -> dict[str, Any] | None:
         """Our latest outbound message with this sequence number (for a peer's Reject)."""
@@ -107,7 +121,7 @@ class AuditRecords:
                  .order_by(c.id.desc()).limit(1))
         with self.engine.connect() as conn:
             row = conn.execute(query).mappings().first()
-            return dict(row) if row else None
+            return _unpacked(row) if row else None
 
     # -- audit events -----------------------------------------------------------------------
 
@@ -124,10 +138,13 @@ class AuditRecords:
             pk = result.inserted_primary_key
             return int(pk[0]) if pk else 0
 
-    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+    def events(self, kind: str | None = None, *,
+               order_id: str | None = None) -> list[dict[str, Any]]:
         query = select(t.audit_events).order_by(t.audit_events.c.id)
         if kind is not None:
             query = query.where(t.audit_events.c.kind == kind)
+        if order_id is not None:
+            query = query.where(t.audit_events.c.order_id == order_id)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 

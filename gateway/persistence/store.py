@@ -10,6 +10,7 @@ production backend and runs the same code.
 from __future__ import annotations
 
 import enum
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, func, insert, s
 from sqlalchemy.exc import IntegrityError
 
 from gateway.persistence import tables as t
+from gateway.persistence.blotter_store import BlotterQueries
 from gateway.persistence.lifecycle_store import LifecycleRecords
 from gateway.persistence.records import AuditRecords, wire_text
 from gateway.persistence.retry import transient as _transient
@@ -55,7 +57,16 @@ def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
         cur.close()
 
 
-class Database(AuditRecords, LifecycleRecords):
+def _compressed(decision: Mapping[str, Any]) -> dict[str, Any]:
+    """The decision row with its canonical document compressed (byte-exact on load)."""
+    row = dict(decision)
+    text = row.pop("canonical_json", None)
+    if text is not None:
+        row["canonical_zlib"] = zlib.compress(text.encode("utf-8"), 6)
+    return row
+
+
+class Database(AuditRecords, LifecycleRecords, BlotterQueries):
     """Typed access to the tables; no ORM session state is shared between threads."""
 
     def __init__(self, url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 8,
@@ -213,7 +224,7 @@ class Database(AuditRecords, LifecycleRecords):
                 )
             ).first()
             if not known:
-                conn.execute(insert(t.decisions).values(**decision))
+                conn.execute(insert(t.decisions).values(**_compressed(decision)))
             conn.execute(insert(t.allocations).values(**allocation))
             if lines:
                 conn.execute(insert(t.allocation_lines), [dict(x) for x in lines])
@@ -245,7 +256,13 @@ class Database(AuditRecords, LifecycleRecords):
             row = conn.execute(
                 select(t.allocations).where(t.allocations.c.alloc_id == alloc_id)
             ).mappings().first()
-            return dict(row) if row else None
+        if row is None:
+            return None
+        out = dict(row)
+        packed = out.pop("canonical_zlib", None)
+        if packed is not None:
+            out["canonical_json"] = zlib.decompress(packed).decode("utf-8")
+        return out
 
     def load_allocation_lines(self, alloc_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -261,7 +278,13 @@ class Database(AuditRecords, LifecycleRecords):
             row = conn.execute(
                 select(t.decisions).where(t.decisions.c.decision_id == decision_id)
             ).mappings().first()
-            return dict(row) if row else None
+        if row is None:
+            return None
+        out = dict(row)
+        packed = out.pop("canonical_zlib", None)
+        if packed is not None:
+            out["canonical_json"] = zlib.decompress(packed).decode("utf-8")
+        return out
 
     # -- counts ---------------------------------------------------------------------------
 

@@ -75,6 +75,9 @@ fix_messages = Table(
     # Exactly the bytes that crossed the wire (Password/NewPassword values masked), never
     # re-encoded: a peer's Latin-1 Text is kept as Latin-1. `store.wire_text` decodes for display.
     Column("raw", LargeBinary, nullable=False),
+    # A large message (a J with its lines) is stored zlib-compressed; the readers in
+    # persistence/records.py give back the exact bytes.
+    Column("compressed", Boolean, nullable=False, default=False),
     Column("raw_len", Integer, nullable=True),  # bytes on the wire (raw is cut above the limit)
     Column("truncated", Boolean, nullable=False, default=False),
     # The id the message is about: ExecID(17) of an 8, ClOrdID(11) of a D/F/G/9, AllocID(70)
@@ -113,9 +116,12 @@ orders = Table(
     Column("preallocations_json", Text, nullable=True),  # the OMS's manual split + reason
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
+    # When the dispatcher let the finished order go from memory (gateway/order_book.py).
+    Column("released_at", UtcDateTime(), nullable=True),
     # FIX asks ClOrdID to be unique per trading day, so an OMS may reuse one tomorrow.
     UniqueConstraint("oms_session", "oms_cl_ord_id", "trade_date", name="uq_orders_oms_clordid"),
 )
+Index("ix_orders_trade_date", orders.c.trade_date, orders.c.status)
 
 # Block orders refused before they became orders (bad fields, unknown book, limits): kept
 # so a PossDup/PossResend repeat is recognised, and so each reject ER has an ExecID that
@@ -180,7 +186,11 @@ decisions = Table(
     Column("inputs_hash", String(64), nullable=False),
     Column("config_hash", String(64), nullable=False),
     Column("decided_at", UtcDateTime(), nullable=False),
-    Column("canonical_json", Text, nullable=False),
+    # The canonical decision document, stored zlib-compressed (about 80 KB of JSON for a
+    # 200-account book, a tenth of it compressed); load_decision gives back the exact text.
+    # canonical_json holds it uncompressed only in rows written before migration 0007.
+    Column("canonical_json", Text, nullable=True),
+    Column("canonical_zlib", LargeBinary, nullable=True),
     # What a later Replace needs to decide under the same conditions as this decision.
     Column("refdata_version", String(64), nullable=True),
     Column("rotation_offset", Integer, nullable=True),
@@ -256,6 +266,7 @@ audit_events = Table(
     Column("detail_json", Text, nullable=False),
 )
 Index("ix_audit_events_kind", audit_events.c.kind)
+Index("ix_audit_events_order", audit_events.c.order_id, audit_events.c.kind)
 
 # One row per activation, not per distinct content: a rollback to an earlier text is a new
 # row (`reactivated` true), so the newest row is always the version in force.

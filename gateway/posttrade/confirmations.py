@@ -15,7 +15,9 @@ with an AllocationReportAck (AT).
 
 from __future__ import annotations
 
+import heapq
 import json
+from collections import deque
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
@@ -72,11 +74,12 @@ def match(line: dict[str, Any], alloc: dict[str, Any], ak: cc.ConfirmationFields
 class Confirmations:
     def __init__(self, d: Dispatcher) -> None:
         self.d = d
-        # When each accepted J's AK wait ends, read once from the database; and the Js
-        # whose wait has ended and been acted on. The tick then costs no database read
-        # per allocation, however many the day holds.
-        self._ak_due: dict[str, datetime | None] = {}
-        self._ak_checked: set[str] = set()
+        # (when its AK wait ends, AllocID, order id) per accepted J, earliest first: a tick
+        # looks at the head only, so its cost does not grow with the allocations of the
+        # day, and a J whose order has left memory is still watched.
+        self._ak_due: list[tuple[datetime, str, str]] = []
+        self.recently_checked: deque[str] = deque(maxlen=1000)
+        """AllocIDs whose AK wait ended and was acted on, the latest last (bounded)."""
 
     def on_confirmation(self, ev: ConfirmationReceived) -> None:
         d = self.d
@@ -92,7 +95,7 @@ class Confirmations:
                             alloc_id=ak.alloc_id,
                             detail={"confirm_id": ak.confirm_id, "line": ak.individual_alloc_id})
             return
-        order = d.lifecycle.order_of(alloc["alloc_id"])
+        order = d.order_facts(alloc["order_id"])
         line_id = line["individual_alloc_id"]
         d.db.update_line(line_id, confirm_id=ak.confirm_id, ak_received_at=now)
         if ak.trans_type == "2":
@@ -174,25 +177,18 @@ class Confirmations:
 
     # -- missing AKs ---------------------------------------------------------------------
 
-    def on_tick(self, now: datetime) -> None:
-        for order in self.d.orders.values():
-            for alloc_id, status in order.allocs.items():
-                if status != "accepted" or alloc_id in self._ak_checked:
-                    continue
-                if alloc_id not in self._ak_due:
-                    self._ak_due[alloc_id] = self._due(order, alloc_id)
-                due = self._ak_due[alloc_id]
-                if due is None or now >= due:
-                    self.request_missing(order, alloc_id, now)
-                    self._ak_checked.add(alloc_id)
-                    self._ak_due.pop(alloc_id, None)
+    def watch(self, order_id: str, broker: str, alloc_id: str, acked_at: datetime) -> None:
+        """An accepted J: its lines' AKs are due `ak_timeout_minutes` after the P."""
+        wait = timedelta(minutes=self.d.config.broker(broker).ak_timeout_minutes)
+        heapq.heappush(self._ak_due, (acked_at + wait, alloc_id, order_id))
 
-    def _due(self, order: Any, alloc_id: str) -> datetime | None:
-        alloc = self.d.db.load_allocation(alloc_id)
-        if alloc is None or alloc.get("acked_at") is None:
-            return None
-        wait = timedelta(minutes=self.d.config.broker(order.broker).ak_timeout_minutes)
-        return alloc["acked_at"] + wait  # type: ignore[no-any-return]
+    def on_tick(self, now: datetime) -> None:
+        while self._ak_due and self._ak_due[0][0] <= now:
+            _, alloc_id, order_id = heapq.heappop(self._ak_due)
+            order = self.d.order_facts(order_id)
+            if order is not None:
+                self.request_missing(order, alloc_id, now)
+            self.recently_checked.append(alloc_id)
 
     def request_missing(self, order: Any, alloc_id: str, now: datetime, *,
                         force: bool = False) -> int:
@@ -238,7 +234,8 @@ class Confirmations:
                           detail={"report_id": rep.report_id, "report_type": rep.report_type,
                                   "quantity": str(rep.quantity), "avg_px": str(rep.avg_px),
                                   "differences": diffs})
-        order = d.lifecycle.order_of(rep.alloc_id) if rep.alloc_id else None
+        alloc = d.db.load_allocation(rep.alloc_id) if rep.alloc_id else None
+        order = d.order_facts(alloc["order_id"]) if alloc else None
         if diffs or not ours:
             d.exceptions.open(
                 "report_mismatch", order=order, alloc_id=rep.alloc_id, session_id=ev.session,

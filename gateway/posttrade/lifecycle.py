@@ -114,6 +114,8 @@ class Lifecycle:
         d.exceptions.resolve(by="broker", resolution=f"{alloc['alloc_id']} accepted",
                              alloc_id=alloc["alloc_id"])
         d.replaces.on_j_accepted(order, alloc["alloc_id"])
+        # Every accepted J's AK wait is watched (a Cancel's ends without a BH: no AK owed).
+        d.confirmations.watch(order.order_id, order.broker, alloc["alloc_id"], d.clock.now())
         if trans == "1" and ref:
             self._set(order, ref, "replaced")
             self._carry_tickets(ref, alloc["alloc_id"])

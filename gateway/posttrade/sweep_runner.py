@@ -58,7 +58,8 @@ class SweepRunner:
     def _act(self, action: Any, now: Any) -> None:
         d = self.d
         if isinstance(action, sweep.RequestConfirmation):
-            order = d.lifecycle.order_of(action.alloc_id)
+            alloc = d.db.load_allocation(action.alloc_id)
+            order = d.order_facts(alloc["order_id"]) if alloc else None
             line = d.db.line(action.individual_alloc_id)
             if order is not None and line is not None:
                 d.confirmations.request_line(order, line, now)
@@ -68,7 +69,7 @@ class SweepRunner:
                 d.flow.allocate(order)
         elif isinstance(action, sweep.OpenException):
             d.exceptions.open(action.kind, reason=action.reason, next_step=action.next_step,
-                              order=d.orders.get(action.order_id or ""),
+                              order=d.order_facts(action.order_id or ""),
                               alloc_id=action.alloc_id,
                               individual_alloc_id=action.individual_alloc_id)
         elif isinstance(action, sweep.ResolveException):

@@ -167,3 +167,49 @@ def test_rotation_offset_counts_the_books_allocations(db: Database) -> None:
     db.save_allocation(decision, alloc, [])
     assert db.allocations_for_book("SMA-CORE") == 1
     assert db.allocations_for_book("OTHER") == 0
+
+
+def test_large_wire_messages_and_decisions_are_stored_compressed_and_read_back_exactly(
+        db: Database) -> None:
+    """A J with its lines and a decision document take a fraction of their size on disk
+    and come back byte for byte; a small message is stored as it is."""
+    from sqlalchemy import select
+
+    from gateway.persistence import tables as t
+
+    lines = b"".join(b"\x0179=SMA%04d\x0180=100\x01467=J1-%05d" % (i, i) for i in range(400))
+    big = b"8=FIX.4.4\x019=9\x0135=J\x0170=J1" + lines + b"\x0158=caf\xe9\x0110=000\x01"
+    small = b"8=FIX.4.4\x019=5\x0135=P\x0170=J1\x0187=0\x0110=000\x01"
+    for raw, mtype in ((big, "J"), (small, "P")):
+        db.append_wire(session_id="S", direction="in", msg_type=mtype, seq_num=3,
+                       poss_dup=False, raw=raw, ref_id="J1", recorded_at=NOW)
+    by_type = {m["msg_type"]: m for m in db.wire_messages(session_id="S")}
+    assert by_type["J"]["raw"] == big and by_type["P"]["raw"] == small
+    assert by_type["J"]["raw_len"] == len(big) and "\\xe9" in by_type["J"]["text"]
+    assert [m["raw"] for m in db.received_with_ref("S", "J", "J1")] == [big]
+    assert db.sent_message_at("S", 3) is None
+    m = t.fix_messages.c
+    with db.engine.connect() as conn:
+        stored = {r[0]: (bytes(r[1]), r[2])
+                  for r in conn.execute(select(m.msg_type, m.raw, m.compressed))}
+    assert stored["J"][1] is True and len(stored["J"][0]) * 5 < len(big)
+    assert stored["P"] == (small, False)
+
+    db.insert_order(_order())
+    document = '{"lines": [' + ",".join(
+        f'{{"account_id": "SMA{i:04d}", "qty": "100"}}' for i in range(200)) + "]}"
+    decision = {"decision_id": "D9", "order_id": "O1", "method": "pro_rata",
+                "rulebook_version": "r1", "inputs_hash": "h", "config_hash": "c",
+                "decided_at": NOW, "canonical_json": document}
+    alloc = {"alloc_id": "A9", "order_id": "O1", "decision_id": "D9", "broker": "BRKA",
+             "alloc_trans_type": "0", "alloc_type": "1", "quantity": "100", "avg_px": "1",
+             "trade_date": "2026-11-20", "settl_date": "2026-11-23", "status": "pending_send",
+             "created_at": NOW}
+    db.save_allocation(decision, alloc, [])
+    loaded = db.load_decision("D9")
+    assert loaded is not None and loaded["canonical_json"] == document
+    assert "canonical_zlib" not in loaded
+    with db.engine.connect() as conn:
+        text, packed = conn.execute(select(t.decisions.c.canonical_json,
+                                           t.decisions.c.canonical_zlib)).one()
+    assert text is None and len(bytes(packed)) * 5 < len(document)

@@ -266,7 +266,7 @@ def test_cancel_aks_after_a_j_cancel_get_no_au_and_no_bh(tmp_path: Path) -> None
                                for x in _db(gw).load_allocation_lines(j1)), timeout=30)
         # Past the AK wait of the Cancel J: the tick has looked for missing AKs.
         confirmations = gw.node.dispatcher.confirmations  # type: ignore[union-attr]
-        eventually(lambda: cancel_id in confirmations._ak_checked, timeout=20,
+        eventually(lambda: cancel_id in confirmations.recently_checked, timeout=20,
                    description="the AK wait of the Cancel J ended and was acted on")
         _processed_through(broker, "CXL")
         assert len(broker.affirmation_log) == aus_before

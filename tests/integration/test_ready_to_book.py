@@ -170,7 +170,7 @@ def test_ready_to_book_j_is_accepted_and_nothing_waits_for_an_ak(tmp_path: Path)
         # Past the broker's AK wait: the AK timer looks at J1 and asks for nothing.
         clock.advance(timedelta(minutes=5))
         confirmations = gw.node.dispatcher.confirmations  # type: ignore[union-attr]
-        eventually(lambda: j1 in confirmations._ak_checked, timeout=10,
+        eventually(lambda: j1 in confirmations.recently_checked, timeout=10,
                    description="the AK timer checked J1")
         time.sleep(1)  # anything it had sent would be on the wire by now
         assert all(x["bh_sent_at"] is None and x["confirm_req_id"] is None
