@@ -183,6 +183,27 @@ class Soak:
         fills_before = 0
         db = Database(f"sqlite:///{self.state / 'gateway' / 'fixalloc.db'}", pool_size=1)
         seen_j = 0
+        last_report = began
+
+        def close(now: float) -> None:
+            nonlocal current, fills_before, seen_j, last_report
+            fills = len(self.broker.sent_fills)
+            current.fills_per_s = (fills - fills_before) / max(now - last_report, 1e-9)
+            fills_before, last_report = fills, now
+            current.done = len(self.done_at)
+            allocs = db.load_allocations()
+            current.j_ms = [(a["sent_at"] - a["last_fill_at"]).total_seconds() * 1000
+                            for a in allocs[seen_j:] if a.get("sent_at") and a.get("last_fill_at")]
+            seen_j = len(allocs)
+            current.rss_mib = _rss_mib(self.daemon.pid) if self.daemon else None
+            code, status = _http_json(f"http://127.0.0.1:{self.http_port}/status?limit=1")
+            current.orders_in_memory = status.get(
+                "orders_in_memory", status.get("orders_total")) if code == 200 else None
+            current.ended_s = now - began
+            intervals.append(current)
+            sys.stderr.write(json.dumps(current.row()) + "\n")
+            current = Interval(len(intervals) + 1, 0.0)
+
         try:
             while time.monotonic() < end:
                 now = time.monotonic()
@@ -193,28 +214,19 @@ class Soak:
                     next_send += gap
                 current.block_ms += self._collect()
                 if now >= next_report:
-                    fills = len(self.broker.sent_fills)
-                    current.fills_per_s = (fills - fills_before) / self.interval_s
-                    fills_before = fills
-                    current.done = len(self.done_at)
-                    allocs = db.load_allocations()
-                    current.j_ms = [
-                        (a["sent_at"] - a["last_fill_at"]).total_seconds() * 1000
-                        for a in allocs[seen_j:] if a.get("sent_at") and a.get("last_fill_at")]
-                    seen_j = len(allocs)
-                    current.rss_mib = _rss_mib(self.daemon.pid) if self.daemon else None
-                    code, status = _http_json(f"http://127.0.0.1:{self.http_port}/status")
-                    current.orders_in_memory = status.get(
-                        "orders_in_memory", status.get("orders_total")) if code == 200 else None
-                    current.ended_s = now - began
-                    intervals.append(current)
-                    sys.stderr.write(json.dumps(current.row()) + "\n")
-                    current = Interval(len(intervals) + 1, 0.0)
+                    close(now)
                     next_report += self.interval_s
                 time.sleep(min(0.05, max(0.0, min(next_send, next_report) - time.monotonic())))
-            # Let the last blocks finish (their fills and J) before judging.
-            wait_for(lambda: (self._collect() is not None and
-                              len(self.done_at) >= len(self.sent_at)), 120)
+
+            # The last blocks finish (their fills and J) in a closing interval of their own.
+            def finished() -> bool:
+                current.block_ms += self._collect()
+                return len(self.done_at) >= len(self.sent_at)
+
+            wait_for(finished, 120)
+            time.sleep(1.0)  # the last Ps: the checks count accepted allocations
+            if current.sent or current.block_ms:
+                close(time.monotonic())
         finally:
             db.dispose()
         return self._summary(intervals, n)
