@@ -5,7 +5,8 @@ The daemon runs as its own process (`fixalloc run` on the shipped 200-account bo
 rehearsal clock that starts at 09:30 New York time on a trading day); the broker and OMS
 simulators run in this process. The OMS sends `--blocks-per-minute` blocks at an even
 pace (10,000 to 120,000 shares, symbols in turn); the broker fills each in
-`--fills-per-block` fills 20 ms apart and answers every J with P 87=3 then 87=0 (AKs
+`--fills-per-block` fills 20 ms apart (keeping no state file: writing one per fill
+would make the simulator, not the daemon, the limit) and answers every J with P 87=3 then 87=0 (AKs
 only with `--acks`; without them the AK wait is set past the run, so no BH is asked
 for).
 
@@ -115,7 +116,7 @@ class Soak:
         self.broker = BrokerSimulator(
             port=broker_port, state_dir=state / "sim-broker",
             plan=FillPlan(fills=fills_per_block, interval_ms=20, first_fill_delay_ms=20),
-            post_trade=PostTradePlan(acks=acks))
+            post_trade=PostTradePlan(acks=acks), durable=False)
         self.oms = OmsSimulator(port=oms_port, state_dir=state / "sim-oms", clock=self.clock)
         self.sent_at: dict[str, float] = {}
         self.done_at: dict[str, float] = {}

@@ -59,8 +59,12 @@ class BrokerSimulator(AllocationDesk, OrderChanges, SimApplication):
                  on_message: Callable[[str, Any], None] | None = None,
                  tls: dict[str, str] | None = None,
                  post_trade: PostTradePlan | None = None,
-                 post_trade_overrides: Mapping[str, PostTradePlan] | None = None) -> None:
+                 post_trade_overrides: Mapping[str, PostTradePlan] | None = None,
+                 durable: bool = True) -> None:
         SimApplication.__init__(self, on_message)
+        self.durable = durable
+        """Save state after every change (restartable). A benchmark turns it off: the file
+        holds every order, so writing it per fill costs more as the run goes on."""
         self.plan = plan or FillPlan()
         self.orders: dict[str, SimOrder] = {}
         self.allocations: list[JReceived] = []
@@ -105,6 +109,8 @@ class BrokerSimulator(AllocationDesk, OrderChanges, SimApplication):
 
     def _save_state(self) -> None:
         """Written after every change, atomically (write, fsync, rename)."""
+        if not self.durable:
+            return
         with self._lock:
             data = {"next_id": self._next_id, "allocations": sorted(self._booked),
                     "orders": [o.to_json() for o in self.orders.values()],
