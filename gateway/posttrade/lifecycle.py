@@ -103,6 +103,8 @@ class Lifecycle:
 
     def _set(self, order: Order, alloc_id: str, status: str, **values: Any) -> None:
         order.allocs[alloc_id] = status
+        if status not in ("sent", "received"):
+            self._p_due.pop(alloc_id, None)  # its wait for a final P is over
         if order.alloc_id == alloc_id:
             order.alloc_status = status
         self.d.db.update_allocation(alloc_id, status=status, **values)
