@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -79,6 +80,7 @@ class Dispatcher:
         self.orders = OrderBook(load=self._load_back)
         """The orders still moving; a finished one is released and loaded back on demand."""
         self._summaries: dict[str, Mapping[str, Any]] = {}
+        self._facts: OrderedDict[str, OrderFacts] = OrderedDict()
         self.sessions_up: dict[str, bool] = {}
         self.snapshot: Mapping[str, Any] = {"live": {}}
         self.alerts: Alerts = flow.alerts
@@ -169,6 +171,7 @@ class Dispatcher:
     def _load_back(self, order_id: str, *, before_report: int | None = None) -> Order | None:
         from gateway.recovery import load_back  # recovery builds on the dispatcher
 
+        self._facts.pop(order_id, None)  # what it says may change while it is back
         order = load_back(self, order_id, before_report=before_report)
         if order is not None:
             METRICS.orders_loaded_back.inc()
@@ -176,12 +179,20 @@ class Dispatcher:
         return order
 
     def order_facts(self, order_id: str) -> Order | OrderFacts | None:
-        """The order in memory, else what its row says (no loading back)."""
+        """The order in memory, else what its row says (no loading back). The facts of
+        the latest released orders are kept: a block's 200 AKs read its row once."""
         order = self.orders.in_memory(order_id)
         if order is not None:
             return order
-        row = self.db.load_order(order_id)
-        return None if row is None else OrderFacts.of(row)
+        facts = self._facts.get(order_id)
+        if facts is None:
+            row = self.db.load_order(order_id)
+            if row is None:
+                return None
+            facts = self._facts[order_id] = OrderFacts.of(row)
+            while len(self._facts) > 256:
+                self._facts.popitem(last=False)
+        return facts
 
     def find_order_id(self, session: str, cl_ord_id: str) -> str | None:
         row = self.db.find_order(session, cl_ord_id)

@@ -18,6 +18,7 @@ import pytest
 from gateway.fix.sim.broker import BrokerSimulator, FillPlan
 from gateway.fix.sim.oms import BlotterOrder, OmsSimulator
 from gateway.fix.sim.plans import PostTradePlan
+from gateway.ledger import FillLedger
 from gateway.persistence.store import Database
 from tests.support.eventually import eventually
 from tests.support.harness import BROKER_KEY, Gateway, Ports, http_get, running, write_config
@@ -151,8 +152,16 @@ def test_a_correction_of_a_correction_applies_to_the_right_fill(
     with _run(tmp_path, plan) as (_broker, gw, oms, _ports):
         oms.send_order(_order())
         eventually(lambda: len(_allocs(gw)) == 3, timeout=30, description="two Replaces")
-        fills = [(f[1], f[2]) for f in gw.node.dispatcher.orders[  # type: ignore[union-attr]
-            _allocs(gw)[0]["order_id"]].ledger.fills]
+        # The fills as the ledger folds them from the stored reports (the finished order may
+        # already have left the dispatcher's memory).
+        ledger = FillLedger()
+        for r in _db(gw).load_reports(_allocs(gw)[0]["order_id"]):
+            qty, px = Decimal(r["last_qty"]), Decimal(r["last_px"])
+            if r["exec_type"] == "F" and qty > 0:
+                ledger.apply_fill(r["exec_id"], qty, px)
+            elif r["exec_type"] == "G":
+                assert ledger.correct(r["exec_ref_id"], r["exec_id"], qty, px)
+        fills = [(f[1], f[2]) for f in ledger.fills]
         assert len(fills) == 3 and fills[1] == (Decimal(10_000), Decimal("189.00"))
         last = _allocs(gw)[-1]
         expected = sum(q * p for q, p in fills) / QTY
@@ -297,12 +306,13 @@ def test_missing_ak_is_requested_with_bh_and_the_answer_echoes_it(
         tmp_path: Path, database_url: str) -> None:
     """Scenario 24: no AK for a line -> BH; the AK that answers carries ConfirmReqID."""
     plan = PostTradePlan(missing_ak=frozenset({"SMA0004"}))
-    # Six seconds: long enough for the other 99 AKs to be matched even on a loaded machine.
-    with _run(tmp_path, plan, broker_extra="ak_timeout_minutes = 0.1",
+    # Fifteen seconds: long enough for the other 194 AKs to be matched even on a loaded
+    # machine with PostgreSQL, so that only the withheld one is asked for.
+    with _run(tmp_path, plan, broker_extra="ak_timeout_minutes = 0.25",
               database_url=database_url) as (broker, gw, oms, _ports):
         oms.send_order(_order())
         j1 = eventually(lambda: next(iter(_allocs(gw)), None), timeout=30)["alloc_id"]
-        eventually(lambda: _all_affirmed(gw, j1), timeout=40)
+        eventually(lambda: _all_affirmed(gw, j1), timeout=60)
         line = next(x for x in _db(gw).load_allocation_lines(j1)
                     if x["account_id"] == "SMA0004")
         assert line["bh_sent_at"] is not None and line["confirm_req_id"]

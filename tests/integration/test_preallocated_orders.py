@@ -157,7 +157,10 @@ def test_broker_refusing_the_whole_pre_allocated_order(tmp_path: Path) -> None:
             else None, timeout=30)
         assert er.exec_type == "8" and "pre-allocation" in (er.text or "")
         assert er.text is not None and "unknown at this broker" in er.text
-        eventually(lambda: _order_state(gw, "PRE-19A").status == "rejected", timeout=10)
+        assert gw.node is not None
+        db = gw.node.db
+        eventually(lambda: [o["status"] for o in db.load_orders()
+                            if o["oms_cl_ord_id"] == "PRE-19A"] == ["rejected"], timeout=10)
         assert broker.allocations == [] and broker.preallocation_acks == []
 
 
