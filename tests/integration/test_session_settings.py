@@ -6,11 +6,13 @@ counterparty, and an OMS whose dictionary lacks our strategy/vehicle UDFs reject
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from gateway.clock import NEW_YORK
 from gateway.config import load_config
 from gateway.fix import settings as qf_settings
 from gateway.fix.sim.oms import BlotterOrder, OmsSimulator
@@ -30,7 +32,8 @@ pytestmark = pytest.mark.fix
 STOCK = ROOT / "fix_specs" / "FIX44-stock.xml"
 
 
-def _second_oms(port: int, stock: Path) -> str:
+def _second_oms(port: int, stock: Path, window: tuple[str, str] = ("07:00:00", "19:30:00")
+                ) -> str:
     return f"""
 [[fix.oms]]
 name = "OMS2"
@@ -41,8 +44,8 @@ data_dictionary = "{stock}"
 send_udfs = false
 reset_on_logon = true
 heartbeat_seconds = 7
-start_time = "07:00:00"
-end_time = "19:30:00"
+start_time = "{window[0]}"
+end_time = "{window[1]}"
 time_zone = "America/New_York"
 validate_user_defined_fields = false
 """
@@ -71,7 +74,11 @@ def test_oms_without_our_udfs_gets_them_in_alloc_text_and_accepts_the_j(
     """The OMS2 dictionary is the stock FIX 4.4 one: no AllocStrategy/AllocVehicle."""
     ports = Ports.free()
     port2 = free_port()
-    cfg = write_config(tmp_path, ports, sessions_extra=_second_oms(port2, STOCK))
+    # A session window around now: 07:00-19:30 New York refused every logon at night.
+    now = datetime.now(NEW_YORK)
+    window = ((now - timedelta(hours=1)).strftime("%H:%M:%S"),
+              (now + timedelta(hours=2)).strftime("%H:%M:%S"))
+    cfg = write_config(tmp_path, ports, sessions_extra=_second_oms(port2, STOCK, window))
     with broker_sim(tmp_path, ports) as broker, gateway_in_process(cfg, ports):
         assert broker.engine.wait_logged_on(30)
         oms2 = OmsSimulator(port=port2, state_dir=tmp_path / "oms2", sender="OMS2",
