@@ -210,15 +210,15 @@ class NewOrderFields:
     peg_offset: Decimal | None = None
 
 
-_PREALLOC_ORDER = [T.AllocAccount, T.AllocAcctIDSource, T.AllocSettlCurrency,
+PREALLOC_ORDER = [T.AllocAccount, T.AllocAcctIDSource, T.AllocSettlCurrency,
                    T.IndividualAllocID, T.NoNestedPartyIDs, T.AllocQty]
 
 
-def _preallocations(msg: fix.Message) -> tuple[tuple[str, Decimal], ...]:
-    """PreAllocGrp on a D: the OMS's manual split (gateway.order_checks judges it)."""
+def preallocations(msg: fix.Message) -> tuple[tuple[str, Decimal], ...]:
+    """PreAllocGrp on a D or G: the OMS's manual split (gateway.order_checks judges it)."""
     out: list[tuple[str, Decimal]] = []
     for i in range(1, int(get_str(msg, T.NoAllocs) or 0) + 1):
-        entry = group(T.NoAllocs, T.AllocAccount, _PREALLOC_ORDER)
+        entry = group(T.NoAllocs, T.AllocAccount, PREALLOC_ORDER)
         msg.getGroup(i, entry)
         out.append((require_id(entry, T.AllocAccount), require_decimal(entry, T.AllocQty)))
     return tuple(out)
@@ -230,7 +230,7 @@ def parse_new_order_single(msg: fix.Message) -> NewOrderFields:
     side = SIDE_FROM_FIX.get(side_raw)
     if side is None:
         raise DecodeError(T.Side, f"unsupported side {side_raw!r}")
-    pre = _preallocations(msg)
+    pre = preallocations(msg)
     return NewOrderFields(
         cl_ord_id=require_id(msg, T.ClOrdID),
         book=require_id(msg, T.Account),

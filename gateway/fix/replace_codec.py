@@ -18,6 +18,7 @@ import quickfix as fix
 
 from gateway.fix import tags as T
 from gateway.fix.codec import (
+    PREALLOC_ORDER,
     SIDE_FROM_FIX,
     SIDE_TO_FIX,
     DecodeError,
@@ -26,14 +27,12 @@ from gateway.fix.codec import (
     get_str,
     group,
     new_message,
+    preallocations,
     require_decimal,
     require_id,
     require_str,
     utc_timestamp,
 )
-
-_PREALLOC_ORDER = [T.AllocAccount, T.AllocAcctIDSource, T.AllocSettlCurrency,
-                   T.IndividualAllocID, T.NoNestedPartyIDs, T.AllocQty]
 
 PRO_RATA = "0"
 """PreallocMethod(591) 0: a partial fill is split over the pre-allocations pro rata."""
@@ -58,14 +57,8 @@ class ReplaceFields:
 
 
 def _allocations(msg: fix.Message) -> tuple[tuple[str, Decimal], ...] | None:
-    if not msg.isSetField(T.NoAllocs):
-        return None
-    out: list[tuple[str, Decimal]] = []
-    for i in range(1, int(get_str(msg, T.NoAllocs) or 0) + 1):
-        entry = group(T.NoAllocs, T.AllocAccount, _PREALLOC_ORDER)
-        msg.getGroup(i, entry)
-        out.append((require_id(entry, T.AllocAccount), require_decimal(entry, T.AllocQty)))
-    return tuple(out)
+    """The PreAllocGrp, or None when NoAllocs is absent (allocations unchanged)."""
+    return preallocations(msg) if msg.isSetField(T.NoAllocs) else None
 
 
 def parse_cancel_replace(msg: fix.Message) -> ReplaceFields:
@@ -88,7 +81,7 @@ def add_preallocations(msg: fix.Message, alloc_id: str,
     = AllocID-n, so the broker's P and AKs can name the line)."""
     msg.setField(T.AllocID, alloc_id)
     msg.setField(T.PreallocMethod, PRO_RATA)
-    entry = group(T.NoAllocs, T.AllocAccount, _PREALLOC_ORDER)
+    entry = group(T.NoAllocs, T.AllocAccount, PREALLOC_ORDER)
     for n, (account, qty) in enumerate(lines, start=1):
         entry.clear()
         entry.setField(T.AllocAccount, account)

@@ -256,13 +256,7 @@ class Database(AuditRecords, LifecycleRecords, BlotterQueries):
             row = conn.execute(
                 select(t.allocations).where(t.allocations.c.alloc_id == alloc_id)
             ).mappings().first()
-        if row is None:
-            return None
-        out = dict(row)
-        packed = out.pop("canonical_zlib", None)
-        if packed is not None:
-            out["canonical_json"] = zlib.decompress(packed).decode("utf-8")
-        return out
+            return dict(row) if row else None
 
     def load_allocation_lines(self, alloc_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
