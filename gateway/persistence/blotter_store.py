@@ -109,7 +109,8 @@ class BlotterQueries:
         """Accepted Js with a line still awaiting its AK and not yet asked for (BH): what
         the AK timer watches again after a restart."""
         a, ln = t.allocations.c, t.allocation_lines.c
-        waiting = exists().where(and_(ln.alloc_id == a.alloc_id, ln.ticket_state == "awaiting_ak",
+        waiting = exists().where(and_(t.lines_of(self.engine.dialect.name, a.alloc_id),
+                                      ln.ticket_state == "awaiting_ak",
                                       ln.bh_sent_at.is_(None)))
         query = (select(a.alloc_id, a.order_id, a.broker, a.acked_at)
                  .where(and_(a.status == "accepted", a.alloc_trans_type != "2",

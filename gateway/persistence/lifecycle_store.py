@@ -54,7 +54,8 @@ class LifecycleRecords:
     def update_lines(self, alloc_id: str, **values: Any) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(t.allocation_lines)
-                         .where(t.allocation_lines.c.alloc_id == alloc_id).values(**values))
+                         .where(t.lines_of(self.engine.dialect.name, alloc_id))
+                         .values(**values))
 
     @transient
     def update_line(self, individual_alloc_id: str, **values: Any) -> None:

@@ -8,7 +8,6 @@ sent and decoded only for display, by `wire_text`.
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, func, insert, select, text
 
 from gateway.persistence import tables as t
+from gateway.persistence import wire_codec
 from gateway.persistence.retry import transient
 
 
@@ -30,15 +30,11 @@ def wire_text(raw: bytes | memoryview | str) -> str:
     return bytes(raw).decode("utf-8", "backslashreplace")
 
 
-COMPRESS_FROM = 2048
-"""Messages this long or longer are stored compressed (a J's lines compress about 10:1)."""
-
-
 def _unpacked(row: Any) -> dict[str, Any]:
     """A wire-log row with `raw` as the exact bytes that crossed the wire."""
     out = dict(row)
     raw = bytes(out["raw"])
-    out["raw"] = zlib.decompress(raw) if out.get("compressed") else raw
+    out["raw"] = wire_codec.unpack(raw, bool(out.get("compressed")))
     return out
 
 
@@ -62,12 +58,12 @@ class AuditRecords:
                     seq_num: int | None, poss_dup: bool, raw: bytes, recorded_at: datetime,
                     raw_len: int | None = None, truncated: bool = False,
                     ref_id: str | None = None) -> None:
-        packed = len(raw) >= COMPRESS_FROM
+        stored, packed = wire_codec.pack(raw)
         with self.engine.begin() as conn:
             conn.execute(insert(t.fix_messages).values(
                 session_id=session_id, direction=direction, msg_type=msg_type,
                 seq_num=seq_num, poss_dup=poss_dup,
-                raw=zlib.compress(raw, 6) if packed else raw, compressed=packed,
+                raw=stored, compressed=packed,
                 raw_len=len(raw) if raw_len is None else raw_len, truncated=truncated,
                 ref_id=ref_id, recorded_at=recorded_at))
 

@@ -262,7 +262,7 @@ class Database(AuditRecords, LifecycleRecords, BlotterQueries):
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(t.allocation_lines)
-                .where(t.allocation_lines.c.alloc_id == alloc_id)
+                .where(t.lines_of(self.dialect, alloc_id))
                 .order_by(t.allocation_lines.c.individual_alloc_id)
             )
             return [dict(r) for r in rows.mappings()]

@@ -193,7 +193,8 @@ def test_large_wire_messages_and_decisions_are_stored_compressed_and_read_back_e
         stored = {r[0]: (bytes(r[1]), r[2])
                   for r in conn.execute(select(m.msg_type, m.raw, m.compressed))}
     assert stored["J"][1] is True and len(stored["J"][0]) * 5 < len(big)
-    assert stored["P"] == (small, False)
+    # The preset dictionary of FIX text shrinks even a short message.
+    assert stored["P"][1] is True and len(stored["P"][0]) < len(small)
 
     db.insert_order(_order())
     document = '{"lines": [' + ",".join(
@@ -213,3 +214,52 @@ def test_large_wire_messages_and_decisions_are_stored_compressed_and_read_back_e
         text, packed = conn.execute(select(t.decisions.c.canonical_json,
                                            t.decisions.c.canonical_zlib)).one()
     assert text is None and len(bytes(packed)) * 5 < len(document)
+
+
+def test_wire_records_read_back_whatever_form_they_were_stored_in(db: Database) -> None:
+    """Bytes that do not compress are stored as they are; a record written before the
+    preset dictionary (plain zlib, migration 0007) still reads back exactly."""
+    import os
+    import zlib
+
+    from sqlalchemy import insert
+
+    from gateway.persistence import tables as t
+
+    noise = os.urandom(300)
+    db.append_wire(session_id="S", direction="in", msg_type="8", seq_num=1, poss_dup=False,
+                   raw=noise, ref_id="E1", recorded_at=NOW)
+    old = b"8=FIX.4.4\x019=5\x0135=J\x0170=J0" + b"\x0179=SMA0001\x0180=100" * 50
+    with db.engine.begin() as conn:
+        conn.execute(insert(t.fix_messages).values(
+            session_id="S", direction="in", msg_type="J", seq_num=2, poss_dup=False,
+            raw=zlib.compress(old, 6), compressed=True, raw_len=len(old), ref_id="J0",
+            recorded_at=NOW))
+    by_type = {m["msg_type"]: m for m in db.wire_messages(session_id="S")}
+    assert by_type["8"]["raw"] == noise and by_type["J"]["raw"] == old
+
+
+def test_an_allocations_lines_are_exactly_its_own(db: Database) -> None:
+    """Lines are found by their key's prefix on SQLite: an allocation whose id extends
+    another's (J1 and J10) must not lend it lines, and updates touch only its own."""
+    db.insert_order(_order())
+    decision = {"decision_id": "D1", "order_id": "O1", "method": "pro_rata",
+                "rulebook_version": "r1", "inputs_hash": "h", "config_hash": "c",
+                "decided_at": NOW, "canonical_json": "{}"}
+    for alloc_id in ("X-J1", "X-J10", "X-J1-"):
+        alloc = {"alloc_id": alloc_id, "order_id": "O1", "decision_id": "D1",
+                 "broker": "BRKA", "alloc_trans_type": "0", "alloc_type": "1",
+                 "quantity": "300", "avg_px": "1", "trade_date": "2026-11-20",
+                 "settl_date": "2026-11-23", "status": "sent", "created_at": NOW}
+        lines = [{"individual_alloc_id": f"{alloc_id}-{i:05d}", "alloc_id": alloc_id,
+                  "account_id": f"SMA{i:04d}", "qty": "100", "avg_px": "1",
+                  "ticket_state": "awaiting_ak"} for i in range(1, 4)]
+        db.save_allocation(decision, alloc, lines)
+    assert [x["individual_alloc_id"] for x in db.load_allocation_lines("X-J1")] == [
+        "X-J1-00001", "X-J1-00002", "X-J1-00003"]
+    assert len(db.load_allocation_lines("X-J10")) == 3
+    assert len(db.load_allocation_lines("X-J1-")) == 3
+    db.update_lines("X-J1", ticket_state="affirmed")
+    states = {x["alloc_id"]: x["ticket_state"]
+              for a in ("X-J1", "X-J10", "X-J1-") for x in db.load_allocation_lines(a)}
+    assert states == {"X-J1": "affirmed", "X-J10": "awaiting_ak", "X-J1-": "awaiting_ak"}

@@ -17,8 +17,8 @@ pytestmark = pytest.mark.fix
 def test_soak_bench_runs_and_its_figures_are_consistent(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["bench", "soak", "--minutes", "0.4", "--blocks-per-minute", "30",
-                 "--fills-per-block", "3", "--interval-seconds", "6",
+    code = main(["bench", "soak", "--minutes", "0.25", "--blocks-per-minute", "48",
+                 "--fills-per-block", "3", "--interval-seconds", "4",
                  "--state-dir", str(tmp_path), "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0, out

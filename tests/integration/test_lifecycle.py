@@ -169,6 +169,10 @@ def test_a_correction_of_a_correction_applies_to_the_right_fill(
         eventually(lambda: _status(gw, last["alloc_id"]) == "accepted", timeout=30)
 
 
+# PostgreSQL runs the flows whose storage differs most (the J, a Replace, a missing P, an
+# AR); the tests marked sqlite-only repeat the same reads and writes, and would add most
+# of two minutes to the suite on PostgreSQL.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_block_reject_then_a_fresh_j_new_through_the_api(tmp_path: Path, database_url: str) -> None:
     """Scenario 12: P 87=1 makes J1 dead; the fix is a J New with a new AllocID."""
     plan = PostTradePlan(reject_block={1: "7"})
@@ -189,6 +193,7 @@ def test_block_reject_then_a_fresh_j_new_through_the_api(tmp_path: Path, databas
         assert json.loads(action["detail_json"])["actor"] == "ops:test"
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("fix", ["replace", "cancel_new"])
 def test_account_reject_fixed_by_replace_or_by_cancel_then_new(
     tmp_path: Path, database_url: str, fix: str
@@ -231,6 +236,7 @@ def test_no_final_p_is_an_exception_never_a_second_j(tmp_path: Path, database_ur
         assert len(broker.allocations) == 1
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_replace_refused_after_acceptance_needs_a_person(tmp_path: Path, database_url: str) -> None:
     """Scenario 15: the broker refuses a Replace of a J it accepted."""
     plan = PostTradePlan(bust_after_j=(0,), reject_replace_after_accept=True)
@@ -244,6 +250,7 @@ def test_replace_refused_after_acceptance_needs_a_person(tmp_path: Path, databas
         assert _db(gw).events("alert.exception_replace_refused")
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_cancel_on_request_cancels_the_tickets(tmp_path: Path, database_url: str) -> None:
     """Scenario 16: J Cancel (71=2) on an operator's request; the AKs are cancelled."""
     with _run(tmp_path, PostTradePlan(), database_url=database_url) as (_broker, gw, oms, ports):
@@ -275,6 +282,7 @@ def test_a_large_book_goes_in_fragments_with_one_final_outcome(tmp_path: Path) -
         assert len(broker.allocations) == 1 and len(broker.allocations[0].lines) == len(lines)
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize(("status", "field"), [("3", "net_money"), ("2", "commission")])
 def test_status_confirm_and_mismatch_are_exceptions_until_the_broker_fixes_them(
     tmp_path: Path, database_url: str, status: str, field: str,
@@ -302,6 +310,7 @@ def test_status_confirm_and_mismatch_are_exceptions_until_the_broker_fixes_them(
         assert {"affirmed", "rejected", "status_exception"} <= outcomes
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_missing_ak_is_requested_with_bh_and_the_answer_echoes_it(
         tmp_path: Path, database_url: str) -> None:
     """Scenario 24: no AK for a line -> BH; the AK that answers carries ConfirmReqID."""
