@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep_cli.add_commands(sub)
     operator_cli.add_commands(sub)
+    from gateway import archive_cli
+
+    archive_cli.add_command(sub)
     bench = sub.add_parser("bench", help="benchmarks that print their figures")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     try:
