@@ -30,6 +30,17 @@ from gateway.persistence.retry import transient as _transient
 __all__ = ["Database", "RecordedReport", "ReportOutcome", "wire_text"]
 
 
+def _count_block(conn: Connection, order_id: str) -> None:
+    """One more block allocated for the order's book (in the allocation's transaction)."""
+    book = conn.execute(select(t.orders.c.book).where(t.orders.c.order_id == order_id)).scalar()
+    if book is None:
+        return
+    bumped = conn.execute(update(t.book_rotations).where(t.book_rotations.c.book == book)
+                          .values(blocks=t.book_rotations.c.blocks + 1))
+    if not bumped.rowcount:
+        conn.execute(insert(t.book_rotations).values(book=book, blocks=1))
+
+
 class ReportOutcome(enum.Enum):
     NEW = "new"
     DUPLICATE = "duplicate"
@@ -225,7 +236,11 @@ class Database(AuditRecords, LifecycleRecords, BlotterQueries):
             ).first()
             if not known:
                 conn.execute(insert(t.decisions).values(**_compressed(decision)))
+            first_of_block = conn.execute(select(t.allocations.c.alloc_id).where(
+                t.allocations.c.order_id == allocation["order_id"]).limit(1)).first() is None
             conn.execute(insert(t.allocations).values(**allocation))
+            if first_of_block:
+                _count_block(conn, allocation["order_id"])
             if lines:
                 conn.execute(insert(t.allocation_lines), [dict(x) for x in lines])
 
@@ -242,14 +257,14 @@ class Database(AuditRecords, LifecycleRecords, BlotterQueries):
             return [dict(r) for r in rows.mappings()]
 
     def allocations_for_book(self, book: str) -> int:
-        """How many blocks of this book were allocated: the fair-rotation offset for the next."""
-        # Blocks, not J messages: a Replace or a resend does not move the rotation on.
-        query = (select(func.count(func.distinct(t.allocations.c.order_id)))
-                 .select_from(t.allocations)
-                 .join(t.orders, t.orders.c.order_id == t.allocations.c.order_id)
-                 .where(t.orders.c.book == book))
+        """How many blocks of this book were allocated: the fair-rotation offset for the next.
+
+        Blocks, not J messages: a Replace or a resend does not move the rotation on.
+        """
         with self.engine.connect() as conn:
-            return int(conn.execute(query).scalar_one())
+            value = conn.execute(select(t.book_rotations.c.blocks).where(
+                t.book_rotations.c.book == book)).scalar()
+        return int(value or 0)
 
     def load_allocation(self, alloc_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

@@ -167,6 +167,42 @@ def test_rotation_offset_counts_the_books_allocations(db: Database) -> None:
     db.save_allocation(decision, alloc, [])
     assert db.allocations_for_book("SMA-CORE") == 1
     assert db.allocations_for_book("OTHER") == 0
+    # A Replace of the same block does not move the rotation on; a new block does.
+    db.save_allocation(decision, {**alloc, "alloc_id": "A1-R", "alloc_trans_type": "1"}, [])
+    assert db.allocations_for_book("SMA-CORE") == 1
+    db.insert_order(_order("O2", "C2"))
+    db.save_allocation({**decision, "decision_id": "D2", "order_id": "O2"},
+                       {**alloc, "alloc_id": "A2", "order_id": "O2", "decision_id": "D2"}, [])
+    assert db.allocations_for_book("SMA-CORE") == 2
+
+
+def test_the_rotation_counter_starts_from_the_blocks_already_allocated(
+        db: Database) -> None:
+    """Migration 0009 fills the counter from the allocations stored before it."""
+    from alembic import command
+
+    from gateway.persistence.migrate import alembic_config
+
+    command.downgrade(alembic_config(db.engine), "0008")
+    for n in (1, 2, 3):
+        db.insert_order(_order(f"O{n}", f"C{n}"))
+        decision = {"decision_id": f"D{n}", "order_id": f"O{n}", "method": "pro_rata",
+                    "rulebook_version": "r1", "inputs_hash": "h", "config_hash": "c",
+                    "decided_at": NOW, "canonical_json": "{}"}
+        with db.engine.begin() as conn:
+            from sqlalchemy import insert
+
+            from gateway.persistence import tables as t
+
+            conn.execute(insert(t.decisions).values(**decision))
+            for k in range(2 if n == 1 else 1):  # O1 has a Replace: still one block
+                conn.execute(insert(t.allocations).values(
+                    alloc_id=f"A{n}-{k}", order_id=f"O{n}", decision_id=f"D{n}",
+                    broker="BRKA", alloc_trans_type="0" if k == 0 else "1", alloc_type="1",
+                    quantity="100", avg_px="1", trade_date="2026-11-20",
+                    settl_date="2026-11-23", status="sent", created_at=NOW))
+    db.migrate()
+    assert db.allocations_for_book("SMA-CORE") == 3
 
 
 def test_large_wire_messages_and_decisions_are_stored_compressed_and_read_back_exactly(

@@ -141,6 +141,8 @@ def test_closed_days_go_to_files_that_verify_and_restore_exactly(
     assert _archive(tmp_path, database_url, DAYS[2]) == 0
     after = _dump(db)
     assert {o["trade_date"] for o in after["orders"]} == {DAYS[2]}
+    # The fair rotation goes on from the blocks allocated, archived or not.
+    assert db.allocations_for_book("SMA-CORE") == 6
     assert [e["kind"] for e in db.events("day_archived")] == ["day_archived"] * 2
 
     manifests = sorted((tmp_path / "archive").glob("*.manifest.json"))
