@@ -28,6 +28,7 @@ import yaml
 
 from gateway.bench_bigbook import write_book
 from gateway.bench_ingest import Processes, _config, stored_fills
+from gateway.bench_soak import START
 from gateway.demo import CONFIG_DIR, DemoFailed
 from gateway.fix.sim.common import wait_for
 from gateway.persistence.store import Database
@@ -91,6 +92,7 @@ def run(*, blocks: int, accounts: int, fills_per_block: int, background: float,
         p.start_daemon(cfg, http, env={"FIXALLOC__GATEWAY__WORKERS": str(workers)})
         args = ["--port", str(oms_port), "--orders", str(blocks), "--fills",
                 str(fills_per_block), "--books", "SMA-CORE", "--sequential",
+                "--clock-start", START.isoformat(),
                 "--out", str(state / "oms.json")]
         if background:
             args += ["--background-book", BACKGROUND_BOOK, "--background-lots",

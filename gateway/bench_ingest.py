@@ -26,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -159,8 +161,19 @@ class Processes:
                 self.daemon.poll() is not None or _http_json(f"{url}/healthz")[0] == 200),
                 300) or self.daemon.poll() is not None:
             raise DemoFailed(f"daemon did not start; see {self.state / 'fixalloc.log'}")
-        if not wait_for(lambda: not [s for s in _http_json(f"{url}/readyz")[1].get(
-                "sessions_not_logged_on", ["?"]) if "OMS" not in s], 60):
+        def brokers_up() -> bool:
+            # /readyz answers 503 until the OMS, started next, is logged on too.
+            try:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as resp:  # noqa: S310
+                    body = json.loads(resp.read())
+            except urllib.error.HTTPError as exc:
+                body = json.loads(exc.read() or b"{}")
+            except (urllib.error.URLError, OSError, ValueError):
+                return False
+            waiting = body.get("sessions_not_logged_on", ["?"])
+            return not [s for s in waiting if "OMS" not in s]
+
+        if not wait_for(brokers_up, 60):
             raise DemoFailed("the broker sessions did not log on within 60 s")
 
     def sample_rss(self) -> None:
@@ -218,7 +231,7 @@ class Run:
             self.p.start_daemon(cfg, self.http)
         self.p.peer("oms", "oms", "--port", str(self.oms_port), "--orders", str(self.orders),
                     "--fills", str(self.per_order), "--books", *_books(self.k),
-                    "--out", str(self.state / "oms.json"))
+                    "--clock-start", START.isoformat(), "--out", str(self.state / "oms.json"))
 
     def wait(self) -> dict[str, Any]:
         done = self.state / "oms.json"

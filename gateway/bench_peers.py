@@ -28,6 +28,7 @@ from typing import Any
 
 import quickfix as fix
 
+from gateway.clock import SimulatedClock
 from gateway.fix import codec
 from gateway.fix import tags as T
 from gateway.fix.sim.common import SimApplication, SimEngine
@@ -135,6 +136,9 @@ class CountingOms(SimApplication):
         self.fills, self.first, self.last, self.js = 0, 0.0, 0.0, 0
         self.lock = threading.Lock()
         self.j_done = threading.Semaphore(0)
+        # The daemon runs on a rehearsal clock: orders must carry its date and time.
+        self.clock = SimulatedClock(datetime.fromisoformat(args.clock_start), 1.0) \
+            if args.clock_start else None
 
     def onLogon(self, session_id: fix.SessionID) -> None:
         super().onLogon(session_id)
@@ -143,7 +147,8 @@ class CountingOms(SimApplication):
     def _order(self, cl: str, book: str, qty: Decimal) -> None:
         msg = codec.build_new_order_single(
             cl_ord_id=cl, symbol=self.args.symbol, side="buy", qty=qty, ord_type="2",
-            price=Decimal(190), time_in_force="0", transact_time=datetime.now(UTC))
+            price=Decimal(190), time_in_force="0",
+            transact_time=self.clock.now() if self.clock else datetime.now(UTC))
         msg.setField(T.Account, book)
         self.engine.send(msg)
 
@@ -246,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     o.add_argument("--fills", type=int, required=True, help="fills per order")
     o.add_argument("--symbol", default="AAPL")
     o.add_argument("--books", nargs="+", default=["SMA-CORE"])
+    o.add_argument("--clock-start", help="the daemon's --clock-start: TransactTime follows it")
     o.add_argument("--sequential", action="store_true",
                    help="one block at a time: the next after the previous one's J")
     o.add_argument("--pause-ms", type=int, default=200)

@@ -26,9 +26,23 @@ class FillLedger:
     """A bust or correction changed the fills since the order was last allocated."""
     _chains: dict[str, str] = field(default_factory=dict)
     """Every ExecID of a correction chain -> the ExecID the fill is kept under."""
+    # Running sums: each fill's fold costs the same however many came before (summing
+    # the list on every fill made a 2,000-fill block quadratic). Appends add in list
+    # order, as sum() would; a bust or correction re-sums the list.
+    _cum: Decimal = field(default=Decimal(0), repr=False)
+    _notional: Decimal = field(default=Decimal(0), repr=False)
+
+    def __post_init__(self) -> None:
+        self._resum()
+
+    def _resum(self) -> None:
+        self._cum = sum((q for _, q, _ in self.fills), Decimal(0))
+        self._notional = sum((q * p for _, q, p in self.fills), Decimal(0))
 
     def apply_fill(self, exec_id: str, qty: Decimal, px: Decimal) -> None:
         self.fills.append((exec_id, qty, px))
+        self._cum += qty
+        self._notional += qty * px
 
     def _root(self, exec_ref_id: str) -> int | None:
         key = self._chains.get(exec_ref_id, exec_ref_id)
@@ -45,6 +59,7 @@ class FillLedger:
             return False
         key = self.fills[index][0]
         del self.fills[index]
+        self._resum()
         self._chains[exec_id] = key
         self.changed_by_correction = True
         return True
@@ -56,6 +71,7 @@ class FillLedger:
             return False
         key = self.fills[index][0]
         self.fills[index] = (key, qty, px)
+        self._resum()
         self._chains[exec_id] = key
         self.changed_by_correction = True
         return True
@@ -66,11 +82,11 @@ class FillLedger:
 
     @property
     def cum_qty(self) -> Decimal:
-        return sum((q for _, q, _ in self.fills), Decimal(0))
+        return self._cum
 
     @property
     def notional(self) -> Decimal:
-        return sum((q * p for _, q, p in self.fills), Decimal(0))
+        return self._notional
 
     @property
     def vwap(self) -> Decimal:
