@@ -70,9 +70,9 @@ def _book(state: Path, accounts: int) -> Path:
     return folder
 
 
-def run(*, blocks: int, accounts: int, fills_per_block: int, background: float,
-        max_lines: int, workers: int, mode: str, state: Path, timeout: float
-        ) -> dict[str, Any]:
+def run(*, blocks: int, accounts: int, fills_per_block: int, block_qty: int,
+        background: float, max_lines: int, workers: int, mode: str, state: Path,
+        timeout: float) -> dict[str, Any]:
     p = Processes(state)
     ports = {"BRKA": free_port(), "BRKB": free_port()}
     oms_port, http = free_port(), free_port()
@@ -91,7 +91,8 @@ def run(*, blocks: int, accounts: int, fills_per_block: int, background: float,
                "--rate", str(background), "--out", str(state / "BRKB.json"))
         p.start_daemon(cfg, http, env={"FIXALLOC__GATEWAY__WORKERS": str(workers)})
         args = ["--port", str(oms_port), "--orders", str(blocks), "--fills",
-                str(fills_per_block), "--books", "SMA-CORE", "--sequential",
+                str(fills_per_block), "--shares-per-fill", str(block_qty // fills_per_block),
+                "--books", "SMA-CORE", "--sequential",
                 "--clock-start", START.isoformat(),
                 "--out", str(state / "oms.json")]
         if background:
@@ -110,7 +111,7 @@ def run(*, blocks: int, accounts: int, fills_per_block: int, background: float,
         try:
             wait_for(lambda: sum(1 for a in db.load_allocations()
                                  if a["status"] == "accepted") >= blocks, 60, interval=0.25)
-            out = _measure(db, blocks, fills_per_block)
+            out = _measure(db, blocks, block_qty // fills_per_block * fills_per_block)
         finally:
             db.dispose()
     finally:
@@ -122,7 +123,7 @@ def run(*, blocks: int, accounts: int, fills_per_block: int, background: float,
     return out
 
 
-def _measure(db: Database, blocks: int, fills_per_block: int) -> dict[str, Any]:
+def _measure(db: Database, blocks: int, block_qty: int) -> dict[str, Any]:
     wire = db.wire_messages(session_id=BROKER_KEY)
     fill_at = {m["ref_id"]: m["recorded_at"] for m in wire
                if m["direction"] == "in" and m["msg_type"] == "8"}
@@ -144,7 +145,7 @@ def _measure(db: Database, blocks: int, fills_per_block: int) -> dict[str, Any]:
         lines = db.load_allocation_lines(alloc["alloc_id"])
         width = max(width, len(lines))
         filled = sum(int(r["last_qty"]) for r in reports)
-        complete &= sum(int(x["qty"]) for x in lines) == filled == fills_per_block * 100
+        complete &= sum(int(x["qty"]) for x in lines) == filled == block_qty
     fills, distinct, _ = stored_fills(db)
     return {
         "blocks": len(measured), "lines_per_block": width,
@@ -152,7 +153,9 @@ def _measure(db: Database, blocks: int, fills_per_block: int) -> dict[str, Any]:
         "max_ms": round(max(first_ms), 2) if first_ms else None,
         "last_fragment_p50_ms": _pct(last_ms, 0.5), "last_fragment_p99_ms": _pct(last_ms, 0.99),
         "last_fragment_max_ms": round(max(last_ms), 2) if last_ms else None,
-        "background_fills_stored": fills - blocks * fills_per_block,
+        "background_fills_stored": fills - sum(
+            len([r for r in db.load_reports(a["order_id"]) if r["exec_type"] == "F"])
+            for a in measured),
         "checks": {"every block measured": len(measured) == blocks,
                    "allocated = filled, every block": complete,
                    "every fill stored once": fills == distinct}}
@@ -163,13 +166,14 @@ def _cmd(args: argparse.Namespace) -> int:
         tempfile.mkdtemp(prefix="fixalloc-e2e-"))
     state.mkdir(parents=True, exist_ok=True)
     if args.blocks < 1 or args.accounts < 1 or args.fills_per_block < 1 or \
+            args.block_qty < args.fills_per_block or \
             args.background_fills_per_s < 0 or args.mode not in ("FULL", "NORMAL"):
         sys.stderr.write("fixalloc bench e2e: blocks, accounts and fills must be positive, "
                          "the background rate not negative, the mode FULL or NORMAL\n")
         return 2
     try:
         out = run(blocks=args.blocks, accounts=args.accounts,
-                  fills_per_block=args.fills_per_block,
+                  fills_per_block=args.fills_per_block, block_qty=args.block_qty,
                   background=args.background_fills_per_s, max_lines=args.max_lines_per_j,
                   workers=args.workers, mode=args.mode, state=state, timeout=args.timeout)
     except DemoFailed as exc:
@@ -192,6 +196,8 @@ def add_command(bench_subparsers: Any) -> None:
     p.add_argument("--blocks", type=int, default=50)
     p.add_argument("--accounts", type=int, default=200)
     p.add_argument("--fills-per-block", type=int, default=10)
+    p.add_argument("--block-qty", type=int, default=20_000,
+                   help="shares per block (rounded down to a multiple of the fills)")
     p.add_argument("--background-fills-per-s", type=float, default=0.0,
                    help="fills per second of another order flowing during the run")
     p.add_argument("--max-lines-per-j", type=int, default=1000)

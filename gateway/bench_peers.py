@@ -159,7 +159,7 @@ class CountingOms(SimApplication):
             time.sleep(self.args.pause_ms / 1000)
         for n in range(self.args.orders):
             self._order(f"ING-{n:06d}", self.args.books[n % len(self.args.books)],
-                        Decimal(self.args.fills * 100))
+                        Decimal(self.args.fills * self.args.shares_per_fill))
             if self.args.sequential:
                 self.j_done.acquire()
                 time.sleep(self.args.pause_ms / 1000)
@@ -250,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     o.add_argument("--orders", type=int, required=True)
     o.add_argument("--fills", type=int, required=True, help="fills per order")
     o.add_argument("--symbol", default="AAPL")
+    o.add_argument("--shares-per-fill", type=int, default=100,
+                   help="a block's quantity is fills x this")
     o.add_argument("--books", nargs="+", default=["SMA-CORE"])
     o.add_argument("--clock-start", help="the daemon's --clock-start: TransactTime follows it")
     o.add_argument("--sequential", action="store_true",

@@ -1,6 +1,6 @@
 """`fixalloc bench e2e` runs end to end and its figures agree with the database.
 
-Smoke runs only: a few blocks quiet, and a few while another order's fills flow.
+A smoke run only: a few blocks while another order's fills flow.
 Timings are printed, never asserted.
 """
 
@@ -16,12 +16,13 @@ from gateway.cli import main
 pytestmark = pytest.mark.fix
 
 
-@pytest.mark.parametrize("background", ["0", "50"])
 def test_e2e_bench_runs_and_measures_every_block(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], background: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Three blocks while a background order's fills flow (the quiet case is the same
+    run without the second broker's order)."""
     code = main(["bench", "e2e", "--blocks", "3", "--fills-per-block", "4",
-                 "--background-fills-per-s", background, "--timeout", "120",
+                 "--background-fills-per-s", "50", "--timeout", "120",
                  "--state-dir", str(tmp_path / "run"), "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0, out
@@ -30,7 +31,4 @@ def test_e2e_bench_runs_and_measures_every_block(
     assert 0 <= out["p50_ms"] <= out["p99_ms"] <= out["max_ms"]
     assert out["last_fragment_max_ms"] >= out["max_ms"]
     assert out["peak_rss_mb"] > 0 and out["daemon_exit"] == 0
-    if background == "0":
-        assert out["background_fills_stored"] == 0
-    else:
-        assert out["background_fills_stored"] > 0
+    assert out["background_fills_stored"] > 0
