@@ -76,8 +76,9 @@ def run(*, blocks: int, accounts: int, fills_per_block: int, block_qty: int,
     p = Processes(state)
     ports = {"BRKA": free_port(), "BRKB": free_port()}
     oms_port, http = free_port(), free_port()
-    # The background order outlasts the run: R fills a second for at most `timeout`.
-    background_lots = int(background * (timeout + 60)) + 1
+    # The background order (one share a fill) outlasts the run: R fills a second for at
+    # most `timeout`, within the book's default 10,000,000-share limit.
+    background_lots = min(int(background * (timeout + 60)) + 1, 9_000_000)
     cfg = _config(state, oms=oms_port, brokers=ports, http=http, mode=mode,
                   refdata=_book(state, accounts),
                   books=[("SMA-CORE", "BRKA"), (BACKGROUND_BOOK, "BRKB")],

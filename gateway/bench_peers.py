@@ -154,8 +154,9 @@ class CountingOms(SimApplication):
 
     def _send_blocks(self) -> None:
         if self.args.background_book:
-            self._order("BG-1", self.args.background_book,
-                        Decimal(self.args.background_lots * 100))
+            # One share a fill: the order stays within the book's size limits however
+            # long the background has to last.
+            self._order("BG-1", self.args.background_book, Decimal(self.args.background_lots))
             time.sleep(self.args.pause_ms / 1000)
         for n in range(self.args.orders):
             self._order(f"ING-{n:06d}", self.args.books[n % len(self.args.books)],
