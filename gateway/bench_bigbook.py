@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import re
 import signal
@@ -25,6 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from gateway.bench_output import emit
 from gateway.demo import CONFIG_DIR, DemoFailed, _http_json, demo_config
 from gateway.fix.sim.broker import BrokerSimulator, FillPlan
 from gateway.fix.sim.common import wait_for
@@ -179,15 +179,7 @@ def _cmd(args: argparse.Namespace) -> int:
     except DemoFailed as exc:
         sys.stderr.write(f"fixalloc bench bigbook: FAILED: {exc}\n")
         return 1
-    if args.json:
-        sys.stdout.write(json.dumps(out, indent=2) + "\n")
-    else:
-        for key, value in out.items():
-            if key != "checks":
-                sys.stdout.write(f"  {key:32s} {value}\n")
-        for name, ok in out["checks"].items():
-            sys.stdout.write(f"  check {name:26s} {'ok' if ok else 'FAILED'}\n")
-    return 0 if out["ok"] else 1
+    return emit(out, as_json=args.json)
 
 
 def add_command(bench_subparsers: Any) -> None:

@@ -17,7 +17,6 @@ every fill was stored once.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import yaml
 
 from gateway.bench_bigbook import write_book
 from gateway.bench_ingest import Processes, _config, stored_fills
+from gateway.bench_output import emit
 from gateway.bench_soak import START
 from gateway.demo import CONFIG_DIR, DemoFailed
 from gateway.fix.sim.common import wait_for
@@ -180,15 +180,7 @@ def _cmd(args: argparse.Namespace) -> int:
     except DemoFailed as exc:
         sys.stderr.write(f"fixalloc bench e2e: FAILED: {exc}\n")
         return 1
-    if args.json:
-        sys.stdout.write(json.dumps(out, indent=2) + "\n")
-    else:
-        for key, value in out.items():
-            if key != "checks":
-                sys.stdout.write(f"  {key:28s} {value}\n")
-        for name, ok in out["checks"].items():
-            sys.stdout.write(f"  check {name:34s} {'ok' if ok else 'FAILED'}\n")
-    return 0 if out["ok"] else 1
+    return emit(out, as_json=args.json)
 
 
 def add_command(bench_subparsers: Any) -> None:

@@ -39,6 +39,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from gateway.bench_output import emit
 from gateway.clock import NEW_YORK, SimulatedClock
 from gateway.demo import DemoFailed, _http_json, demo_config
 from gateway.fix.sim.broker import BrokerSimulator, FillPlan
@@ -338,20 +339,13 @@ def _cmd(args: argparse.Namespace) -> int:
     code = soak.stop()
     out["daemon_exit"] = code
     out["ok"] = out["ok"] and code == 0
-    if args.json:
-        sys.stdout.write(json.dumps(out, indent=2) + "\n")
-        return 0 if out["ok"] else 1
-    cols = ("interval", "at_s", "sent", "done", "fills_per_s", "block_ms_mean", "j_p50_ms",
-            "j_p99_ms", "rss_mib", "orders_in_memory")
-    sys.stdout.write("  ".join(f"{c:>14s}" for c in cols) + "\n")
-    for row in out["intervals"]:
-        sys.stdout.write("  ".join(f"{row[c]!s:>14s}" for c in cols) + "\n")
-    for key, value in out.items():
-        if key not in ("intervals", "checks"):
-            sys.stdout.write(f"  {key:32s} {value}\n")
-    for name, ok in out["checks"].items():
-        sys.stdout.write(f"  check {name:38s} {'ok' if ok else 'FAILED'}\n")
-    return 0 if out["ok"] else 1
+    if not args.json:
+        cols = ("interval", "at_s", "sent", "done", "fills_per_s", "block_ms_mean",
+                "j_p50_ms", "j_p99_ms", "rss_mib", "orders_in_memory")
+        sys.stdout.write("  ".join(f"{c:>14s}" for c in cols) + "\n")
+        for row in out["intervals"]:
+            sys.stdout.write("  ".join(f"{row[c]!s:>14s}" for c in cols) + "\n")
+    return emit(out, as_json=args.json, skip=("intervals",))
 
 
 def add_command(bench_subparsers: Any) -> None:

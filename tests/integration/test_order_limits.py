@@ -21,34 +21,36 @@ pytestmark = pytest.mark.fix
 BOOK = 'ord_types = ["market", "limit", "stop", "pegged"]\n'
 
 
-@pytest.mark.parametrize(("fields", "text"), [
-    (d_fields(T38="1000000000000"),
+# The overrides, not the fields: TransactTime(60) is stamped when the test runs, not when
+# it is collected (a run that crossed midnight in New York sent yesterday's orders).
+@pytest.mark.parametrize(("overrides", "text"), [
+    (dict(T38="1000000000000"),
      "OrderQty(38) 1,000,000,000,000 exceeds the maximum of 10,000,000 for book SMA-CORE"),
     # Beyond what any quantity field may hold: refused where the message is decoded.
-    (d_fields(T38="100000000000000000000000"),
+    (dict(T38="100000000000000000000000"),
      "OrderQty(38): out of range (|value| >= 10^15): '100000000000000000000000'"),
-    (d_fields(T44="0"), "Price(44) must be positive, was 0"),
-    (d_fields(T44="-190"), "Price(44) must be positive, was -190"),
-    (d_fields(T40="P", T44=None), "PegOffsetValue(211) is required for a pegged order"),
-    (d_fields(T40="3", T44=None), "StopPx(99) is required for a stop order"),
-    (d_fields(T40="4", T99="180"), "OrdType(40) 4 (stop_limit) is not accepted for book "
+    (dict(T44="0"), "Price(44) must be positive, was 0"),
+    (dict(T44="-190"), "Price(44) must be positive, was -190"),
+    (dict(T40="P", T44=None), "PegOffsetValue(211) is required for a pegged order"),
+    (dict(T40="3", T44=None), "StopPx(99) is required for a stop order"),
+    (dict(T40="4", T99="180"), "OrdType(40) 4 (stop_limit) is not accepted for book "
                                    "SMA-CORE; accepted: 1 (market), 2 (limit), 3 (stop), "
                                    "P (pegged)"),
-    (d_fields(T59="1"), "TimeInForce(59) 1 (gtc) is not accepted for book SMA-CORE; "
+    (dict(T59="1"), "TimeInForce(59) 1 (gtc) is not accepted for book SMA-CORE; "
                         "accepted: 0 (day), 3 (ioc), 4 (fok), 2 (at_the_open), "
                         "7 (at_the_close)"),
-    (d_fields(T38="5000000", T44="900"),
+    (dict(T38="5000000", T44="900"),
      "OrderQty(38) 5,000,000 at the limit price 900 is a notional of 4,500,000,000, above "
      "the maximum of 2,000,000,000 for book SMA-CORE"),
-    (d_fields(T40="1", T44="190"), "Price(44) is not allowed on a market order"),
+    (dict(T40="1", T44="190"), "Price(44) is not allowed on a market order"),
 ])
 def test_absurd_order_is_rejected_naming_the_field_and_never_routed(
-    tmp_path: Path, fields: list[tuple[int, str]], text: str
+    tmp_path: Path, overrides: dict[str, str | None], text: str
 ) -> None:
     ports = Ports.free()
     cfg = write_config(tmp_path, ports, extra=BOOK)
     with raw_oms(tmp_path, cfg, ports) as (client, broker):
-        client.send("D", fields)
+        client.send("D", d_fields(**overrides))
         er = client.receive("8")
         assert (er.get(39), er.get(150)) == (b"8", b"8")
         assert er.get(58).decode() == text
