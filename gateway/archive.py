@@ -38,7 +38,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from gateway.persistence import lifecycle_tables as lt
 from gateway.persistence import tables as t
 from gateway.persistence import wire_codec
-from gateway.persistence.store import Database
+from gateway.persistence.store import Database, _compressed
 
 FORMAT = "fixalloc-archive"
 VERSION = 1
@@ -131,10 +131,8 @@ def _decode(table: Table, row: Mapping[str, Any]) -> dict[str, Any]:
     if table is t.fix_messages:
         out["raw"], out["compressed"] = wire_codec.pack(out["raw"])
     if table is t.decisions and out.get("canonical_json") is not None:
-        import zlib
-
-        out["canonical_zlib"] = zlib.compress(out["canonical_json"].encode("utf-8"), 6)
-        out["canonical_json"] = None
+        # Stored as the gateway stores a new decision (one compression, in store.py).
+        out = {**_compressed(out), "canonical_json": None}
     return out
 
 
