@@ -91,6 +91,10 @@ def test_happy_path_every_ticket_is_affirmed(tmp_path: Path, database_url: str) 
         eventually(lambda: _all_affirmed(gw, j1), timeout=30,
                    description="every ticket affirmed")
         lines = _db(gw).load_allocation_lines(j1)
+        # The ticket is marked affirmed when fixalloc sends the AU; the broker reads it a
+        # moment later, so wait for the broker's side rather than race it.
+        eventually(lambda: all(x["confirm_id"] in broker.affirmations for x in lines),
+                   timeout=10, description="the broker received every AU")
         assert {broker.affirmations[x["confirm_id"]][0] for x in lines} == {"3"}
         assert all(x["affirmed_at"] is not None for x in lines)
         code, body = http_get(ports.http, "/exceptions")
