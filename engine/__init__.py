@@ -28,6 +28,10 @@ from engine.model import (
 )
 from engine.rulebook import Restriction, Rulebook, Scheme
 
+# Bumped whenever a change to the engine changes what it decides for the same inputs on
+# purpose; stored with every decision so a replay can name the engine that made it.
+ENGINE_VERSION = "1"
+
 __all__ = [
     "PARALLEL_MIN_ACCOUNTS",
     "Account",

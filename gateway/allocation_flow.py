@@ -189,7 +189,7 @@ class AllocationFlow:
              "inputs_hash": decision.inputs_hash, "config_hash": self._config_hash,
              "decided_at": decision.decided_at, "canonical_json": decision.to_canonical_json(),
              "refdata_version": refdata_version or self.refdata.version,
-             "rotation_offset": rotation_offset},
+             "rotation_offset": rotation_offset, "engine_version": engine.ENGINE_VERSION},
             allocation, lines,
         )
         faults.point("decision_stored")

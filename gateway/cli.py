@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway import archive_cli
 
     archive_cli.add_command(sub)
+    from gateway.audit import cli as audit_cli
+
+    audit_cli.add_commands(sub)
     bench = sub.add_parser("bench", help="benchmarks that print their figures")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     try:

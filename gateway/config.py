@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.audit.settings import AuditSettings
 from gateway.errors import ConfigError
 from gateway.notify.settings import NotificationSettings
 from gateway.posttrade.sweep_settings import SweepSettings
@@ -282,6 +283,9 @@ class RefDataSettings(_Frozen):
     version stored in the database (by another instance or `fixalloc refdata import`)."""
     watch: bool = True
     """Reload the rulebook and the reference-data files when they change on disk."""
+    rules_activation: Literal["immediate", "staged"] = "immediate"
+    """A changed rulebook goes in force at once, or (staged) waits, validated and shown
+    with its what-if at GET /rulebook/staged, until POST /rulebook/staged/activate."""
 
 
 ORD_TYPES = {"market": "1", "limit": "2", "stop": "3", "stop_limit": "4", "pegged": "P"}
@@ -319,6 +323,7 @@ class Config(_Frozen):
     books: tuple[BookSettings, ...] = ()
     notifications: NotificationSettings = NotificationSettings()
     sweep: SweepSettings = SweepSettings()
+    audit: AuditSettings = AuditSettings()
     source: Path = Path("<memory>")
     """The file this was loaded from; relative paths inside resolve against its folder."""
 

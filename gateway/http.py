@@ -21,7 +21,9 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from gateway.clock import Clock, SystemClock
+from gateway.http_audit import add_audit_endpoints
 from gateway.http_lifecycle import Operate, add_lifecycle_endpoints
+from gateway.http_whatif import add_whatif_endpoints
 from gateway.metrics import METRICS
 from gateway.persistence.store import Database
 
@@ -108,6 +110,8 @@ def build_app(
 
     _add_sweep_endpoints(app, db, run_sweep, clock or SystemClock(), require_token)
     add_lifecycle_endpoints(app, db, operate, require_token)
+    add_audit_endpoints(app, db, require_token)
+    add_whatif_endpoints(app, db, rulebooks, require_token)
     return app
 
 

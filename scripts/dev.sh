@@ -30,6 +30,8 @@ apt_install() {
   command -v openssl >/dev/null || missing+=(openssl)
   [ -n "$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null)" ] || missing+=(postgresql)
   command -v runuser >/dev/null || missing+=(util-linux)
+  # The audit tests edit a record with the sqlite3 shell, as the README shows.
+  command -v sqlite3 >/dev/null || missing+=(sqlite3)
   "$PYTHON" -c 'import sysconfig, os, sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)' \
     || missing+=(python3-dev)
   [ ${#missing[@]} -eq 0 ] && return 0

@@ -100,7 +100,10 @@ class Outbox:
     def add(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert a notification's rows in one transaction (no retry: the caller's thread)."""
         with self.engine.begin() as conn:
-            conn.execute(insert(notification_outbox), list(rows))
+            # One statement per row: each gets its own id, which the audit chain needs to
+            # record the row (a notification has a handful of rows, one per destination).
+            for row in rows:
+                conn.execute(insert(notification_outbox).values(**row))
 
     @transient
     def add_retrying(self, rows: Sequence[dict[str, Any]]) -> None:

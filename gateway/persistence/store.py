@@ -139,16 +139,45 @@ class Database(AuditRecords, LifecycleRecords, BlotterQueries):
             self.engine = create_engine(
                 url, pool_size=pool_size, max_overflow=4 if max_overflow is None else max_overflow,
                 pool_timeout=pool_timeout, pool_pre_ping=True)
+        from gateway.audit import chain
+
+        self.chain = chain.install(self.engine)
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
     def migrate(self) -> None:
-        """Bring the schema to the latest Alembic revision."""
-        from gateway.persistence.migrate import upgrade_to_head
+        """Bring the schema to the latest Alembic revision.
 
-        upgrade_to_head(self.engine)
+        Migrations write outside the audit chain; when one ran, the chain as it stood is
+        verified first and the rows it changed are then adopted, both recorded in
+        audit_events (gateway/audit/chain.py says why)."""
+        from gateway.audit.chain_verify import adopt, verify
+        from gateway.persistence.migrate import current_revision, head_revision, upgrade_to_head
+
+        before = current_revision(self.engine)
+        if before == head_revision(self.engine):
+            return
+        had_chain = before is not None and before >= "0010"
+        prior = verify(self) if had_chain else None
+        self.chain.enabled = False
+        try:
+            upgrade_to_head(self.engine)
+        finally:
+            self.chain.enabled = True
+        after = current_revision(self.engine)
+        if after == before:
+            return
+        adopted = adopt(self)
+        if adopted or prior is not None:
+            from datetime import UTC
+
+            self.append_event(
+                "audit_chain_adopted", recorded_at=datetime.now(UTC),
+                severity="info" if prior is None or prior.ok else "error",
+                detail={"from_revision": before, "to_revision": after, "adopted": adopted,
+                        "chain_before": prior.summary() if prior else "no chain yet"})
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -197,6 +197,9 @@ decisions = Table(
     # What a later Replace needs to decide under the same conditions as this decision.
     Column("refdata_version", String(64), nullable=True),
     Column("rotation_offset", Integer, nullable=True),
+    # engine.ENGINE_VERSION when decided (migration 0010): a replay under a later engine
+    # whose behaviour changed on purpose names the version that made the original.
+    Column("engine_version", String(32), nullable=True),
 )
 
 allocations = Table(

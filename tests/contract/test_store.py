@@ -184,6 +184,7 @@ def test_the_rotation_counter_starts_from_the_blocks_already_allocated(
     from gateway.persistence.migrate import alembic_config
 
     command.downgrade(alembic_config(db.engine), "0008")
+    db.chain.enabled = False  # these rows stand for a gateway from before the audit chain
     for n in (1, 2, 3):
         db.insert_order(_order(f"O{n}", f"C{n}"))
         decision = {"decision_id": f"D{n}", "order_id": f"O{n}", "method": "pro_rata",
@@ -201,8 +202,15 @@ def test_the_rotation_counter_starts_from_the_blocks_already_allocated(
                     broker="BRKA", alloc_trans_type="0" if k == 0 else "1", alloc_type="1",
                     quantity="100", avg_px="1", trade_date="2026-11-20",
                     settl_date="2026-11-23", status="sent", created_at=NOW))
+    db.chain.enabled = True
     db.migrate()
     assert db.allocations_for_book("SMA-CORE") == 3
+    # The upgrade adopted every row written before the chain existed into it.
+    from gateway.audit.chain_verify import verify
+
+    result = verify(db)
+    assert result.ok, result.summary()
+    assert result.adopted == 3 + 3 + 4 + 1  # orders, decisions, allocations, book_rotations
 
 
 def test_large_wire_messages_and_decisions_are_stored_compressed_and_read_back_exactly(

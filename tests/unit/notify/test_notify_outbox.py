@@ -11,7 +11,7 @@ import pytest
 
 from gateway.notify.message import Delivery, DeliveryError, Notification
 from gateway.notify.notifier import Notifier
-from gateway.notify.outbox import Outbox, backoff, notification_outbox
+from gateway.notify.outbox import Outbox, backoff
 from gateway.notify.settings import NotificationSettings, RetrySettings
 from gateway.persistence.store import Database
 from tests.support.clock import FakeClock
@@ -63,7 +63,7 @@ def settings(**retry: Any) -> NotificationSettings:
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
     database = Database(f"sqlite:///{tmp_path / 'n.db'}")
-    notification_outbox.create(database.engine)
+    database.migrate()  # the whole schema: every outbox write is also chained
     yield database
     database.dispose()
 
