@@ -51,6 +51,9 @@ def add_commands(subparsers: Any, bench_subparsers: Any) -> None:
     s = rsub.add_parser("show", help="print the normalised rulebook as canonical JSON")
     s.add_argument("path", type=Path)
     s.set_defaults(func=cmd_rules_show)
+    from gateway.audit import whatif_cli  # its own module: it reads the gateway's record
+
+    whatif_cli.add_command(rsub)
 
     b = bench_subparsers.add_parser("engine", help="benchmark allocate() on a synthetic book")
     b.add_argument("--accounts", type=int, required=True)
