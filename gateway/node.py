@@ -20,6 +20,8 @@ import structlog
 import engine
 from gateway.alerts import Alerts
 from gateway.allocation_flow import AllocationFlow
+from gateway.audit.chain_watch import ChainWatch
+from gateway.audit.fairness_metrics import register_fairness_metrics
 from gateway.clock import Clock, SystemClock, settlement_date, trade_date_of
 from gateway.config import Config
 from gateway.dispatcher import Dispatcher
@@ -80,6 +82,7 @@ class Node:
         self.refdata: ReferenceDataRegistry | None = None
         self.notifier: Notifier | None = None
         self.sweep_scheduler: SweepScheduler | None = None
+        self.chain_watch: ChainWatch | None = None
         self._stopped = threading.Event()
 
     def start(self) -> None:
@@ -94,6 +97,14 @@ class Node:
         self.db = db = Database(cfg.database_url, sqlite_synchronous=cfg.gateway.sqlite_synchronous)
         db.migrate()
         alerts = Alerts(db, self.clock)
+        audit = cfg.audit
+        self.chain_watch = ChainWatch(
+            db, audit, alerts, where=cfg.database_url.split("@")[-1],
+            checkpoint_file=cfg.resolve(audit.checkpoint_file) if audit.checkpoint_file
+            else None,
+            key_file=cfg.resolve(audit.checkpoint_key_file) if audit.checkpoint_key_file
+            else None)
+        self.chain_watch.start()
         inbox = Inbox(cfg.gateway.inbox_capacity)
         self.refdata = self._refdata(db, inbox)
         refdata = self.refdata.current()
@@ -147,6 +158,8 @@ class Node:
                                     sqlite_synchronous=cfg.gateway.sqlite_synchronous,
                                     pool_size=HTTP_DB_CONNECTIONS, max_overflow=0,
                                     pool_timeout=HTTP_DB_WAIT_SECONDS)
+            # Fairness figures for /metrics, computed on a scrape at most once a minute.
+            register_fairness_metrics(self.http_db, self.clock)
             app = build_app(status=self.status, ready=self.ready, alive=self.alive,
                             db=self.http_db,
                             run_sweep=self._run_sweep_now, clock=self.clock,
@@ -199,7 +212,8 @@ class Node:
 
         try:
             return RulebookRegistry(self.config.resolve(self.config.refdata.rules),
-                                    on_new_version=persist, on_rejected=rejected)
+                                    on_new_version=persist, on_rejected=rejected,
+                                    config=self.config, db=db)
         except RefDataError as exc:
             raise ConfigError(exc.file, exc.line, exc.reason) from exc
 
@@ -294,6 +308,8 @@ class Node:
         log.info("node.stopping")
         if self.sweep_scheduler is not None:
             self.sweep_scheduler.stop()
+        if self.chain_watch is not None:
+            self.chain_watch.stop()
         if self.rulebooks is not None:
             self.rulebooks.stop()
         if self.refdata is not None:
