@@ -72,7 +72,7 @@ def _book(state: Path, accounts: int) -> Path:
 
 def run(*, blocks: int, accounts: int, fills_per_block: int, block_qty: int,
         background: float, max_lines: int, workers: int, mode: str, state: Path,
-        timeout: float) -> dict[str, Any]:
+        timeout: float, audit_chain: str = "on") -> dict[str, Any]:
     p = Processes(state)
     ports = {"BRKA": free_port(), "BRKB": free_port()}
     oms_port, http = free_port(), free_port()
@@ -90,7 +90,8 @@ def run(*, blocks: int, accounts: int, fills_per_block: int, block_qty: int,
         p.peer("broker", "BRKB", "--port", str(ports["BRKB"]), "--sender", "BRKB",
                "--orders", "1", "--fills-per-order", str(max(background_lots, 1)),
                "--rate", str(background), "--out", str(state / "BRKB.json"))
-        p.start_daemon(cfg, http, env={"FIXALLOC__GATEWAY__WORKERS": str(workers)})
+        p.start_daemon(cfg, http, env={"FIXALLOC__GATEWAY__WORKERS": str(workers),
+                                       "FIXALLOC_BENCH_AUDIT_CHAIN": audit_chain})
         args = ["--port", str(oms_port), "--orders", str(blocks), "--fills",
                 str(fills_per_block), "--shares-per-fill", str(block_qty // fills_per_block),
                 "--books", "SMA-CORE", "--sequential",
@@ -118,6 +119,7 @@ def run(*, blocks: int, accounts: int, fills_per_block: int, block_qty: int,
     finally:
         code = p.stop()
     out.update({"accounts": accounts, "background_fills_per_s": background, "mode": mode,
+                "audit_chain": audit_chain,
                 "peak_rss_mb": p.peak_rss, "daemon_exit": code, "state_dir": str(state)})
     out["checks"]["daemon exit 0"] = code == 0
     out["ok"] = all(out["checks"].values())
@@ -176,7 +178,8 @@ def _cmd(args: argparse.Namespace) -> int:
         out = run(blocks=args.blocks, accounts=args.accounts,
                   fills_per_block=args.fills_per_block, block_qty=args.block_qty,
                   background=args.background_fills_per_s, max_lines=args.max_lines_per_j,
-                  workers=args.workers, mode=args.mode, state=state, timeout=args.timeout)
+                  workers=args.workers, mode=args.mode, state=state, timeout=args.timeout,
+                  audit_chain=args.audit_chain)
     except DemoFailed as exc:
         sys.stderr.write(f"fixalloc bench e2e: FAILED: {exc}\n")
         return 1
@@ -196,6 +199,8 @@ def add_command(bench_subparsers: Any) -> None:
     p.add_argument("--max-lines-per-j", type=int, default=1000)
     p.add_argument("--workers", type=int, default=2, help="the engine's worker processes")
     p.add_argument("--mode", default="FULL", help="sqlite_synchronous: FULL or NORMAL")
+    p.add_argument("--audit-chain", choices=["on", "off"], default="on",
+                   help="off: the daemon writes outside the audit chain (to measure its cost)")
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--state-dir")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")

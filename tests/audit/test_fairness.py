@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
 import engine
-from gateway.audit import fairness
+from gateway.audit import fairness, fairness_stats
 from gateway.audit.fairness_chart import chart_svg, html_page
 from gateway.audit.fairness_metrics import FairnessCollector, register_fairness_metrics
 from gateway.cli import main
@@ -188,13 +188,13 @@ def test_allocation_in_force() -> None:
 
 
 def test_statistics_helpers() -> None:
-    assert fairness.adjust([0.01, 0.04, 0.03], "holm") == pytest.approx([0.03, 0.06, 0.06])
-    assert fairness.adjust([0.01, 0.04, 0.03], "bh") == pytest.approx([0.03, 0.04, 0.04])
+    assert fairness_stats.adjust([0.01, 0.04, 0.03], "holm") == pytest.approx([0.03, 0.06, 0.06])
+    assert fairness_stats.adjust([0.01, 0.04, 0.03], "bh") == pytest.approx([0.03, 0.04, 0.04])
     # Equal probabilities: exactly the binomial test; unequal: the pmf sums to one.
-    assert fairness.poisson_binomial_pvalue(60, [0.1] * 60) < 1e-50
-    assert fairness.poisson_binomial_pvalue(6, [0.1] * 60) == pytest.approx(1.0)
-    assert 0.05 < fairness.poisson_binomial_pvalue(2, [0.1, 0.5, 0.9, 0.3, 0.2]) <= 1.0
-    assert fairness.poisson_binomial_pvalue(0, []) == 1.0
+    assert fairness_stats.poisson_binomial_pvalue(60, [0.1] * 60) < 1e-50
+    assert fairness_stats.poisson_binomial_pvalue(6, [0.1] * 60) == pytest.approx(1.0)
+    assert 0.05 < fairness_stats.poisson_binomial_pvalue(2, [0.1, 0.5, 0.9, 0.3, 0.2]) <= 1.0
+    assert fairness_stats.poisson_binomial_pvalue(0, []) == 1.0
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow,
