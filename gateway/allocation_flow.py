@@ -102,7 +102,6 @@ class AllocationFlow:
         A Replace after a correction passes the rulebook, reference data and rotation of
         the original decision, so that only the executions change the split.
         """
-        book = self.config.book(order.book)
         refdata = refdata or self.refdata
         started = self.clock.now()
         # A rotation tie-break stays fair over time: each block of the book starts the
@@ -115,8 +114,7 @@ class AllocationFlow:
             trade_date=date.fromisoformat(order.trade_date),
             accounts=refdata.accounts_for(order.book), securities=refdata.securities,
             decided_at=started,
-            # A pre-allocated order is split as the OMS said (pro-rated on a partial fill).
-            method=None if order.preallocations else (book.method if book else None),
+            method=self.requested_method(order),
             preallocations=dict(order.preallocations) or None,
             preallocation_reason=order.preallocation_reason, rotation_offset=rotation,
         )
@@ -142,6 +140,15 @@ class AllocationFlow:
                                        "decision_id": decision.decision_id})
             return None
         return decision, rotation
+
+    def requested_method(self, order: Order) -> str | None:
+        """The method the request names: the book's override, or none (the scheme's).
+
+        A pre-allocated order is split as the OMS said (pro-rated on a partial fill)."""
+        if order.preallocations:
+            return None
+        book = self.config.book(order.book)
+        return book.method if book else None
 
     def next_alloc_id(self, order: Order) -> str:
         """J1, J2, ... per order: a pure function of what is stored, so a restart agrees."""
@@ -189,7 +196,9 @@ class AllocationFlow:
              "inputs_hash": decision.inputs_hash, "config_hash": self._config_hash,
              "decided_at": decision.decided_at, "canonical_json": decision.to_canonical_json(),
              "refdata_version": refdata_version or self.refdata.version,
-             "rotation_offset": rotation_offset, "engine_version": engine.ENGINE_VERSION},
+             "rotation_offset": rotation_offset, "engine_version": engine.ENGINE_VERSION,
+             "requested_method": self.requested_method(order) or "",
+             "last_report_id": order.last_report_id},
             allocation, lines,
         )
         faults.point("decision_stored")

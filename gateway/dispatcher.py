@@ -376,6 +376,7 @@ class Dispatcher:
         bound = log.bind(cl_ord_id=order.oms_cl_ord_id, order_id=order.order_id,
                          session=ev.session)
         order.broker_order_id = order.broker_order_id or ev.broker_order_id
+        order.last_report_id = max(order.last_report_id or 0, ev.report_id)
         if ev.exec_type == "5":
             self.replaces.on_replaced(order, ev.cl_ord_id)
         corrected = False

@@ -92,6 +92,8 @@ class Order:
     broker_order_id: str | None = None
     leaves_qty: Decimal = Decimal(0)
     ledger: FillLedger = field(default_factory=FillLedger)
+    last_report_id: int | None = None
+    """The newest broker report folded into `ledger` (stored with each decision)."""
     """Fills applied so far; `ledger.last_fill_at` is when the latest one arrived."""
     alloc_id: str | None = None
     alloc_status: str | None = None

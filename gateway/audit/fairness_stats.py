@@ -13,9 +13,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
-import numpy as np
-from scipy import stats
-
 _EXACT_MAX = 2000  # Poisson-binomial pmf above this many blocks costs seconds: normal approx
 
 
@@ -69,6 +66,8 @@ class Figures:
 
 def poisson_binomial_pvalue(observed: int, probs: Sequence[float]) -> float:
     """Two-sided p-value of `observed` successes among independent Bernoulli(probs)."""
+    import numpy as np  # scipy costs ~1 s to import: only when figures are computed
+    from scipy import stats
     ps = np.asarray([p for p in probs if p > 0.0], dtype=float)
     if ps.size == 0:
         return 1.0 if observed == 0 else 0.0
@@ -89,6 +88,8 @@ def poisson_binomial_pvalue(observed: int, probs: Sequence[float]) -> float:
 
 def adjust(pvalues: Sequence[float], correction: str = "holm") -> list[float]:
     """Holm step-down or Benjamini-Hochberg adjusted p-values, in the given order."""
+    import numpy as np
+    from scipy import stats
     if not pvalues:
         return []
     if correction == "bh":
@@ -146,6 +147,8 @@ def _units(receipts: Iterable[Receipt], key: str) -> dict[str, dict[str, _Unit]]
 
 
 def _figures(key: str, blocks: Mapping[str, _Unit]) -> Figures:
+    from scipy import stats
+
     done = [u for u in blocks.values() if u.assessed and u.intended > 0]
     received = sum((u.assessed_received for u in done), Decimal(0))
     intended = sum((u.intended for u in done), Decimal(0))

@@ -200,6 +200,10 @@ decisions = Table(
     # engine.ENGINE_VERSION when decided (migration 0010): a replay under a later engine
     # whose behaviour changed on purpose names the version that made the original.
     Column("engine_version", String(32), nullable=True),
+    # The book's method override the request carried ("" for none) and the newest broker
+    # report in the ledger it decided on: inputs `fixalloc audit replay` would otherwise infer.
+    Column("requested_method", String(32), nullable=True),
+    Column("last_report_id", BigInteger, nullable=True),
 )
 
 allocations = Table(

@@ -21,6 +21,10 @@ from gateway.cli import main
 from gateway.persistence.store import Database
 from tests.support.harness import Ports, write_config
 
+# The decision rows are crafted by hand (rulebook "r1", inputs hash "h") to give the days
+# their shapes: nothing the engine decided, so nothing for the after-test replay.
+pytestmark = pytest.mark.no_replay("decision rows are crafted by hand to exercise the archive")
+
 DAYS = ("2026-11-19", "2026-11-20", "2026-11-23")
 
 

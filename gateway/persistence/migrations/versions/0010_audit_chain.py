@@ -8,7 +8,10 @@ Every write to an audited table appends one entry to `audit_chain` in the same
 transaction (gateway/audit/chain.py): the hash of the row's content as stored, and a hash
 linking it to the entry before. Rows already in the database when this runs are adopted
 into the chain by `Database.migrate` after the upgrade. `engine_version` records which
-engine made a decision, so a replay can say so when the engine's behaviour has changed.
+engine made a decision, so a replay can say so when the engine's behaviour has changed;
+`requested_method` (the book's method override the request carried, "" for none) and
+`last_report_id` (the newest broker report folded into the ledger it decided on) are the
+two inputs a replay could otherwise only infer.
 """
 
 from __future__ import annotations
@@ -48,10 +51,14 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("decisions") as batch:
         batch.add_column(sa.Column("engine_version", sa.String(32), nullable=True))
+        batch.add_column(sa.Column("requested_method", sa.String(32), nullable=True))
+        batch.add_column(sa.Column("last_report_id", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("decisions") as batch:
+        batch.drop_column("last_report_id")
+        batch.drop_column("requested_method")
         batch.drop_column("engine_version")
     op.drop_table("audit_checkpoints")
     op.drop_index("ix_audit_chain_recorded", "audit_chain")
