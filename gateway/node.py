@@ -20,6 +20,7 @@ import structlog
 import engine
 from gateway.alerts import Alerts
 from gateway.allocation_flow import AllocationFlow
+from gateway.audit.chain_seal import ChainSealer
 from gateway.audit.chain_watch import ChainWatch
 from gateway.audit.fairness_metrics import register_fairness_metrics
 from gateway.clock import Clock, SystemClock, settlement_date, trade_date_of
@@ -83,6 +84,7 @@ class Node:
         self.notifier: Notifier | None = None
         self.sweep_scheduler: SweepScheduler | None = None
         self.chain_watch: ChainWatch | None = None
+        self.sealer: ChainSealer | None = None
         self._stopped = threading.Event()
 
     def start(self) -> None:
@@ -97,6 +99,9 @@ class Node:
         self.db = db = Database(cfg.database_url, sqlite_synchronous=cfg.gateway.sqlite_synchronous)
         db.migrate()
         alerts = Alerts(db, self.clock)
+        # Notes of audited writes become chain entries within a fraction of a second.
+        self.sealer = ChainSealer(db, cfg.audit.seal_every_ms / 1000)
+        self.sealer.start()
         audit = cfg.audit
         self.chain_watch = ChainWatch(
             db, audit, alerts, where=cfg.database_url.split("@")[-1],
@@ -330,6 +335,8 @@ class Node:
             close()
         if self.http_db is not None:
             self.http_db.dispose()
+        if self.sealer is not None:
+            self.sealer.stop()  # seals the last writes (the alerts of the stop included)
         if self.db is not None:
             self.db.dispose()
         log.info("node.stopped")

@@ -1,24 +1,23 @@
-"""The tamper-evident record: every write to an audited row appends a hash-linked entry.
+"""The tamper-evident record: every write to an audited row ends up as a hash-linked entry.
 
 How it works. `install(engine)` listens to every INSERT, UPDATE and DELETE that goes
 through SQLAlchemy on an audited table (every table of the schema but the chain's own).
-After the statement runs, the rows it touched are read back exactly as stored and one
-entry per row is appended to `audit_chain` in the same transaction: the SHA-256 of the
-row's content (`row_hash`) and an `entry_hash` over the entry's fields and the previous
-entry's hash. A row and its entry therefore commit or roll back together, and a write made
-outside the gateway (the sqlite3 shell, psql) has no entry, or a stale one.
+After the statement runs, the keys of the rows it touched are noted in `audit_pending`, in
+the same transaction: a note costs the live path one small insert. The sealer
+(chain_seal.py; a daemon thread, every 0.2 s) reads the notes in order, reads each row as
+stored, and appends one entry per row to `audit_chain`: the SHA-256 of the row's content
+(`row_hash`) and an `entry_hash` over the entry's fields and the previous entry's hash.
+A write made outside the gateway (the sqlite3 shell, psql) has no note, so its row keeps
+a stale entry, or none.
 
-Order. Entries need one total order. On PostgreSQL the first audited write of a
-transaction takes a transaction-scoped advisory lock, so writers queue at their first
-write (before they hold any row lock, so no lock cycle is possible) and the head read
-after it is the true head. On SQLite the write itself takes the database's write lock.
-
-What verification proves (`verify`): the links (every entry follows the one before, none
-missing, none moved, none edited) and the rows (each audited row's content equals the
-hash in its latest entry; a row without an entry was inserted outside the gateway; an
-entry whose row is gone was deleted outside it). An administrator who rewrites rows *and*
-recomputes the whole chain after them is caught by the checkpoints exported to a file he
-cannot change (chain_checkpoints.py).
+What verification proves (chain_verify.py): the links (every entry follows the one
+before, none missing, none moved, none edited) and the rows (each audited row's content
+equals the hash in its latest entry; a row without an entry was inserted outside the
+gateway; an entry whose row is gone was deleted outside it). An administrator who
+rewrites rows *and* recomputes the chain after them is caught by the checkpoints exported
+to a file he cannot change (chain_checkpoints.py). What it cannot prove is in
+docs/audit.md: an edit made in the fraction of a second before its row is sealed, or
+just before the gateway itself writes the same row again, is sealed with the row.
 
 Content hash. Columns that are NULL are left out, so a migration that adds a nullable
 column does not change the hash of existing rows; a migration that rewrites rows is
@@ -33,7 +32,6 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, event, select
@@ -44,8 +42,9 @@ from sqlalchemy.sql.operators import eq
 from gateway.persistence import audit_tables, lifecycle_tables, tables  # noqa: F401 (registers)
 
 GENESIS = "0" * 64
-_EXCLUDED = frozenset({"audit_chain", "audit_checkpoints"})
-# Any constant: the key of the PostgreSQL advisory lock that orders the chain's writers.
+_EXCLUDED = frozenset({"audit_chain", "audit_checkpoints", "audit_pending"})
+# Any constant: the key of the PostgreSQL advisory lock that lets one sealer at a time
+# append (the daemon's, `fixalloc audit seal`, a migration's adoption).
 _PG_LOCK_KEY = 0x66697861
 
 
@@ -64,36 +63,28 @@ def _pk(table: Table) -> str:
     return cols[0].name
 
 
-def _encode(value: Any) -> tuple[str, bytes]:
-    if isinstance(value, bool):
-        return "b", b"1" if value else b"0"
-    if isinstance(value, int):
-        return "i", str(value).encode()
-    if isinstance(value, str):
-        return "s", value.encode("utf-8")
-    if isinstance(value, bytes | bytearray | memoryview):
-        return "x", bytes(value)
-    if isinstance(value, datetime):
+def _canonical(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is not None:
         # psycopg gives aware datetimes in the session's time zone: hash the UTC instant
         # so a verifier in another zone sees the same content.
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC)
-        return "t", value.isoformat().encode()
-    if isinstance(value, float | Decimal):
-        return "n", repr(value).encode()
-    return "o", str(value).encode("utf-8")
+        return value.astimezone(UTC)
+    if isinstance(value, memoryview | bytearray):
+        return bytes(value)
+    return value
+
+
+_PLAIN = (str, int, bytes, float)
 
 
 def row_hash(table: str, columns: Sequence[str], values: Sequence[Any]) -> str:
-    """SHA-256 of a row's non-NULL columns, sorted by name, each with a type tag."""
-    digest = hashlib.sha256(table.encode() + b"\x1d")
-    for name, value in sorted(zip(columns, values, strict=True)):
-        if value is None:
-            continue
-        tag, payload = _encode(value)
-        digest.update(f"{name}\x1f{tag}\x1f{len(payload)}\x1f".encode())
-        digest.update(payload)
-    return digest.hexdigest()
+    """SHA-256 of a row's non-NULL columns, sorted by name.
+
+    Each value is written as Python's repr, which carries its type ('1' and 1 and b'1'
+    differ); it is computed on every audited write, so it is kept to one C-level pass.
+    """
+    pairs = sorted((name, v if type(v) in _PLAIN else _canonical(v))
+                   for name, v in zip(columns, values, strict=True) if v is not None)
+    return hashlib.sha256(f"{table}\x1d{pairs!r}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def entry_hash(seq: int, recorded_at: str, table: str, key: str, op: str,
@@ -116,8 +107,8 @@ def fetch_rows(conn: Connection, table: Table, keys: Sequence[Any]
     try:
         for start in range(0, len(keys), 500):
             chunk = list(keys[start:start + 500])
-            cur.execute(f"SELECT * FROM {table.name} WHERE {pk} IN "  # noqa: S608 - names from the schema
-                        f"({','.join([mark] * len(chunk))})", chunk)
+            where = f"= {mark}" if len(chunk) == 1 else f"IN ({','.join([mark] * len(chunk))})"
+            cur.execute(f"SELECT * FROM {table.name} WHERE {pk} {where}", chunk)  # noqa: S608
             columns = [d[0] for d in cur.description]
             at = columns.index(pk)
             for row in cur.fetchall():
@@ -152,9 +143,19 @@ class Chain:
     bench_off: bool = field(
         default_factory=lambda: os.environ.get("FIXALLOC_BENCH_AUDIT_CHAIN") == "off")
 
+    dirty: bool = False  # this engine noted writes (Database.dispose seals them)
+
     @property
     def on(self) -> bool:
         return self.enabled and not self.bench_off
+
+
+def begin_appending(conn: Connection) -> None:
+    """Take the appenders' lock (PostgreSQL) and forget any head read in an earlier
+    transaction of this connection; call first in every transaction that appends."""
+    conn.info.pop("chain_head", None)
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
 
 
 def _head(conn: Connection) -> tuple[int, str]:
@@ -173,22 +174,31 @@ def _head(conn: Connection) -> tuple[int, str]:
 def append(conn: Connection, table: str, op: str,
            rows: Iterable[tuple[str, str | None]]) -> int:
     """Append one entry per (key, content hash) after the head; returns how many."""
+    return append_entries(conn, [(table, key, op, content) for key, content in rows])
+
+
+def append_entries(conn: Connection,
+                   entries: Sequence[tuple[str, str, str, str | None]]) -> int:
+    """Append (table, key, op, content hash) entries after the head, in one statement."""
+    if not entries:
+        return 0
     seq, prev = _head(conn)
     at = datetime.now(UTC).isoformat(timespec="microseconds")
     batch = []
-    for key, content in rows:
+    for table, key, op, content in entries:
         seq += 1
         digest = entry_hash(seq, at, table, key, op, content, prev)
         batch.append((seq, at, table, key, op, content, prev, digest))
         prev = digest
-    if not batch:
-        return 0
     mark = _mark(conn.dialect.name)
     cur = conn.connection.cursor()
+    sql = ("INSERT INTO audit_chain (seq, recorded_at, table_name, row_key, op, "  # noqa: S608
+           f"content_hash, prev_hash, entry_hash) VALUES ({','.join([mark] * 8)})")
     try:
-        cur.executemany(
-            "INSERT INTO audit_chain (seq, recorded_at, table_name, row_key, op, "  # noqa: S608
-            f"content_hash, prev_hash, entry_hash) VALUES ({','.join([mark] * 8)})", batch)
+        if len(batch) == 1:
+            cur.execute(sql, batch[0])
+        else:
+            cur.executemany(sql, batch)
     finally:
         cur.close()
     conn.info["chain_head"] = (seq, prev)
@@ -226,32 +236,46 @@ def _inserted_keys(table: Table, stmt: Insert, multiparams: Any, result: Any) ->
     return [result.inserted_primary_key[0]]
 
 
+def note(conn: Connection, table: str, op: str, keys: Sequence[Any]) -> None:
+    """Note written rows for the sealer, in the writing transaction."""
+    if not keys:
+        return
+    mark = _mark(conn.dialect.name)
+    sql = ("INSERT INTO audit_pending (table_name, row_key, op) "  # noqa: S608
+           f"VALUES ({mark}, {mark}, {mark})")
+    cur = conn.connection.cursor()
+    try:
+        if len(keys) == 1:
+            cur.execute(sql, (table, str(keys[0]), op))
+        else:
+            cur.executemany(sql, [(table, str(k), op) for k in keys])
+    finally:
+        cur.close()
+
+
 def install(engine: Engine) -> Chain:
-    """Chain every audited write made through `engine`."""
+    """Note every audited write made through `engine` for the sealer."""
     chain = Chain()
-    postgres = engine.dialect.name == "postgresql"
+    if chain.bench_off:
+        import structlog
+
+        structlog.get_logger("fixalloc.audit").warning(
+            "audit.chain_off", reason="FIXALLOC_BENCH_AUDIT_CHAIN=off (benchmarks only): "
+            "rows written now are outside the tamper-evident record")
 
     def _reset(conn: Connection, *_: Any) -> None:
-        conn.info.pop("chain_head", None)
-        conn.info.pop("chain_locked", None)
         conn.info.pop("chain_pre", None)
 
-    for name in ("begin", "commit", "rollback", "rollback_savepoint"):
+    for name in ("commit", "rollback"):
         event.listen(engine, name, _reset)
 
     @event.listens_for(engine, "before_execute")
     def _before(conn: Connection, clause: Any, multiparams: Any, params: Any,
                 options: Any) -> None:
-        if not chain.on or not isinstance(clause, Insert | Update | Delete):
+        if not chain.on or not isinstance(clause, Update | Delete):
             return
         table = clause.table
-        if not isinstance(table, Table) or table.name not in chain.audited:
-            return
-        if postgres and not conn.info.get("chain_locked"):
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
-            conn.info["chain_locked"] = True
-            conn.info.pop("chain_head", None)  # read the head only once the lock is held
-        if not isinstance(clause, Insert):
+        if isinstance(table, Table) and table.name in chain.audited:
             # Keys first: the statement may change the very columns its where clause names.
             conn.info.setdefault("chain_pre", {})[id(clause)] = _matching_keys(
                 conn, table, clause.whereclause)
@@ -264,14 +288,11 @@ def install(engine: Engine) -> Chain:
         table = clause.table
         if not isinstance(table, Table) or table.name not in chain.audited:
             return
+        chain.dirty = True
         if isinstance(clause, Insert):
-            keys = _inserted_keys(table, clause, multiparams, result)
-            append(conn, table.name, "insert", fetch_rows(conn, table, keys))
-            return
-        keys = conn.info.get("chain_pre", {}).pop(id(clause), [])
-        if isinstance(clause, Delete):
-            append(conn, table.name, "delete", ((str(k), None) for k in keys))
+            note(conn, table.name, "insert", _inserted_keys(table, clause, multiparams, result))
         else:
-            append(conn, table.name, "update", fetch_rows(conn, table, keys))
+            note(conn, table.name, "delete" if isinstance(clause, Delete) else "update",
+                 conn.info.get("chain_pre", {}).pop(id(clause), []))
 
     return chain

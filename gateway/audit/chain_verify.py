@@ -43,15 +43,18 @@ class VerifyResult:
     checkpoint: dict[str, Any] | None = None
     since: str | None = None
     adopted: int = 0  # entries with op "adopt" (rows taken in after a migration)
+    pending: int = 0  # rows written but not sealed yet: not compared
     problems: list[Break] = field(default_factory=list)
 
     def summary(self) -> str:
         scope = f"since {self.since}" if self.since else "whole chain"
         head = (f"head #{self.head_seq} {self.head_hash[:16]}" if self.head_hash
                 else "empty chain")
+        unsealed = (f"; {self.pending} row(s) written since the last seal not compared"
+                    if self.pending else "")
         if self.ok:
             return (f"audit chain intact ({scope}): {self.entries} entries, {self.rows} "
-                    f"rows checked, {head}")
+                    f"rows checked, {head}{unsealed}")
         assert self.first_break is not None
         return (f"audit chain BROKEN ({scope}): {self.breaks} problem(s); first: "
                 f"{self.first_break.describe()}")
@@ -59,7 +62,8 @@ class VerifyResult:
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "entries": self.entries, "rows": self.rows,
                 "head_seq": self.head_seq, "head_hash": self.head_hash,
-                "since": self.since, "adopted": self.adopted, "breaks": self.breaks,
+                "since": self.since, "adopted": self.adopted, "pending": self.pending,
+                "breaks": self.breaks,
                 "first_break": None if self.first_break is None else {
                     "seq": self.first_break.seq, "table": self.first_break.table,
                     "key": self.first_break.key, "problem": self.first_break.problem,
@@ -71,6 +75,28 @@ class VerifyResult:
 _COLUMNS = "seq, recorded_at, table_name, row_key, op, content_hash, prev_hash, entry_hash"
 
 
+def _first_since(cur: Any, mark: str, since: str) -> int | None:
+    """The first entry recorded at or after `since`, by bisecting seq (entries are appended
+    in time order; a wall-clock step back only moves the start by the entries it spans)."""
+    cur.execute("SELECT MIN(seq), MAX(seq) FROM audit_chain")
+    low, high = cur.fetchone() or (None, None)
+    if low is None or high is None:
+        return None
+    low, high = int(low), int(high) + 1  # answer in [low, high]; high: none
+    while low < high:
+        mid = (low + high) // 2
+        cur.execute(f"SELECT recorded_at FROM audit_chain WHERE seq >= {mark} "  # noqa: S608
+                    "ORDER BY seq LIMIT 1", (mid,))
+        row = cur.fetchone()
+        if row is not None and row[0] >= since:
+            high = mid
+        else:
+            low = mid + 1
+    cur.execute(f"SELECT MIN(seq) FROM audit_chain WHERE seq >= {mark}", (low,))  # noqa: S608
+    (first,) = cur.fetchone() or (None,)
+    return None if first is None else int(first)
+
+
 def _entries(conn: Connection, since: str | None) -> tuple[Any, Any]:
     """A cursor over the entries in order, and the entry just before the first one."""
     mark = "?" if conn.dialect.name == "sqlite" else "%s"
@@ -79,9 +105,7 @@ def _entries(conn: Connection, since: str | None) -> tuple[Any, Any]:
     if since is None:
         cur.execute(f"SELECT {_COLUMNS} FROM audit_chain ORDER BY seq")  # noqa: S608
         return cur, before
-    cur.execute(f"SELECT MIN(seq) FROM audit_chain WHERE recorded_at >= {mark}",  # noqa: S608
-                (since,))
-    (first,) = cur.fetchone() or (None,)
+    first = _first_since(cur, mark, since)
     if first is not None and first > 1:
         cur.execute(f"SELECT {_COLUMNS} FROM audit_chain WHERE seq = {mark}",  # noqa: S608
                     (first - 1,))
@@ -129,8 +153,17 @@ def _walk(conn: Connection, since: str | None, problems: list[Break]
     return count, adopted, head, latest
 
 
-def _compare_rows(conn: Connection, latest: Latest,
-                  whole: bool, problems: list[Break]) -> int:
+def _pending(conn: Connection) -> set[tuple[str, str]]:
+    cur = conn.connection.cursor()
+    try:
+        cur.execute("SELECT table_name, row_key FROM audit_pending")
+        return {(str(t), str(k)) for t, k in cur.fetchall()}
+    finally:
+        cur.close()
+
+
+def _compare_rows(conn: Connection, latest: Latest, whole: bool, problems: list[Break],
+                  pending: set[tuple[str, str]]) -> int:
     rows = 0
     for name, table in chain.audited_tables().items():
         if whole:
@@ -140,8 +173,10 @@ def _compare_rows(conn: Connection, latest: Latest,
             seen = _rows_by_key(conn, table, keys)
         present = set()
         for key, digest in seen:
-            rows += 1
             present.add(key)
+            if (name, key) in pending:
+                continue  # written since the last seal: its entry is still to come
+            rows += 1
             entry = latest.get((name, key))
             if entry is None:
                 if whole:
@@ -154,7 +189,8 @@ def _compare_rows(conn: Connection, latest: Latest,
                 problems.append(Break(entry[0], name, key, "row differs from its latest "
                                       "entry: edited outside the gateway"))
         for (tb, key), (seq, op, _content) in latest.items():
-            if tb == name and op != "delete" and key not in present:
+            if tb == name and op != "delete" and key not in present \
+                    and (tb, key) not in pending:
                 problems.append(Break(seq, name, key, "row is missing: deleted outside "
                                       "the gateway"))
     return rows
@@ -184,15 +220,17 @@ def verify(db: Database, *, since: datetime | None = None) -> VerifyResult:
     since_text = since.astimezone(UTC).isoformat() if since is not None else None
     problems: list[Break] = []
     with db.engine.connect() as conn:
+        pending = _pending(conn)
         entries, adopted, head, latest = _walk(conn, since_text, problems)
-        rows = _compare_rows(conn, latest, since is None, problems)
+        rows = _compare_rows(conn, latest, since is None, problems, pending)
         checkpoint = latest_checkpoint(conn)
     problems.sort(key=lambda b: (b.seq is None, b.seq or 0))
     return VerifyResult(
         ok=not problems, entries=entries, rows=rows,
         head_seq=head[0] if head else None, head_hash=head[1] if head else None,
         first_break=problems[0] if problems else None, breaks=len(problems),
-        checkpoint=checkpoint, since=since_text, adopted=adopted, problems=problems)
+        checkpoint=checkpoint, since=since_text, adopted=adopted,
+        pending=len(pending), problems=problems)
 
 
 def adopt(db: Database) -> int:
@@ -200,8 +238,7 @@ def adopt(db: Database) -> int:
     migration rewrote or added rows), and `delete` entries for rows a migration removed."""
     added = 0
     with db.engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({chain._PG_LOCK_KEY})")
+        chain.begin_appending(conn)
         _count, _adopted, _head, latest = _walk(conn, None, [])
         for name, table in chain.audited_tables().items():
             changed: list[tuple[str, str | None]] = []

@@ -25,7 +25,7 @@ def grants_sql(role: str, *, scheduler_table: str = "apscheduler_jobs") -> list[
     if not _ROLE.match(role):
         raise ValueError(f"invalid role name {role!r}: lower-case letters, digits and _")
     tables = sorted({*chain.audited_tables(), audit_tables.audit_chain.name,
-                     audit_tables.audit_checkpoints.name})
+                     audit_tables.audit_checkpoints.name, audit_tables.audit_pending.name})
     out = [f"GRANT USAGE ON SCHEMA public TO {role};",
            f"GRANT SELECT ON alembic_version TO {role};"]
     for name in tables:

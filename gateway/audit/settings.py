@@ -11,6 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 class AuditSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    seal_every_ms: int = Field(default=200, ge=10, le=60_000)
+    """How often the sealer turns the notes of audited writes into chain entries: the
+    most a write waits to be covered by the chain while the daemon runs."""
     verify_every_minutes: int = Field(default=15, ge=0, le=1440)
     """Check the recent chain this often (and once at start-up); 0: only at start-up."""
     verify_window_hours: int = Field(default=24, ge=1, le=24 * 366)

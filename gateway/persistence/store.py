@@ -153,6 +153,7 @@ class Database(AuditRecords, LifecycleRecords, BlotterQueries):
         Migrations write outside the audit chain; when one ran, the chain as it stood is
         verified first and the rows it changed are then adopted, both recorded in
         audit_events (gateway/audit/chain.py says why)."""
+        from gateway.audit.chain_seal import seal
         from gateway.audit.chain_verify import adopt, verify
         from gateway.persistence.migrate import current_revision, head_revision, upgrade_to_head
 
@@ -160,6 +161,8 @@ class Database(AuditRecords, LifecycleRecords, BlotterQueries):
         if before == head_revision(self.engine):
             return
         had_chain = before is not None and before >= "0010"
+        if had_chain:
+            seal(self)
         prior = verify(self) if had_chain else None
         self.chain.enabled = False
         try:
@@ -169,6 +172,7 @@ class Database(AuditRecords, LifecycleRecords, BlotterQueries):
         after = current_revision(self.engine)
         if after == before:
             return
+        seal(self)
         adopted = adopt(self)
         if adopted or prior is not None:
             from datetime import UTC
@@ -180,6 +184,16 @@ class Database(AuditRecords, LifecycleRecords, BlotterQueries):
                         "chain_before": prior.summary() if prior else "no chain yet"})
 
     def dispose(self) -> None:
+        if self.chain.dirty:  # a command's writes reach the chain before it exits
+            from gateway.audit.chain_seal import seal
+
+            try:
+                seal(self)
+            except Exception as exc:  # the daemon seals them at its next start
+                import structlog
+
+                structlog.get_logger("fixalloc.audit").warning(
+                    "audit.seal_deferred", error=f"{type(exc).__name__}: {exc}")
         self.engine.dispose()
 
     @contextmanager

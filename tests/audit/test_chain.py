@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, text
 
 from gateway.audit import chain
 from gateway.audit.chain_checkpoints import check_exported, write_checkpoint
+from gateway.audit.chain_seal import seal
 from gateway.audit.chain_verify import verify
 from gateway.notify.outbox import Outbox
 from gateway.persistence.store import Database
@@ -103,6 +104,9 @@ def populated(database_url: str) -> Iterator[Database]:
     db = Database(database_url)
     db.migrate()
     populate(db)
+    assert db.count("audit_chain") == 0 and db.count("audit_pending") > 0  # noted, not sealed
+    seal(db)
+    assert db.count("audit_pending") == 0
     yield db
     db.dispose()
 
@@ -114,7 +118,7 @@ def test_every_audited_table_is_covered_and_the_record_verifies(populated: Datab
         assert populated.count(name) >= 2, f"{name} has no rows to tamper with"
     with populated.engine.connect() as conn:
         ops = dict(conn.execute(text("SELECT op, COUNT(*) FROM audit_chain GROUP BY op")).all())
-    assert ops["insert"] >= 2 * len(chain.audited_tables()) and ops["update"] > 0
+    assert ops["insert"] >= 2 * len(chain.audited_tables())  # one seal: one entry a row
     # Each row's latest entry names it: rows == distinct keys in the chain.
     assert result.rows == sum(populated.count(name) for name in chain.audited_tables())
 
@@ -128,6 +132,7 @@ def test_a_rolled_back_write_leaves_no_entry(populated: Database) -> None:
         from gateway.persistence import tables as t
         conn.execute(update(t.orders).where(t.orders.c.order_id == "O1").values(status="x"))
         raise RuntimeError("abandon the transaction")
+    assert seal(populated) == 0  # the note went with the transaction
     after = verify(populated)
     assert after.ok and after.entries == before
 
@@ -388,6 +393,7 @@ def test_the_daemon_role_writes_through_the_gateway_but_cannot_rewrite_the_recor
     daemon = Database(url.replace("//fixalloc@", f"//{role}@"))
     try:
         populate(daemon)  # every kind of write the gateway makes
+        seal(daemon)
         assert verify(daemon).ok
         for table in APPEND_ONLY:
             pk = "seq" if table == "audit_chain" else _pk(table)
@@ -404,3 +410,17 @@ def test_the_daemon_role_writes_through_the_gateway_but_cannot_rewrite_the_recor
             conn.execute(text(f'DROP DATABASE IF EXISTS "role_{os.getpid()}"'))
             conn.execute(text(f"DROP ROLE IF EXISTS {role}"))
         cleanup.dispose()
+
+
+def test_rows_written_since_the_last_seal_are_counted_not_compared_then_sealed(
+        populated: Database) -> None:
+    """Between a write and its seal the row is reported as pending, not as a break; a row
+    noted several times gets one entry with its content at the seal."""
+    for status in ("a", "b", "c"):
+        populated.update_order("O1", status=status, updated_at=NOW)
+    waiting = verify(populated)
+    assert waiting.ok and waiting.pending == 1, waiting.summary()
+    entries = waiting.entries
+    assert seal(populated) == 3
+    sealed = verify(populated)
+    assert sealed.ok and sealed.pending == 0 and sealed.entries == entries + 1

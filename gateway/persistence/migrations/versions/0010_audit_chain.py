@@ -4,8 +4,9 @@ Revision ID: 0010
 Revises: 0009
 Create Date: 2026-11-30 06:20:00
 
-Every write to an audited table appends one entry to `audit_chain` in the same
-transaction (gateway/audit/chain.py): the hash of the row's content as stored, and a hash
+Every write to an audited table notes the row in `audit_pending` in the same transaction;
+the daemon's sealer turns those notes into `audit_chain` entries within a fraction of a
+second (gateway/audit/chain.py): the hash of the row's content as stored, and a hash
 linking it to the entry before. Rows already in the database when this runs are adopted
 into the chain by `Database.migrate` after the upgrade. `engine_version` records which
 engine made a decision, so a replay can say so when the engine's behaviour has changed;
@@ -39,7 +40,15 @@ def upgrade() -> None:
         sa.Column("entry_hash", sa.String(64), nullable=False),
         sa.PrimaryKeyConstraint("seq", name="pk_audit_chain"),
     )
-    op.create_index("ix_audit_chain_recorded", "audit_chain", ["recorded_at"])
+    op.create_table(
+        "audit_pending",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+                  autoincrement=True, nullable=False),
+        sa.Column("table_name", sa.String(48), nullable=False),
+        sa.Column("row_key", sa.String(160), nullable=False),
+        sa.Column("op", sa.String(8), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_audit_pending"),
+    )
     op.create_table(
         "audit_checkpoints",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
@@ -61,5 +70,5 @@ def downgrade() -> None:
         batch.drop_column("requested_method")
         batch.drop_column("engine_version")
     op.drop_table("audit_checkpoints")
-    op.drop_index("ix_audit_chain_recorded", "audit_chain")
+    op.drop_table("audit_pending")
     op.drop_table("audit_chain")
