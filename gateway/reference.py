@@ -55,7 +55,9 @@ class ReferenceData:
         for account in accounts:
             grouped.setdefault(account.book, []).append(account)
         digest = hashlib.sha256()
-        for name in sorted(texts):
+        # By file name, not path: the version is the content, wherever the files live (a
+        # replay reloads the stored texts from one folder and must get the same version).
+        for name in sorted(texts, key=lambda n: (Path(n).name, n)):
             digest.update(Path(name).name.encode() + b"\0" + texts[name].encode() + b"\0")
         return cls(securities, {k: tuple(v) for k, v in grouped.items()}, digest.hexdigest(),
                    texts)

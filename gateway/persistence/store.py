@@ -184,7 +184,8 @@ class Database(AuditRecords, LifecycleRecords, BlotterQueries):
                         "chain_before": prior.summary() if prior else "no chain yet"})
 
     def dispose(self) -> None:
-        if self.chain.dirty:  # a command's writes reach the chain before it exits
+        chain = getattr(self, "chain", None)  # absent on read-only views (audit whatif)
+        if chain is not None and chain.dirty:  # a command's writes reach the chain first
             from gateway.audit.chain_seal import seal
 
             try:

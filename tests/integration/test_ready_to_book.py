@@ -228,7 +228,9 @@ def test_replace_after_a_bust_and_cancel_keep_the_ready_to_book_form(tmp_path: P
         assert [(j.alloc_type, j.lines) for j in broker.allocations] == [("5", ()), ("5", ())]
         lines2 = _db(gw).load_allocation_lines(j2)
         assert {x["ticket_state"] for x in lines2} == {"booked_elsewhere"}
-        assert {x["ticket_state"] for x in _db(gw).load_allocation_lines(j1)} == {"superseded"}
+        # The J is marked replaced a moment before its tickets are marked superseded.
+        eventually(lambda: {x["ticket_state"] for x in _db(gw).load_allocation_lines(j1)}
+                   == {"superseded"}, timeout=10, description="J1's tickets superseded")
         oms_j2 = eventually(lambda: next((j for j in oms.allocations if j.alloc_id == j2),
                                          None), timeout=10, description="the OMS's Replace")
         assert (oms_j2.alloc_type, oms_j2.alloc_trans_type) == ("1", "1")

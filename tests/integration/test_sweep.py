@@ -26,6 +26,10 @@ from gateway.posttrade.sweep import SweepSettings, apply_exception_actions, run_
 from tests.support.clock import FakeClock
 from tests.unit.posttrade.sweep_rows import SESSIONS_UP, Blotter, ny
 
+# The day's orders, decisions and allocations are crafted rows (sweep_rows.Blotter, rulebook
+# "rb1"): nothing the engine decided, so nothing for the after-test replay.
+pytestmark = pytest.mark.no_replay("the sweep's rows are crafted by sweep_rows.Blotter")
+
 TOKEN = "sweep-token-123"
 TOKEN_ENV = "FIXALLOC_TEST_SWEEP_TOKEN"
 
