@@ -240,7 +240,7 @@ def _block(db: Database, order_id: str, alloc: Mapping[str, Any], decision: Mapp
         bps = None
         if qty and block_px:
             px = sum((q * p for q, p in got), Decimal(0)) / qty
-            bps = float(sign * (px - block_px) / block_px * 10000)
+            bps = (sign * (px - block_px) / block_px * 10000).quantize(Decimal("0.0001"))
         ref = accounts.get(account_id) or {}
         groups = {"tier": ref.get("tier") or "1", "scheme": ref.get("scheme") or "default",
                   "custodian": custodian.get(account_id) or ref.get("custodian") or ""}

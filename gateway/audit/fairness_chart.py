@@ -159,7 +159,7 @@ tr.flagged { background: #fde2e2; }
 """
 
 
-def num(value: float | None, places: int) -> str:
+def num(value: float | Decimal | None, places: int) -> str:
     return "-" if value is None else f"{value:.{places}f}"
 
 

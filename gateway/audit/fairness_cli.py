@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,7 @@ def _cmd_fairness(args: argparse.Namespace) -> int:
     finally:
         db.dispose()
     if args.format == "json":
-        text = json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n"
+        text = json.dumps(report.to_json(), indent=2, sort_keys=True, default=str) + "\n"
     elif args.format == "html":
         text = html_page(report, png=False)
     else:
@@ -130,7 +131,7 @@ def _cmd_fairness(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _n(value: float | None, spec: str) -> str:
+def _n(value: float | Decimal | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 

@@ -33,7 +33,7 @@ class Receipt:
     p_extra: float = 0.0
     p_odd: float = 0.0
     variance: float = 0.0  # of `received` under the fair mechanism, shares^2
-    price_bps: float | None = None  # positive: better than the block average for it
+    price_bps: Decimal | None = None  # positive: better than the block average for it
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,8 @@ class Figures:
     odd_lots_expected: float
     residual_shares: str
     residual_due: str
-    price_bps_mean: float | None
-    price_bps_max_abs: float | None
+    price_bps_mean: Decimal | None
+    price_bps_max_abs: Decimal | None
     z_fill: float | None
     p_fill: float | None
     p_lots: float | None
@@ -121,7 +121,7 @@ class _Unit:
     p_odd: float = 0.0
     residual: Decimal = Decimal(0)
     due: Decimal = Decimal(0)
-    prices: list[float] = field(default_factory=list)
+    prices: list[Decimal] = field(default_factory=list)
 
 
 def _units(receipts: Iterable[Receipt], key: str) -> dict[str, dict[str, _Unit]]:
@@ -173,7 +173,8 @@ def _figures(key: str, blocks: Mapping[str, _Unit]) -> Figures:
         odd_lots=sum(u.odd for u in done), odd_lots_expected=sum(u.p_odd for u in done),
         residual_shares=f"{sum((u.residual for u in done), Decimal(0)):.2f}",
         residual_due=f"{sum((u.due for u in done), Decimal(0)):.2f}",
-        price_bps_mean=sum(prices) / len(prices) if prices else None,
+        price_bps_mean=(sum(prices, Decimal(0)) / len(prices)).quantize(Decimal("0.0001"))
+        if prices else None,
         price_bps_max_abs=max(abs(p) for p in prices) if prices else None,
         z_fill=z, p_fill=p_fill, p_lots=poisson_binomial_pvalue(extra, probs) if done else None)
 
