@@ -91,13 +91,6 @@ def _cmd_fairness(args: argparse.Namespace) -> int:
         start, end, alpha = _arguments(args)
     except ValueError as exc:
         return _fail(EXIT_USAGE, str(exc))
-    state = getattr(args, "state_dir", None)
-    if state is not None and not (state / "gateway" / "fixalloc.db").is_file():
-        # Said here as well as in source.resolve, whose ConfigError for this case is
-        # raised with one argument of the three ConfigError takes (a TypeError).
-        return _fail(EXIT_CONFIG, f"{state}: no gateway database at "
-                                  f"{state / 'gateway' / 'fixalloc.db'} (run `fixalloc demo "
-                                  f"--state-dir {state}` first, or pass --config)")
     try:
         source = resolve(args)
     except ConfigError as exc:

@@ -101,13 +101,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
         scope = _scope(args)
     except _Usage as exc:
         return _fail(EXIT_USAGE, str(exc))
-    state = getattr(args, "state_dir", None)
-    if state is not None and not (state / "gateway" / "fixalloc.db").is_file():
-        # Said here as well as in source.resolve, which raises its ConfigError for this
-        # case with one of the three arguments ConfigError takes (a TypeError).
-        return _fail(EXIT_CONFIG, f"{state}: no gateway database at "
-                                  f"{state / 'gateway' / 'fixalloc.db'} (run `fixalloc demo "
-                                  f"--state-dir {state}` first, or pass --config)")
     try:
         source = resolve(args)
     except ConfigError as exc:
