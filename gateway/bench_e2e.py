@@ -122,6 +122,12 @@ def run(*, blocks: int, accounts: int, fills_per_block: int, block_qty: int,
                 "audit_chain": audit_chain,
                 "peak_rss_mb": p.peak_rss, "daemon_exit": code, "state_dir": str(state)})
     out["checks"]["daemon exit 0"] = code == 0
+    from gateway.bench_ingest import chain_check, chain_state
+
+    chain = chain_state(state / "gateway" / "fixalloc.db")
+    what, holds = chain_check(chain, on=audit_chain == "on")
+    out["audit_chain_entries"] = chain["entries"]
+    out["checks"][what] = holds
     out["ok"] = all(out["checks"].values())
     return out
 

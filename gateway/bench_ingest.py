@@ -283,6 +283,27 @@ class Run:
         return self.p.stop()
 
 
+def chain_state(path: Path) -> dict[str, Any]:
+    """The audit chain of a benchmark's database after its daemon stopped."""
+    from gateway.audit.chain_verify import verify
+
+    db = Database(f"sqlite:///{path}", pool_size=1)
+    try:
+        return verify(db).to_json()
+    finally:
+        db.dispose()
+
+
+def chain_check(state: dict[str, Any], *, on: bool) -> tuple[str, bool]:
+    """(what is checked, whether it holds): with the chain on, every row the run wrote is
+    in an intact chain, so the comparison measures a chain that did its work; off, the
+    chain holds nothing."""
+    if on:
+        return "audit chain intact, every row chained", bool(
+            state["ok"] and state["entries"] > 0 and state["pending"] == 0)
+    return "audit chain off, no entry", state["entries"] == 0
+
+
 def stored_fills(db: Database) -> tuple[int, int, int]:
     """(fills stored, distinct (session, ExecID), shares filled) from broker_reports."""
     with db.engine.connect() as conn:
@@ -305,11 +326,16 @@ def run(*, fills: int, orders: int, brokers: int, modes: tuple[str, ...], root: 
             code = one.stop()
         if system != "relay":
             results[system]["daemon_exit"] = code
+            results[system]["audit_chain"] = chain_state(
+                one.state / "gateway" / "fixalloc.db")
     base = results["relay"]["fills_per_s"]
     ratios = {m.lower(): round(results[m]["fills_per_s"] / base, 3) for m in modes}
     checks = {f"{m.lower()}: {k}": v for m in modes for k, v in results[m]["checks"].items()}
     checks.update({f"{m.lower()}: daemon exit 0": results[m]["daemon_exit"] == 0
                    for m in modes})
+    for m in modes:
+        what, holds = chain_check(results[m]["audit_chain"], on="NOCHAIN" not in m)
+        checks[f"{m.lower()}: {what}"] = holds
     return {"fills": results["relay"]["fills"], "orders": orders, "brokers": brokers,
             "relay": results["relay"],
             "fixalloc": {m.lower(): results[m] for m in modes},

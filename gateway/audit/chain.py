@@ -1,9 +1,9 @@
 """The tamper-evident record: every write to an audited row ends up as a hash-linked entry.
 
-How it works. `install(engine)` listens to every INSERT, UPDATE and DELETE that goes
-through SQLAlchemy on an audited table (every table of the schema but the chain's own).
-After the statement runs, the keys of the rows it touched are noted in `audit_pending`, in
-the same transaction: a note costs the live path one small insert. The sealer
+How it works. Every INSERT, UPDATE and DELETE the gateway makes on an audited table
+(every table of the schema but the chain's own) leaves a note of the row's key in
+`audit_pending`, in the same transaction, written by a trigger (chain_triggers.py says
+how only the gateway's connections note). The sealer
 (chain_seal.py; a daemon thread, every 0.2 s) reads the notes in order, reads each row as
 stored, and appends one entry per row to `audit_chain`: the SHA-256 of the row's content
 (`row_hash`) and an `entry_hash` over the entry's fields and the previous entry's hash.
@@ -34,12 +34,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, event, select
-from sqlalchemy.sql.dml import Delete, Insert, Update
-from sqlalchemy.sql.elements import BinaryExpression, BindParameter
-from sqlalchemy.sql.operators import eq
+from sqlalchemy import Connection, Engine, Table, event
 
-from gateway.persistence import audit_tables, lifecycle_tables, tables  # noqa: F401 (registers)
+from gateway.persistence import (  # noqa: F401 (registers their tables)
+    audit_tables,
+    auth_tables,
+    lifecycle_tables,
+    tables,
+)
 
 GENESIS = "0" * 64
 _EXCLUDED = frozenset({"audit_chain", "audit_checkpoints", "audit_pending"})
@@ -134,7 +136,7 @@ def scan_rows(conn: Connection, table: Table) -> Iterator[tuple[str, str]]:
 
 @dataclass
 class Chain:
-    """The listener's switch: off only while migrations run (their rows are adopted after)."""
+    """The notes' switch: off only while migrations run (their rows are adopted after)."""
 
     enabled: bool = True
     audited: dict[str, Table] = field(default_factory=audited_tables)
@@ -143,7 +145,11 @@ class Chain:
     bench_off: bool = field(
         default_factory=lambda: os.environ.get("FIXALLOC_BENCH_AUDIT_CHAIN") == "off")
 
-    dirty: bool = False  # this engine noted writes (Database.dispose seals them)
+    armed: bool = False  # this engine's connections note their writes
+    # A transaction of this engine committed while armed, so it may have left notes:
+    # Database.dispose seals them (a command that only reads, like `audit verify`, does
+    # not write to the chain on its way out).
+    committed: bool = False
 
     @property
     def on(self) -> bool:
@@ -205,56 +211,10 @@ def append_entries(conn: Connection,
     return len(batch)
 
 
-def _pk_literal(table: Table, where: Any) -> Any | None:
-    """The key value when the where clause is exactly `pk == value`, else None."""
-    if (isinstance(where, BinaryExpression) and where.operator is eq
-            and getattr(where.left, "table", None) is table
-            and where.left.name == _pk(table) and isinstance(where.right, BindParameter)):
-        return where.right.effective_value
-    return None
-
-
-def _matching_keys(conn: Connection, table: Table, where: Any) -> list[Any]:
-    key = _pk_literal(table, where)
-    if key is not None:
-        return [key]
-    query = select(table.c[_pk(table)])
-    if where is not None:
-        query = query.where(where)
-    return list(conn.execute(query).scalars())
-
-
-def _inserted_keys(table: Table, stmt: Insert, multiparams: Any, result: Any) -> list[Any]:
-    pk = _pk(table)
-    params = multiparams[0] if multiparams and isinstance(multiparams[0], list) else multiparams
-    if params and isinstance(params, list | tuple) and len(params) > 1:
-        missing = [p for p in params if pk not in p]
-        if missing:
-            raise TypeError(f"{table.name}: a multi-row insert must carry its keys to be "
-                            "chained")
-        return [p[pk] for p in params]
-    return [result.inserted_primary_key[0]]
-
-
-def note(conn: Connection, table: str, op: str, keys: Sequence[Any]) -> None:
-    """Note written rows for the sealer, in the writing transaction."""
-    if not keys:
-        return
-    mark = _mark(conn.dialect.name)
-    sql = ("INSERT INTO audit_pending (table_name, row_key, op) "  # noqa: S608
-           f"VALUES ({mark}, {mark}, {mark})")
-    cur = conn.connection.cursor()
-    try:
-        if len(keys) == 1:
-            cur.execute(sql, (table, str(keys[0]), op))
-        else:
-            cur.executemany(sql, [(table, str(k), op) for k in keys])
-    finally:
-        cur.close()
-
-
 def install(engine: Engine) -> Chain:
-    """Note every audited write made through `engine` for the sealer."""
+    """Make every connection `engine` opens note its audited writes (chain_triggers.py)."""
+    from gateway.audit import chain_triggers
+
     chain = Chain()
     if chain.bench_off:
         import structlog
@@ -262,37 +222,10 @@ def install(engine: Engine) -> Chain:
         structlog.get_logger("fixalloc.audit").warning(
             "audit.chain_off", reason="FIXALLOC_BENCH_AUDIT_CHAIN=off (benchmarks only): "
             "rows written now are outside the tamper-evident record")
+    chain_triggers.arm(engine, chain, chain.audited, _pk)
 
-    def _reset(conn: Connection, *_: Any) -> None:
-        conn.info.pop("chain_pre", None)
-
-    for name in ("commit", "rollback"):
-        event.listen(engine, name, _reset)
-
-    @event.listens_for(engine, "before_execute")
-    def _before(conn: Connection, clause: Any, multiparams: Any, params: Any,
-                options: Any) -> None:
-        if not chain.on or not isinstance(clause, Update | Delete):
-            return
-        table = clause.table
-        if isinstance(table, Table) and table.name in chain.audited:
-            # Keys first: the statement may change the very columns its where clause names.
-            conn.info.setdefault("chain_pre", {})[id(clause)] = _matching_keys(
-                conn, table, clause.whereclause)
-
-    @event.listens_for(engine, "after_execute")
-    def _after(conn: Connection, clause: Any, multiparams: Any, params: Any, options: Any,
-               result: Any) -> None:
-        if not chain.on or not isinstance(clause, Insert | Update | Delete):
-            return
-        table = clause.table
-        if not isinstance(table, Table) or table.name not in chain.audited:
-            return
-        chain.dirty = True
-        if isinstance(clause, Insert):
-            note(conn, table.name, "insert", _inserted_keys(table, clause, multiparams, result))
-        else:
-            note(conn, table.name, "delete" if isinstance(clause, Delete) else "update",
-                 conn.info.get("chain_pre", {}).pop(id(clause), []))
+    @event.listens_for(engine, "commit")
+    def _committed(_conn: Connection) -> None:
+        chain.committed = chain.armed
 
     return chain

@@ -164,11 +164,16 @@ class Database(AuditRecords, LifecycleRecords, BlotterQueries):
         if had_chain:
             seal(self)
         prior = verify(self) if had_chain else None
+        # Connections opened while the chain is off never note (chain_triggers.arm); the
+        # pool is closed on both sides so the upgrade's connections are unarmed and the
+        # ones after it are armed on every table, new ones included.
         self.chain.enabled = False
+        self.engine.dispose()
         try:
             upgrade_to_head(self.engine)
         finally:
             self.chain.enabled = True
+            self.engine.dispose()
         after = current_revision(self.engine)
         if after == before:
             return
@@ -185,7 +190,7 @@ class Database(AuditRecords, LifecycleRecords, BlotterQueries):
 
     def dispose(self) -> None:
         chain = getattr(self, "chain", None)  # absent on read-only views (audit whatif)
-        if chain is not None and chain.dirty:  # a command's writes reach the chain first
+        if chain is not None and chain.committed:  # a command's writes reach the chain first
             from gateway.audit.chain_seal import seal
 
             try:
@@ -310,8 +315,10 @@ class Database(AuditRecords, LifecycleRecords, BlotterQueries):
         decision: Mapping[str, Any],
         allocation: Mapping[str, Any],
         lines: Sequence[Mapping[str, Any]],
+        approval: Mapping[str, Any] | None = None,
     ) -> None:
-        """Store the decision, the allocation and its lines atomically, before any J is sent."""
+        """Store the decision, the allocation and its lines atomically, before any J is sent
+        (with the approval request when a policy holds it: gateway/approvals/)."""
         with self._tx() as conn:
             known = conn.execute(
                 select(t.decisions.c.decision_id).where(
@@ -327,6 +334,10 @@ class Database(AuditRecords, LifecycleRecords, BlotterQueries):
                 _count_block(conn, allocation["order_id"])
             if lines:
                 conn.execute(insert(t.allocation_lines), [dict(x) for x in lines])
+            if approval is not None:
+                from gateway.persistence.approval_tables import approvals
+
+                conn.execute(insert(approvals).values(**approval))
 
     @_transient
     def update_allocation(self, alloc_id: str, **values: Any) -> None:
