@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway import archive_cli
 
     archive_cli.add_command(sub)
+    from gateway.auth import users_cli
+
+    users_cli.add_command(sub)
     from gateway.audit import cli as audit_cli
 
     audit_cli.add_commands(sub)

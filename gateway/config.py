@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from gateway.audit.settings import AuditSettings
+from gateway.auth.settings import AuthSettings
 from gateway.errors import ConfigError
 from gateway.notify.settings import NotificationSettings
 from gateway.posttrade.sweep_settings import SweepSettings
@@ -58,7 +59,8 @@ class HttpSettings(_Frozen):
     host: str = "127.0.0.1"
     port: int = Field(default=8780, ge=0, le=65535)
     api_token_env: str | None = None
-    """Environment variable holding the bearer token required by state-changing requests."""
+    """Environment variable holding the shared machine token: a bearer token that acts as
+    `[auth] machine_token_role` (users have tokens of their own: docs/users.md)."""
 
 
 _TIME = r"^([01]\d|2[0-3]):[0-5]\d:[0-5]\d$"
@@ -324,6 +326,7 @@ class Config(_Frozen):
     notifications: NotificationSettings = NotificationSettings()
     sweep: SweepSettings = SweepSettings()
     audit: AuditSettings = AuditSettings()
+    auth: AuthSettings = AuthSettings()
     source: Path = Path("<memory>")
     """The file this was loaded from; relative paths inside resolve against its folder."""
 

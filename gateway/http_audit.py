@@ -5,24 +5,24 @@ Handlers read the database only (the HTTP pool), never dispatcher state.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query
+from fastapi import Depends, FastAPI, Query
 from fastapi.responses import JSONResponse
 
+from gateway.http_auth import Guard
 from gateway.persistence.store import Database
 
 
-def add_audit_endpoints(app: FastAPI, db: Database,
-                        require_token: Callable[[str | None], None]) -> None:
+def add_audit_endpoints(app: FastAPI, db: Database, guard: Guard) -> None:
     """Register the audit endpoints on `app`."""
     from gateway.audit.explain import ExplainError, explain_allocation
 
     @app.get("/allocations/{alloc_id}/explain",
              summary="Why each account got its quantity: rules, caps, arithmetic, rounding, "
                      "lots, as structure and plain sentences",
-             responses={404: {"description": "unknown allocation or account"}})
+             responses={404: {"description": "unknown allocation or account"}},
+             dependencies=[Depends(guard.needs("view"))])
     def explain(alloc_id: str, accounts: Annotated[str | None, Query(
             max_length=4000, description="A,B: explain these accounts in full and compare "
                                          "them; absent: a summary of every account")] = None,

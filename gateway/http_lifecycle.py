@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, Header, HTTPException
+from fastapi import Depends, FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.auth.principals import Principal
+from gateway.http_auth import Guard
 from gateway.persistence.store import Database
 
 Operate = Callable[[str, str, str, str], dict[str, Any]]
@@ -24,31 +26,39 @@ class ActionRequest(BaseModel):
 
     reason: str = Field(min_length=3, max_length=500)
     actor: str = Field(default="api", min_length=1, max_length=128)
+    """Who acts, when the caller is the shared token (a script names its person); a
+    user's own name is recorded whatever this says."""
 
 
 def add_lifecycle_endpoints(app: FastAPI, db: Database, operate: Operate | None,
-                            require_token: Callable[[str | None], None]) -> None:
+                            guard: Guard) -> None:
+    may_operate = Depends(guard.needs("operate_allocation"))
+
     @app.post("/allocations/{alloc_id}/{action}",
               summary="resend | replace | cancel an allocation (recorded with actor and reason)")
     def act(alloc_id: str, action: str, body: ActionRequest,
-            authorization: str | None = Header(default=None)) -> dict[str, Any]:
-        require_token(authorization)
+            who: Principal = may_operate) -> dict[str, Any]:
         if action not in ("resend", "replace", "cancel"):
             raise HTTPException(status_code=404, detail=f"no action {action!r}: "
                                                         "resend, replace or cancel")
         if operate is None:
             raise HTTPException(status_code=503, detail="the dispatcher is not running")
-        try:
-            return operate(action, alloc_id, body.actor, body.reason)
-        except LookupError as exc:
-            raise HTTPException(status_code=404, detail=str(exc)) from exc
-        except ValueError as exc:
-            raise HTTPException(status_code=409, detail=str(exc)) from exc
-        except TimeoutError as exc:
-            raise HTTPException(status_code=503, detail="the dispatcher did not answer in "
-                                                        "time; check /status") from exc
+        actor = who.actor(body.actor)
+        with guard.recording(who, "operate_allocation", f"allocation.{action}",
+                             f"allocation:{alloc_id}", reason=body.reason, claimed=body.actor,
+                             alloc_id=alloc_id):
+            try:
+                return operate(action, alloc_id, actor, body.reason)
+            except LookupError as exc:
+                raise HTTPException(status_code=404, detail=str(exc)) from exc
+            except ValueError as exc:
+                raise HTTPException(status_code=409, detail=str(exc)) from exc
+            except TimeoutError as exc:
+                raise HTTPException(status_code=503, detail="the dispatcher did not answer "
+                                                            "in time; check /status") from exc
 
-    @app.get("/exceptions", summary="The exceptions queue: what needs a person, and the next step")
+    @app.get("/exceptions", summary="The exceptions queue: what needs a person, and the next step",
+             dependencies=[Depends(guard.needs("view"))])
     def exceptions(state: str = "open", date: str | None = None) -> dict[str, Any]:
         if state not in ("open", "resolved", "all"):
             raise HTTPException(status_code=422, detail="state is open, resolved or all")

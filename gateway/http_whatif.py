@@ -3,21 +3,22 @@
 Only with the two-step activation mode on ([refdata] rules_activation = "staged"): the
 edited files are validated and kept as the staged version (gateway/rulebook_registry.py);
 these endpoints show it, report its what-if against recent blocks (gateway/audit/whatif.py,
-the same report as `fixalloc rules whatif`), and activate or discard it with the bearer
-token, naming who did it.
+the same report as `fixalloc rules whatif`), and activate or discard it (action
+reload_rules, gateway/auth/roles.py), naming who did it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.audit.whatif import WhatIfError, select_blocks, what_if
+from gateway.auth.principals import Principal
 from gateway.clock import trade_date_of
+from gateway.http_auth import Guard
 from gateway.persistence.store import Database
 from gateway.rulebook_registry import NothingStaged
 
@@ -29,16 +30,19 @@ class StagedAction(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     actor: str = Field(default="api", min_length=1, max_length=100)
-    """Who activates or discards; stored as `http:<actor>` in the version row / event."""
+    """Who activates or discards, when the caller is the shared token; stored as
+    `http:<actor>` in the version row / event (a user is recorded by its own name)."""
     version: str | None = Field(default=None, max_length=64)
     """The version the caller reviewed: refused (409) if another one is staged by now."""
+    reason: str | None = Field(default=None, max_length=500)
+    """Why, for the record (optional)."""
 
 
-def add_whatif_endpoints(app: FastAPI, db: Database, rulebooks: Any,
-                         require_token: Callable[[str | None], None]) -> None:
+def add_whatif_endpoints(app: FastAPI, db: Database, rulebooks: Any, guard: Guard) -> None:
     """Register the staged-rulebook endpoints on `app`."""
     if rulebooks is None:
         return
+    may_reload = Depends(guard.needs("reload_rules"))
 
     def staged_mode() -> None:
         if getattr(rulebooks, "activation", "immediate") != "staged":
@@ -53,7 +57,8 @@ def add_whatif_endpoints(app: FastAPI, db: Database, rulebooks: Any,
             raise HTTPException(status_code=404, detail="no rulebook version is staged")
         return staged
 
-    @app.get("/rulebook/staged", summary="The rulebook version waiting for activation, if any")
+    @app.get("/rulebook/staged", summary="The rulebook version waiting for activation, if any",
+             dependencies=[Depends(guard.needs("view"))])
     def show_staged() -> dict[str, Any]:
         staged_mode()
         staged = rulebooks.staged
@@ -70,7 +75,8 @@ def add_whatif_endpoints(app: FastAPI, db: Database, rulebooks: Any,
         return body
 
     @app.get("/rulebook/staged/whatif",
-             summary="What the staged rulebook would have changed in past blocks")
+             summary="What the staged rulebook would have changed in past blocks",
+             dependencies=[Depends(guard.needs("whatif"))])
     def staged_whatif(
         date: Annotated[dt.date | None, Query(description="one trade date")] = None,
         date_from: Annotated[dt.date | None, Query(alias="from")] = None,
@@ -102,26 +108,32 @@ def add_whatif_endpoints(app: FastAPI, db: Database, rulebooks: Any,
         return {"active": rulebooks.current().version, **report.to_json()}
 
     @app.post("/rulebook/staged/activate", summary="Put the staged rulebook version in force")
-    def activate(body: StagedAction | None = None,
-                 authorization: str | None = Header(default=None)) -> dict[str, Any]:
-        require_token(authorization)
+    def activate(body: StagedAction | None = None, who: Principal = may_reload
+                 ) -> dict[str, Any]:
         staged_mode()
         action = body or StagedAction()
-        try:
-            record = rulebooks.activate(f"http:{action.actor}", version=action.version)
-        except NothingStaged as exc:
-            raise HTTPException(status_code=409, detail=str(exc)) from exc
+        with guard.recording(who, "reload_rules", "rulebook.activate_staged", "rulebook",
+                             reason=action.reason, claimed=action.actor) as note:
+            try:
+                record = rulebooks.activate(f"http:{who.actor(action.actor)}",
+                                            version=action.version)
+            except NothingStaged as exc:
+                raise HTTPException(status_code=409, detail=str(exc)) from exc
+            note["version"] = record.version
         return {"active": record.version, "actor": record.actor,
                 "activated_at": record.loaded_at.isoformat(), "change": record.diff_summary}
 
     @app.post("/rulebook/staged/discard", summary="Drop the staged rulebook version")
-    def discard(body: StagedAction | None = None,
-                authorization: str | None = Header(default=None)) -> dict[str, Any]:
-        require_token(authorization)
+    def discard(body: StagedAction | None = None, who: Principal = may_reload
+                ) -> dict[str, Any]:
         staged_mode()
         action = body or StagedAction()
-        try:
-            record = rulebooks.discard(f"http:{action.actor}", version=action.version)
-        except NothingStaged as exc:
-            raise HTTPException(status_code=409, detail=str(exc)) from exc
+        with guard.recording(who, "reload_rules", "rulebook.discard_staged", "rulebook",
+                             reason=action.reason, claimed=action.actor) as note:
+            try:
+                record = rulebooks.discard(f"http:{who.actor(action.actor)}",
+                                           version=action.version)
+            except NothingStaged as exc:
+                raise HTTPException(status_code=409, detail=str(exc)) from exc
+            note["version"] = record.version
         return {"discarded": record.version, "active": rulebooks.current().version}
