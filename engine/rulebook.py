@@ -15,7 +15,7 @@ from typing import Any
 
 import cel
 
-from engine import canonical, custom_rules
+from engine import approval_policies, canonical, custom_rules
 from engine.cel_types import CelTypeError
 from engine.errors import RulebookError
 from engine.model import Side
@@ -89,13 +89,16 @@ class Rulebook:
     global_rules: tuple[int, ...] = ()
     book_rules: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     account_rules: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    # Which decisions stop for a person (engine/approval_policies.py).
+    approval_policies: tuple[approval_policies.ApprovalPolicy, ...] = ()
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "<memory>") -> Rulebook:
         """Validate `data` and build a rulebook; raise RulebookError naming the bad path."""
         if not isinstance(data, Mapping):
             raise RulebookError("", "rulebook must be a mapping")
-        _no_unknown(data, ("name", "description", "schemes", "restrictions", "books"), "")
+        _no_unknown(data, ("name", "description", "schemes", "restrictions", "books",
+                           "approval_policies"), "")
         schemes = _schemes(data.get("schemes") or {})
         restrictions = tuple(
             _restriction(item, f"restrictions[{i}]")
@@ -119,6 +122,9 @@ class Rulebook:
             "schemes": {n: s.params() | {"method": s.method} for n, s in sorted(schemes.items())},
             "restrictions": [_restriction_json(r) for r in restrictions],
         }
+        policies = approval_policies.parse(data.get("approval_policies"))
+        if policies:  # absent when empty: rulebooks without policies keep their versions
+            content["approval_policies"] = [p.to_json() for p in policies]
         version = canonical.sha256_hex(canonical.dumps(content))
         glob: list[int] = []
         by_book: dict[str, list[int]] = {}
@@ -139,6 +145,7 @@ class Rulebook:
             global_rules=tuple(glob),
             book_rules={k: tuple(v) for k, v in by_book.items()},
             account_rules={k: tuple(v) for k, v in by_acct.items()},
+            approval_policies=policies,
         )
 
     def scheme(self, name: str) -> Scheme:

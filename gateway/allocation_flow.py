@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -21,6 +21,7 @@ import structlog
 import engine
 from gateway import faults
 from gateway.alerts import Alerts
+from gateway.approvals.gate import ApprovalGate
 from gateway.clock import Clock, settlement_date
 from gateway.config import Config
 from gateway.fix.allocation_codec import ALLOC_TYPE_TO_FIX, JBlock, JLine, block_totals
@@ -51,6 +52,24 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# Allocation states whose J must not go out: waiting for the votes, or voted down.
+HELD = ("pending_approval", "approval_rejected")
+
+
+@dataclass(frozen=True)
+class Override:
+    """A person's split that replaces a rejected decision (a manual allocation)."""
+
+    lines: Mapping[str, Decimal]
+    reason: str
+    rejected: str  # the rejected allocation's id
+
+    def to_json(self) -> str:
+        """The order's pre-allocation form (orders.preallocations_json)."""
+        return json.dumps({"lines": [[a, str(q)] for a, q in sorted(self.lines.items())],
+                           "reason": self.reason})
+
+
 class AllocationFlow:
     def __init__(self, config: Config, db: Database, out: FixOutbound, refdata: ReferenceData,
                  rulebooks: Any, executor: Any, clock: Clock,
@@ -66,6 +85,9 @@ class AllocationFlow:
         self._config_hash = config.config_hash()
         self.notify: Any = None
         """Called with (order, allocation, lines) after a J is sent (notifications)."""
+        self.gate = ApprovalGate(db)
+        self.on_held: Any = None
+        """Called with (order, approval row) when a policy holds a decision."""
 
     # -- pre-trade ------------------------------------------------------------------------
 
@@ -85,18 +107,36 @@ class AllocationFlow:
 
     # -- allocation -----------------------------------------------------------------------
 
-    def allocate(self, order: Order, *, include_oms: bool = True) -> None:
-        """The block's first allocation: decide, store and send a J New."""
-        decided = self.decide(order)
+    def allocate(self, order: Order, *, include_oms: bool = True,
+                 override: Override | None = None) -> str | None:
+        """The block's allocation: decide, store and send a J New, unless an approval
+        policy holds it (then the J waits for the votes: gateway/approvals/desk.py).
+
+        `override` is a person's split replacing a rejected decision. Returns the new
+        allocation's id, or None when the engine refused (an exception is open)."""
+        rulebook = self.rulebooks.current()
+        decided = self.decide(order, rulebook=rulebook, override=override)
         if decided is None:
-            return
+            return None
         decision, rotation = decided
+        # Evaluated before storing, so the hold is stored with the allocation: a crash
+        # can never leave a held decision looking ready to send.
+        hold = self.gate.check(order, decision, rulebook, self.refdata, self.clock.now(),
+                               overrides=override.rejected if override else None)
         stored = self.store(order, decision, rotation_offset=rotation,
-                            refdata_version=self.refdata.version)
-        self.send(order, stored[0]["alloc_id"], include_oms=include_oms, stored=stored)
+                            refdata_version=self.refdata.version, approval=hold,
+                            override=override)
+        alloc_id = str(stored[0]["alloc_id"])
+        if hold is not None:
+            if self.on_held is not None:
+                self.on_held(order, {**hold, "alloc_id": alloc_id})
+            return alloc_id
+        self.send(order, alloc_id, include_oms=include_oms, stored=stored)
+        return alloc_id
 
     def decide(self, order: Order, *, rulebook: Any = None, refdata: ReferenceData | None = None,
-               rotation_offset: int | None = None) -> tuple[Any, int] | None:
+               rotation_offset: int | None = None,
+               override: Override | None = None) -> tuple[Any, int] | None:
         """The engine's decision on the order's ledger as it stands, or None (an exception).
 
         A Replace after a correction passes the rulebook, reference data and rotation of
@@ -114,9 +154,10 @@ class AllocationFlow:
             trade_date=date.fromisoformat(order.trade_date),
             accounts=refdata.accounts_for(order.book), securities=refdata.securities,
             decided_at=started,
-            method=self.requested_method(order),
-            preallocations=dict(order.preallocations) or None,
-            preallocation_reason=order.preallocation_reason, rotation_offset=rotation,
+            method=None if override else self.requested_method(order),
+            preallocations=dict(override.lines if override else order.preallocations) or None,
+            preallocation_reason=override.reason if override else order.preallocation_reason,
+            rotation_offset=rotation,
         )
         try:
             decision = engine.allocate(request, rulebook or self.rulebooks.current(),
@@ -157,7 +198,8 @@ class AllocationFlow:
     def store(self, order: Order, decision: Any, *, trans_type: str = "0",
               ref_alloc_id: str | None = None, reason: str | None = None,
               rotation_offset: int | None = None, refdata_version: str | None = None,
-              refdata: ReferenceData | None = None,
+              refdata: ReferenceData | None = None, approval: dict[str, Any] | None = None,
+              override: Override | None = None,
               ) -> tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]:
         """Store the decision and a J (New or Replace) with its lines, before any sending."""
         alloc_id = self.next_alloc_id(order)
@@ -186,7 +228,8 @@ class AllocationFlow:
             "decision_id": decision.decision_id, "broker": order.broker,
             "alloc_trans_type": trans_type, "alloc_type": alloc_type,
             "quantity": str(decision.allocated_qty), "avg_px": str(decision.avg_px),
-            "trade_date": order.trade_date, "settl_date": settl, "status": "pending_send",
+            "trade_date": order.trade_date, "settl_date": settl,
+            "status": "pending_send" if approval is None else "pending_approval",
             "created_at": now, "last_fill_at": order.ledger.last_fill_at,
             "ref_alloc_id": ref_alloc_id, "reason": reason,
             "fragments": self._fragment_count(order.broker, len(lines), alloc_type)}
@@ -197,14 +240,16 @@ class AllocationFlow:
              "decided_at": decision.decided_at, "canonical_json": decision.to_canonical_json(),
              "refdata_version": refdata_version or self.refdata.version,
              "rotation_offset": rotation_offset, "engine_version": engine.ENGINE_VERSION,
-             "requested_method": self.requested_method(order) or "",
-             "last_report_id": order.last_report_id},
+             "requested_method": "" if override else self.requested_method(order) or "",
+             "last_report_id": order.last_report_id,
+             "preallocations_json": override.to_json() if override else None},
             allocation, lines,
+            approval=None if approval is None else {**approval, "alloc_id": alloc_id},
         )
         faults.point("decision_stored")
         order.alloc_id = alloc_id
-        order.alloc_status = "pending_send"
-        order.allocs[alloc_id] = "pending_send"
+        order.alloc_status = allocation["status"]
+        order.allocs[alloc_id] = allocation["status"]
         order.ledger.changed_by_correction = False
         log.info("allocation.decided", alloc_id=alloc_id, trans_type=trans_type,
                  ref_alloc_id=ref_alloc_id, method=decision.method, accounts=len(lines),
@@ -291,6 +336,8 @@ class AllocationFlow:
             if loaded is None:
                 return
             alloc, rows = loaded, self.db.load_allocation_lines(alloc_id)
+        if alloc.get("status") in HELD:
+            return  # no J before the approvals say so (recovery comes through here too)
         j_lines = _j_lines(rows)
         broker_key = self.out.broker_key(order.broker)
         if alloc.get("sent_at") is None:

@@ -305,11 +305,34 @@ def _cmd_day(args: argparse.Namespace, state: Path) -> int:
     return 0 if summary["ok"] else 1
 
 
+def _cmd_approval(args: argparse.Namespace, state: Path) -> int:
+    from gateway.demo_approval import run_approval
+
+    def say(text: str) -> None:
+        if not args.json:
+            print(text, flush=True)  # noqa: T201
+
+    try:
+        summary = run_approval(state=state, say=say)
+    except DemoFailed as exc:
+        print(f"fixalloc demo --scenario approval failed: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True, default=str))  # noqa: T201
+    elif summary["ok"]:
+        print("ok: held until two PMs approved, then the J went out as decided")  # noqa: T201
+    if not summary["ok"]:
+        print("fixalloc demo --scenario approval failed", file=sys.stderr)  # noqa: T201
+    return 0 if summary["ok"] else 1
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     state = Path(args.state_dir).resolve() if args.state_dir else Path(
         tempfile.mkdtemp(prefix="fixalloc-demo-"))
     if args.scenario == "day":
         return _cmd_day(args, state)
+    if args.scenario == "approval":
+        return _cmd_approval(args, state)
     started = datetime.now()
     try:
         summary = run_demo(state=state, qty=Decimal(args.qty), fills=args.fills,
@@ -334,8 +357,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def add_command(sub: Any) -> None:
     demo = sub.add_parser(
         "demo", help="run the daemon with a simulated broker and OMS on 127.0.0.1")
-    demo.add_argument("--scenario", choices=["block", "day"], default="block",
-                      help="block: one block to its J; day: a trade date to the 21:00 sweep")
+    demo.add_argument("--scenario", choices=["block", "day", "approval"], default="block",
+                      help="block: one block to its J; day: a trade date to the 21:00 sweep; "
+                           "approval: a block held by a four-eyes policy, approved over HTTP")
     demo.add_argument("--speed", type=float, default=240.0,
                       help="day: simulated seconds per real second")
     demo.add_argument("--state-dir", help="keep the SQLite database and logs here")

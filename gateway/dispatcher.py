@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -21,12 +21,14 @@ import engine
 from gateway import faults
 from gateway.alerts import Alerts
 from gateway.allocation_flow import AllocationFlow
+from gateway.approvals.desk import ApprovalDesk
 from gateway.cancels import OrderCancels
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.events import (
     AllocationAckReceived,
     AllocationReportReceived,
+    ApprovalRequested,
     BlockOrderInvalid,
     BlockOrderReceived,
     BrokerReportReceived,
@@ -93,6 +95,8 @@ class Dispatcher:
         self.lifecycle = Lifecycle(self)
         self.confirmations = Confirmations(self)
         self.sweep = SweepRunner(self)
+        # Approvals still pending at the DTCC allocation deadline are alerted by name.
+        self.approvals = ApprovalDesk(self, cutoff=config.sweep.allocation_deadline)
         self.tick_seconds = 0.5
         self.publish_seconds = 0.1
         self._stale = True  # the first snapshot is taken once recovery has run
@@ -227,12 +231,16 @@ class Dispatcher:
             self.intake.on_tick(event.ts)
             self.lifecycle.on_tick(event.ts)
             self.confirmations.on_tick(event.ts)
+            self.approvals.on_tick(event.ts)
         elif isinstance(event, ConfirmationReceived):
             self.confirmations.on_confirmation(event)
         elif isinstance(event, AllocationReportReceived):
             self.confirmations.on_report(event)
         elif isinstance(event, OperatorRequested):
-            self._on_operator(event)
+            self._answer(event.reply, lambda: self.lifecycle.operator(
+                event.action, event.alloc_id, actor=event.actor, reason=event.reason))
+        elif isinstance(event, ApprovalRequested):
+            self._answer(event.reply, lambda: self.approvals.handle(event))
         elif isinstance(event, SweepDue):
             self.sweep.on_sweep_due(event)
         elif isinstance(event, BlockOrderInvalid):
@@ -296,19 +304,18 @@ class Dispatcher:
     def session_up(self, key: str) -> bool:
         return self.sessions_up.get(key, False)
 
-    def _on_operator(self, ev: OperatorRequested) -> None:
-        """A person's action: the answer goes back to the waiting HTTP request."""
+    def _answer(self, reply: Any, act: Callable[[], dict[str, Any]]) -> None:
+        """A person's action (HTTP or CLI): the answer goes back to the waiting request."""
         try:
-            result = self.lifecycle.operator(ev.action, ev.alloc_id, actor=ev.actor,
-                                             reason=ev.reason)
+            result = act()
         except (LookupError, ValueError) as exc:
-            ev.reply.set_exception(exc)
+            reply.set_exception(exc)
         except Exception as exc:
             # The request must be answered even when the action itself failed.
-            log.exception("operator.failed", action=ev.action, alloc_id=ev.alloc_id)
-            ev.reply.set_exception(exc)
+            log.exception("operator.failed")
+            reply.set_exception(exc)
         else:
-            ev.reply.set_result(result)
+            reply.set_result(result)
 
     # -- execution reports from brokers ----------------------------------------------------
 

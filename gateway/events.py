@@ -6,6 +6,7 @@ edge converts wire messages into these so the dispatcher never touches a quickfi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -117,6 +118,23 @@ class OperatorRequested:
     actor: str
     reason: str
     reply: Any
+
+
+@dataclass(frozen=True)
+class ApprovalRequested:
+    """A person's vote on a held allocation (approve | reject, `target` its alloc_id) or
+    an override of a rejected one (`target` the order_id, `lines` account -> quantity).
+
+    `reply` is a concurrent.futures.Future the dispatcher completes with the result.
+    """
+
+    action: str
+    target: str
+    actor: str
+    roles: tuple[str, ...]
+    reason: str
+    reply: Any
+    lines: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)

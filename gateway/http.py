@@ -1,12 +1,12 @@
 """HTTP: /healthz, /readyz, /status, /metrics, and allocation lookups, with generated OpenAPI.
 
 Handlers read immutable snapshots published by the dispatcher and the session manager;
-they take no locks and never touch dispatcher state.
+they take no locks and never touch dispatcher state. Each endpoint but the probes names
+the action it needs (gateway/auth/roles.py); gateway/http_auth.py says who the caller is.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import threading
 from collections.abc import Callable
@@ -14,14 +14,18 @@ from datetime import date
 from typing import Annotated, Any
 
 import uvicorn
-from fastapi import FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from gateway.auth.principals import Principal
+from gateway.auth.settings import AuthSettings
 from gateway.clock import Clock, SystemClock
+from gateway.http_approvals import Decide, add_approval_endpoints
 from gateway.http_audit import add_audit_endpoints
+from gateway.http_auth import Guard, install_auth
 from gateway.http_lifecycle import Operate, add_lifecycle_endpoints
 from gateway.http_whatif import add_whatif_endpoints
 from gateway.metrics import METRICS
@@ -33,9 +37,14 @@ def build_app(
     db: Database, rulebooks: Any = None, refdata: Any = None, api_token: str | None = None,
     run_sweep: Callable[[str, date], dict[str, Any]] | None = None, clock: Clock | None = None,
     operate: Operate | None = None, alive: Callable[[], bool] | None = None,
+    auth: AuthSettings | None = None, decide_approval: Decide | None = None,
 ) -> FastAPI:
+    """`api_token`: the shared machine token (acting as `auth.machine_token_role`); users,
+    their tokens and sessions live in `db` (gateway/http_auth.py)."""
     app = FastAPI(title="fixalloc", version="0.1.0",
                   description="Block allocation gateway: health, status, allocations, metrics")
+    guard = install_auth(app, db, settings=auth or AuthSettings(), machine_token=api_token)
+    view = [Depends(guard.needs("view"))]
 
     @app.exception_handler(PoolTimeout)
     def busy(_request: Request, _exc: PoolTimeout) -> JSONResponse:
@@ -61,7 +70,7 @@ def build_app(
         return {"ready": ok, "sessions_not_logged_on": waiting}
 
     @app.get("/status", summary="Sessions, open orders, one page of the day's blotter and "
-                                "allocations by state")
+                                "allocations by state", dependencies=view)
     def get_status(
         state: Annotated[str, Query(pattern=r"^[a-z_]{1,24}$", description=(
             "all | open | finished | an order status"))] = "all",
@@ -77,7 +86,8 @@ def build_app(
     def metrics() -> Response:
         return Response(generate_latest(METRICS.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/allocations/{alloc_id}", summary="One allocation with its lines and decision")
+    @app.get("/allocations/{alloc_id}", summary="One allocation with its lines and decision",
+             dependencies=view)
     def allocation(alloc_id: str) -> dict[str, Any]:
         alloc = db.load_allocation(alloc_id)
         if alloc is None:
@@ -89,55 +99,63 @@ def build_app(
             "decision": json.loads(decision["canonical_json"]) if decision else None,
         }
 
-    def require_token(authorization: str | None) -> None:
-        if api_token is None:
-            return
-        if authorization is None or not hmac.compare_digest(
-                authorization.encode(), f"Bearer {api_token}".encode()):
-            raise HTTPException(status_code=401, detail="a valid bearer token is required")
-
     def refdata_counts(data: Any) -> dict[str, Any]:
         return {"securities": len(data.securities),
                 "accounts": {b: len(a) for b, a in data.accounts_by_book.items()}}
 
-    for path, registry, what, extra in (
-        ("/rulebook", rulebooks, "rulebook", lambda _rb: {}),
+    for path, registry, what, extra, action in (
+        ("/rulebook", rulebooks, "rulebook", lambda _rb: {}, "reload_rules"),
         ("/refdata", refdata, "reference data (accounts, positions, securities)",
-         refdata_counts),
+         refdata_counts, "reload_refdata"),
     ):
         if registry is not None:
-            _add_live_endpoints(app, path, registry, what, extra, require_token)
+            _add_live_endpoints(app, path, registry, what, extra, guard, action)
 
-    _add_sweep_endpoints(app, db, run_sweep, clock or SystemClock(), require_token)
-    add_lifecycle_endpoints(app, db, operate, require_token)
-    add_audit_endpoints(app, db, require_token)
-    add_whatif_endpoints(app, db, rulebooks, require_token)
+    _add_sweep_endpoints(app, db, run_sweep, clock or SystemClock(), guard)
+    add_lifecycle_endpoints(app, db, operate, guard)
+    add_audit_endpoints(app, db, guard)
+    add_whatif_endpoints(app, db, rulebooks, guard)
+    add_approval_endpoints(app, db, decide_approval, guard)
     return app
+
+
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(default=None, max_length=500)
+    """Why, for the record (optional)."""
 
 
 def _add_live_endpoints(
     app: FastAPI, path: str, registry: Any, what: str,
-    extra: Callable[[Any], dict[str, Any]], require_token: Callable[[str | None], None],
+    extra: Callable[[Any], dict[str, Any]], guard: Guard, action: str,
 ) -> None:
     """GET the active version of a live file set; POST to reload it (422 when refused)."""
     name = path.strip("/")
 
     @app.get(path, summary=f"The active {what} version and the versions loaded since start",
-             operation_id=f"get_{name}")
+             operation_id=f"get_{name}", dependencies=[Depends(guard.needs("view"))])
     def show() -> dict[str, Any]:
         history = [{"version": r.version, "loaded_at": r.loaded_at.isoformat(),
                     "actor": r.actor, "change": r.diff_summary} for r in registry.history]
         return {"active": registry.current().version, "last_error": registry.last_error,
                 **extra(registry.current()), "history": history}
 
+    may_reload = Depends(guard.needs(action))
+
     @app.post(f"{path}/reload", summary=f"Validate and activate the {what} files now",
               operation_id=f"reload_{name}")
-    def reload(authorization: str | None = Header(default=None)) -> dict[str, Any]:
-        require_token(authorization)
-        try:
-            record = registry.reload("http")
-        except registry.refused as exc:
-            raise HTTPException(status_code=422, detail=str(exc)) from exc
+    def reload(body: ReloadRequest | None = None, who: Principal = may_reload
+               ) -> dict[str, Any]:
+        # The version rows keep "http" for the shared token, as before users existed.
+        actor = f"http:{who.name}" if who.is_user else "http"
+        with guard.recording(who, action, f"{name}.reload", name,
+                             reason=body.reason if body else None) as note:
+            try:
+                record = registry.reload(actor)
+            except registry.refused as exc:
+                raise HTTPException(status_code=422, detail=str(exc)) from exc
+            note["version"] = record.version
         return {"active": record.version, "change": record.diff_summary}
 
 
@@ -148,17 +166,23 @@ class SweepRunRequest(BaseModel):
     """The checkpoint, HH:MM New York time (default: now; 23:59 for a past date)."""
     date: str | None = None
     """The trade date, YYYY-MM-DD (default: today in New York)."""
+    reason: str | None = Field(default=None, max_length=500)
+    """Why it is run now, for the record (optional)."""
 
 
 def _add_sweep_endpoints(
     app: FastAPI, db: Database, run_sweep: Callable[[str, date], dict[str, Any]] | None,
-    clock: Clock, require_token: Callable[[str | None], None],
+    clock: Clock, guard: Guard,
 ) -> None:
     """GET the stored end-of-day sweep reports; POST to run one now (FIX_ALLOCATION.md §5.3)."""
     from gateway.posttrade import sweep_report
     from gateway.posttrade.sweep import latest_swept_date, parse_trade_date, run_target
 
-    @app.get("/sweep", summary="The sweep reports of a trade date (default: the latest)")
+    view = [Depends(guard.needs("view"))]
+    may_run = Depends(guard.needs("run_sweep"))
+
+    @app.get("/sweep", summary="The sweep reports of a trade date (default: the latest)",
+             dependencies=view)
     def sweep_list(date: str | None = None) -> dict[str, Any]:
         day: str | None
         if date is not None:
@@ -173,7 +197,8 @@ def _add_sweep_endpoints(
         return {"trade_date": day,
                 "reports": [sweep_report.summary(sweep_report.stored(r)) for r in rows]}
 
-    @app.get("/sweep/{report_id}", summary="One stored sweep report in full")
+    @app.get("/sweep/{report_id}", summary="One stored sweep report in full",
+             dependencies=view)
     def sweep_one(report_id: int) -> dict[str, Any]:
         row = db.sweep_report(report_id)
         if row is None:
@@ -182,9 +207,8 @@ def _add_sweep_endpoints(
 
     @app.post("/sweep/run", summary="Run the sweep now for a checkpoint and trade date; "
               "returns the stored report")
-    def sweep_run(body: SweepRunRequest | None = None,
-                  authorization: str | None = Header(default=None)) -> dict[str, Any]:
-        require_token(authorization)
+    def sweep_run(body: SweepRunRequest | None = None, who: Principal = may_run
+                  ) -> dict[str, Any]:
         if run_sweep is None:
             raise HTTPException(status_code=503, detail="the sweep does not run on this gateway")
         request = body or SweepRunRequest()
@@ -192,11 +216,13 @@ def _add_sweep_endpoints(
             checkpoint, day = run_target(request.at, request.date, clock.now())
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from exc
-        try:
-            report = run_sweep(checkpoint, day)
-        except TimeoutError as exc:
-            raise HTTPException(status_code=503, detail="the dispatcher did not run the sweep "
-                                f"in time: {exc}") from exc
+        with guard.recording(who, "run_sweep", "sweep.run", f"sweep:{day}@{checkpoint}",
+                             reason=request.reason):
+            try:
+                report = run_sweep(checkpoint, day)
+            except TimeoutError as exc:
+                raise HTTPException(status_code=503, detail="the dispatcher did not run the "
+                                    f"sweep in time: {exc}") from exc
         row = next((r for r in db.sweep_reports(day.isoformat())
                     if r["checkpoint"] == checkpoint), None)
         if row is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import threading
+from collections.abc import Mapping
 from concurrent.futures import Future
 from datetime import UTC, date, datetime
 from typing import Any
@@ -27,7 +28,13 @@ from gateway.clock import Clock, SystemClock, settlement_date, trade_date_of
 from gateway.config import Config
 from gateway.dispatcher import Dispatcher
 from gateway.errors import ConfigError
-from gateway.events import OperatorRequested, ReferenceDataChanged, RulebookChanged, SweepDue
+from gateway.events import (
+    ApprovalRequested,
+    OperatorRequested,
+    ReferenceDataChanged,
+    RulebookChanged,
+    SweepDue,
+)
 from gateway.fix.outbound import FixOutbound
 from gateway.fix.sessions import FixSessions
 from gateway.fix.store_secrets import scrub_files, secure_state_dir
@@ -140,6 +147,8 @@ class Node:
         notifier.start()
         flow.notify = lambda order, alloc, rows: notifier.notify(
             notices.allocation_sent(order, alloc, rows, db))
+        self.dispatcher.approvals.notify = lambda order, approval, escalated: notifier.notify(
+            notices.approval_pending(order, approval, escalated=escalated))
         recover(self.dispatcher)
         self.dispatcher.exceptions.notify = lambda fields: notifier.notify(
             notices.exception_opened(fields))
@@ -168,8 +177,9 @@ class Node:
             app = build_app(status=self.status, ready=self.ready, alive=self.alive,
                             db=self.http_db,
                             run_sweep=self._run_sweep_now, clock=self.clock,
-                            operate=self._operate,
-                            rulebooks=self.rulebooks, refdata=self.refdata, api_token=token)
+                            operate=self._operate, decide_approval=self._decide_approval,
+                            rulebooks=self.rulebooks, refdata=self.refdata, api_token=token,
+                            auth=cfg.auth)
             self.http = HttpServer(app, cfg.http.host, cfg.http.port)
             self.http.start()
             log.info("http.listening", host=cfg.http.host, port=self.http.port)
@@ -303,6 +313,15 @@ class Node:
         assert self.dispatcher is not None
         done: Future[dict[str, Any]] = Future()
         self.dispatcher.inbox.put(OperatorRequested(action, alloc_id, actor, reason, done))
+        return done.result(timeout=60)
+
+    def _decide_approval(self, action: str, target: str, actor: str, roles: tuple[str, ...],
+                         reason: str, lines: Mapping[str, str] | None) -> dict[str, Any]:
+        """A vote or an override from HTTP: the dispatcher decides and answers."""
+        assert self.dispatcher is not None
+        done: Future[dict[str, Any]] = Future()
+        self.dispatcher.inbox.put(ApprovalRequested(action, target, actor, roles, reason,
+                                                    done, lines))
         return done.result(timeout=60)
 
     def stop(self) -> None:

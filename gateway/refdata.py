@@ -267,7 +267,8 @@ def rule_files(path: str | Path) -> list[Path]:
 def read_rulebook_mapping(path: str | Path
                           ) -> tuple[dict[str, Any], dict[str, tuple[Path, int]], list[Path]]:
     """Merge the YAML files into one mapping plus a path -> (file, line) locator."""
-    merged: dict[str, Any] = {"restrictions": []}
+    lists = ("restrictions", "approval_policies")  # several files may each add items
+    merged: dict[str, Any] = {key: [] for key in lists}
     where: dict[str, tuple[Path, int]] = {}
     files = rule_files(path)
     for f in files:
@@ -278,12 +279,12 @@ def read_rulebook_mapping(path: str | Path
             raise RefDataError(f, 1, "a rulebook file must be a mapping at the top level")
         local: dict[str, tuple[Path, int]] = {}
         _index(node, "", f, local)
-        offset = len(merged["restrictions"])
+        offsets = {key: len(merged[key]) for key in lists}
         for key, value in data.items():
-            if key == "restrictions":
+            if key in lists:
                 if not isinstance(value, list):
-                    raise RefDataError(f, local["restrictions"][1], "restrictions must be a list")
-                merged["restrictions"].extend(value)
+                    raise RefDataError(f, local[key][1], f"{key} must be a list")
+                merged[key].extend(value)
             elif key in ("books", "schemes") and isinstance(value, dict):
                 section = merged.setdefault(key, {})
                 for name, body in value.items():
@@ -298,10 +299,13 @@ def read_rulebook_mapping(path: str | Path
                 merged[key] = value
         for sub, loc in local.items():
             key = sub
-            if sub.startswith("restrictions["):
-                idx, _, rest = sub[len("restrictions["):].partition("]")
-                key = f"restrictions[{int(idx) + offset}]{rest}"
+            for name in lists:
+                if sub.startswith(f"{name}["):
+                    idx, _, rest = sub[len(name) + 1:].partition("]")
+                    key = f"{name}[{int(idx) + offsets[name]}]{rest}"
             where[key] = loc
+    if not merged["approval_policies"]:
+        del merged["approval_policies"]
     return merged, where, files
 
 

@@ -37,6 +37,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, event
 
 from gateway.persistence import (  # noqa: F401 (registers their tables)
+    approval_tables,
     audit_tables,
     auth_tables,
     lifecycle_tables,

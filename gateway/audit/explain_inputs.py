@@ -107,7 +107,9 @@ def load_inputs(db: Database, decision: dict[str, Any], row: dict[str, Any],
                                                  "securities) of the decision is not stored")
     all_accounts, securities = refdata
     accounts = tuple(a for a in all_accounts if a.book == order["book"])
-    pre = json.loads(order["preallocations_json"]) if order.get("preallocations_json") else None
+    # A person's override is the decision's own input; else the order's pre-allocation.
+    pre_text = row.get("preallocations_json") or order.get("preallocations_json")
+    pre = json.loads(pre_text) if pre_text else None
     base = dict(
         block_id=decision["block_id"], symbol=decision["symbol"], side=_SIDES[decision["side"]],
         executed_qty=Decimal(decision["executed_qty"]), avg_px=Decimal(decision["avg_px"]),

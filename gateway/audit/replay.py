@@ -222,7 +222,7 @@ class Replayer:
         refdata = self._version("reference data", row["refdata_version"],
                                 lambda: self._reference(row["refdata_version"]))
         decided_at = datetime.fromisoformat(stored["decided_at"])
-        order = _order(order_row)
+        order = _order(order_row, row.get("preallocations_json"))
         order.ledger, ledger_note = ledger_at(self.db.load_reports(order.order_id), decided_at,
                                               Decimal(stored["executed_qty"]),
                                               Decimal(stored["avg_px"]),
@@ -380,16 +380,17 @@ def differences(stored: Mapping[str, Any], replayed: Mapping[str, Any]) -> tuple
     return tuple(out)
 
 
-def _order(row: Mapping[str, Any]) -> Order:
-    """The order as `decide` reads it: identity, book, side, date and pre-allocation."""
+def _order(row: Mapping[str, Any], override: str | None = None) -> Order:
+    """The order as `decide` reads it: identity, book, side, date and pre-allocation (a
+    person's override, when the decision has one, instead of the order's)."""
     order = Order(
         order_id=row["order_id"], oms_session=row["oms_session"],
         oms_cl_ord_id=row["oms_cl_ord_id"], book=row["book"], symbol=row["symbol"],
         side=row["side"], order_qty=Decimal(row["order_qty"]), ord_type=row["ord_type"],
         price=Decimal(row["price"]) if row["price"] else None,
         time_in_force=row["time_in_force"], broker=row["broker"], trade_date=row["trade_date"])
-    if row.get("preallocations_json"):
-        pre = json.loads(row["preallocations_json"])
+    if override or row.get("preallocations_json"):
+        pre = json.loads(override or row["preallocations_json"])
         order.preallocations = tuple((a, Decimal(q)) for a, q in pre["lines"])
         order.preallocation_reason = pre["reason"]
     return order

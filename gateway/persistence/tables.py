@@ -204,6 +204,9 @@ decisions = Table(
     # report in the ledger it decided on: inputs `fixalloc audit replay` would otherwise infer.
     Column("requested_method", String(32), nullable=True),
     Column("last_report_id", BigInteger, nullable=True),
+    # A person's split that replaced a rejected decision (an override; migration 0013),
+    # in the order's pre-allocation form: the decision's input, not the order's.
+    Column("preallocations_json", Text, nullable=True),
 )
 
 allocations = Table(

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("fixalloc.lifecycle")
 
-DEAD = ("block_rejected", "session_rejected", "replaced", "cancelled")
+DEAD = ("block_rejected", "session_rejected", "replaced", "cancelled", "approval_rejected")
 """An allocation in one of these states is over: a new J is needed for the block."""
 _AUTO_FIX_CODES = {"1", "2", "8", "9", "10"}
 """AllocRejCodes a correction explains (quantity, average price, calculation, ExecID)."""

@@ -42,3 +42,28 @@ def exception_opened(fields: Mapping[str, Any]) -> Notification:
         subject=f"exception {fields['kind']}: {fields.get('alloc_id') or fields.get('order_id')}",
         summary={**dict(fields), "exceptions": [dict(fields)]},
         text=f"{fields['reason']}\nNext step: {fields['next_step']}")
+
+
+def approval_pending(order: Any, approval: Mapping[str, Any], *, escalated: bool = False
+                     ) -> Notification:
+    """A decision held for approval (or escalated): who must approve it, and where."""
+    import json
+
+    policies = json.loads(approval["policies_json"])
+    roles = sorted({p["escalate"]["role"] if escalated and p.get("escalate")
+                    else p["approvers"]["role"] for p in policies})
+    alloc_id = approval["alloc_id"]
+    what = "escalated" if escalated else "awaits approval"
+    return Notification(
+        kind="approval_pending", book=order.book,
+        subject=f"{order.book} {order.side} {order.symbol}: allocation {alloc_id} {what} "
+                f"({', '.join(roles)})",
+        summary={"alloc_id": alloc_id, "order_id": order.order_id,
+                 "cl_ord_id": order.oms_cl_ord_id, "escalated": escalated,
+                 "approvers": roles, "policies": [
+                     {"id": p["id"], "version": p["version"], "description": p["description"],
+                      "count": p["approvers"]["count"]} for p in policies],
+                 "link": f"/ui/allocations/{alloc_id}", "api": f"/approvals/{alloc_id}"},
+        text="\n".join(f"{p['id']} v{p['version']}: {p['description']} "
+                       f"({p['approvers']['count']} x {p['approvers']['role']})"
+                       for p in policies))

@@ -90,6 +90,44 @@ def populate(db: Database) -> None:
             "subject": "s", "summary_json": "{}", "body": "b", "state": "pending",
             "attempts": 0, "next_attempt_at": NOW, "created_at": NOW, "updated_at": NOW}])
     db.resolve_exceptions(at=NOW, by="ops", resolution="done", alloc_id="A1")
+    _people(db)
+    _approvals(db)
+
+
+def _approvals(db: Database) -> None:
+    """A held allocation with a vote for each block (gateway/approvals/)."""
+    from gateway.approvals import records
+    from gateway.persistence.approval_tables import approvals
+
+    with db.engine.begin() as conn:
+        for n in (1, 2):
+            conn.execute(approvals.insert().values(
+                alloc_id=f"A{n}", order_id=f"O{n}", decision_id=f"D{n}", state="pending",
+                policies_json="[]", facts_json="{}", barred="OMS1", requested_at=NOW))
+    for n in (1, 2):
+        records.record_vote(db, {"alloc_id": f"A{n}", "actor": "alice", "roles": "pm",
+                                 "vote": "approve", "reason": "", "voted_at": NOW},
+                            "approved", decided_by="alice", at_=NOW)
+
+
+def _people(db: Database) -> None:
+    """Two users with a token and a session each (gateway/auth/). Inserted directly: the
+    chain needs rows, not argon2's deliberately slow hashes."""
+    from sqlalchemy import insert
+
+    from gateway.persistence import auth_tables as at
+
+    with db.engine.begin() as conn:
+        for n in (1, 2):
+            conn.execute(insert(at.users).values(
+                username=f"user{n}", password_hash="$argon2id$v=19$stub", roles="viewer",
+                enabled=True, created_at=NOW, password_changed_at=NOW))
+            conn.execute(insert(at.api_tokens).values(
+                token_id=f"fxt_{n}", username=f"user{n}", secret_hash="0" * 64, label="t",
+                created_at=NOW))
+            conn.execute(insert(at.auth_sessions).values(
+                session_id=f"fxs_{n}", username=f"user{n}", secret_hash="1" * 64,
+                csrf_token="c", created_at=NOW, expires_at=NOW))
 
 
 def _pk(table: str) -> str:

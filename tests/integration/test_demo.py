@@ -64,3 +64,23 @@ def test_demo_day_ends_with_every_ticket_affirmed_and_nothing_open(tmp_path: Pat
             c["at"] for c in summary["checkpoints"]]
     finally:
         db.dispose()
+
+
+def test_demo_approval_holds_the_block_until_two_pms_approve(tmp_path: Path) -> None:
+    from gateway.demo_approval import run_approval
+
+    said: list[str] = []
+    summary = run_approval(state=tmp_path / "demo", say=said.append)
+    assert summary["ok"], summary
+    assert summary["held_j_at_broker"] == 0  # nothing went out while it was held
+    assert [v["state"] for v in summary["votes"]] == ["pending", "approved"]
+    assert summary["j_alloc_id"] == summary["alloc_id"]
+    assert summary["approval"]["decided_by"] == "alice,bob"
+    assert any("waiting for FOUR-EYES-LARGE: 2 more pm" in line for line in said)
+    db = Database(f"sqlite:///{tmp_path / 'demo' / 'gateway' / 'fixalloc.db'}")
+    try:
+        lines = db.load_allocation_lines(summary["alloc_id"])
+        assert len(lines) == summary["j_lines"]
+        assert sum(Decimal(x["qty"]) for x in lines) == Decimal(summary["j_quantity"])
+    finally:
+        db.dispose()

@@ -6,6 +6,8 @@ from alembic import context
 from sqlalchemy import create_engine
 
 import gateway.notify.outbox
+import gateway.persistence.approval_tables
+import gateway.persistence.auth_tables
 import gateway.persistence.lifecycle_tables  # noqa: F401  (their tables join the metadata)
 from gateway.persistence.tables import metadata
 
