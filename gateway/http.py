@@ -30,6 +30,7 @@ from gateway.http_lifecycle import Operate, add_lifecycle_endpoints
 from gateway.http_whatif import add_whatif_endpoints
 from gateway.metrics import METRICS
 from gateway.persistence.store import Database
+from gateway.web import add_web_pages
 
 
 def build_app(
@@ -116,6 +117,7 @@ def build_app(
     add_audit_endpoints(app, db, guard)
     add_whatif_endpoints(app, db, rulebooks, guard)
     add_approval_endpoints(app, db, decide_approval, guard)
+    add_web_pages(app, db, guard, status=status)
     return app
 
 
