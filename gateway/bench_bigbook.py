@@ -15,7 +15,6 @@ import argparse
 import csv
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.bench_output import emit
-from gateway.demo import CONFIG_DIR, DemoFailed, _http_json, demo_config
+from gateway.demo import CONFIG_DIR, DemoFailed, _http_json, demo_config, stop_daemon
 from gateway.fix.sim.broker import BrokerSimulator, FillPlan
 from gateway.fix.sim.common import wait_for
 from gateway.fix.sim.oms import BlotterOrder, OmsSimulator
@@ -112,12 +111,7 @@ def run(*, accounts: int, max_lines: int, qty: Decimal, workers: int, state: Pat
             raise DemoFailed(f"no final P for {alloc_id}")
         peak = _peak_rss_mib(daemon.pid)
     finally:
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(60)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
+        stop_daemon(daemon, 60)
         oms.stop()
         broker.stop()
         log_file.close()

@@ -34,6 +34,17 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "config"
 
 
+def stop_daemon(daemon: subprocess.Popen[Any], timeout: float = 30) -> None:
+    """SIGTERM (the daemon drains and logs out), then SIGKILL if it has not gone in time."""
+    if daemon.poll() is None:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait(10)
+
+
 class DemoFailed(RuntimeError):
     pass
 
@@ -174,12 +185,7 @@ def run_demo(*, state: Path, qty: Decimal, fills: int, interval_ms: int, price: 
     finally:
         # Stop the daemon first so its Logouts are exchanged, then read the simulators'
         # sequence numbers: they are the independent count of what crossed each session.
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
+        stop_daemon(daemon)
         wait_for(lambda: not oms.engine.is_logged_on() and not broker.engine.is_logged_on(), 10)
         counterparty = {"FIX.4.4:FIXALLOC->OMS1": oms.engine.message_counts(),
                         "FIX.4.4:FIXALLOC->BRKA": broker.engine.message_counts()}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from gateway.demo import CONFIG_DIR, DemoFailed, demo_config
+from gateway.demo import CONFIG_DIR, DemoFailed, demo_config, stop_daemon
 from gateway.fix.sim.broker import BrokerSimulator, FillPlan
 from gateway.fix.sim.common import wait_for
 from gateway.fix.sim.oms import BlotterOrder, OmsSimulator
@@ -149,12 +148,7 @@ def run_approval(*, state: Path, say: Callable[[str], None], timeout: float = 60
         say(f"  page: http://127.0.0.1:{http_port}/ui/allocations/{alloc_id} "
             "(while the daemon runs)")
     finally:
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
+        stop_daemon(daemon)
         oms.stop()
         broker.stop()
         log_file.close()

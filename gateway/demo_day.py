@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.clock import NEW_YORK, SimulatedClock
-from gateway.demo import DemoFailed, demo_config
+from gateway.demo import DemoFailed, demo_config, stop_daemon
 from gateway.fix.sim.broker import BrokerSimulator, FillPlan
 from gateway.fix.sim.common import wait_for
 from gateway.fix.sim.oms import BlotterOrder, OmsSimulator
@@ -240,12 +239,7 @@ def run_day(*, state: Path, speed: float = 240.0, say: Any = print) -> dict[str,
         day.must(lambda: day.http("GET", "/readyz")[0] == 200, 30, "sessions logged on")
         ids = day.play(oms, broker)
     finally:
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
+        stop_daemon(daemon)
         oms.stop()
         broker.stop()
         log.close()

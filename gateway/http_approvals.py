@@ -15,9 +15,10 @@ from fastapi import Depends, FastAPI, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.approvals import records
-from gateway.approvals.votes import VoteRefused, tally
+from gateway.approvals.votes import tally
 from gateway.auth.principals import Principal
 from gateway.http_auth import Guard
+from gateway.http_lifecycle import dispatcher_answer
 from gateway.persistence.store import Database
 
 # (action, target, actor, roles, reason, lines) -> the dispatcher's answer
@@ -100,17 +101,8 @@ def add_approval_endpoints(app: FastAPI, db: Database, decide: Decide | None,
         kind = "order" if action == "override" else "allocation"
         with guard.recording(who, action, operation, f"{kind}:{target}", reason=reason,
                              alloc_id=None if action == "override" else target) as note:
-            try:
+            with dispatcher_answer():
                 result = decide(action, target, who.actor(), who.roles, reason, lines)
-            except VoteRefused as exc:
-                raise HTTPException(status_code=exc.status, detail=str(exc)) from exc
-            except LookupError as exc:
-                raise HTTPException(status_code=404, detail=str(exc)) from exc
-            except ValueError as exc:
-                raise HTTPException(status_code=409, detail=str(exc)) from exc
-            except TimeoutError as exc:
-                raise HTTPException(status_code=503, detail="the dispatcher did not answer "
-                                                            "in time; check /status") from exc
             note["result"] = result.get("state")
         return result
 

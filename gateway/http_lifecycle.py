@@ -7,7 +7,8 @@ actor and the reason. GET /exceptions reads the queue from the database.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException
@@ -30,6 +31,21 @@ class ActionRequest(BaseModel):
     user's own name is recorded whatever this says."""
 
 
+@contextmanager
+def dispatcher_answer() -> Iterator[None]:
+    """What the dispatcher's refusals mean over HTTP: unknown 404, not now 409, no answer
+    503 (a refusal that carries its own `status`, a vote's, keeps it)."""
+    try:
+        yield
+    except LookupError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
+    except ValueError as exc:
+        raise HTTPException(status_code=getattr(exc, "status", 409), detail=str(exc)) from exc
+    except TimeoutError as exc:
+        raise HTTPException(status_code=503, detail="the dispatcher did not answer in time; "
+                                                    "check /status") from exc
+
+
 def add_lifecycle_endpoints(app: FastAPI, db: Database, operate: Operate | None,
                             guard: Guard) -> None:
     may_operate = Depends(guard.needs("operate_allocation"))
@@ -46,16 +62,8 @@ def add_lifecycle_endpoints(app: FastAPI, db: Database, operate: Operate | None,
         actor = who.actor(body.actor)
         with guard.recording(who, "operate_allocation", f"allocation.{action}",
                              f"allocation:{alloc_id}", reason=body.reason, claimed=body.actor,
-                             alloc_id=alloc_id):
-            try:
-                return operate(action, alloc_id, actor, body.reason)
-            except LookupError as exc:
-                raise HTTPException(status_code=404, detail=str(exc)) from exc
-            except ValueError as exc:
-                raise HTTPException(status_code=409, detail=str(exc)) from exc
-            except TimeoutError as exc:
-                raise HTTPException(status_code=503, detail="the dispatcher did not answer "
-                                                            "in time; check /status") from exc
+                             alloc_id=alloc_id), dispatcher_answer():
+            return operate(action, alloc_id, actor, body.reason)
 
     @app.get("/exceptions", summary="The exceptions queue: what needs a person, and the next step",
              dependencies=[Depends(guard.needs("view"))])

@@ -15,7 +15,7 @@ import re
 from gateway.audit import chain
 from gateway.persistence import audit_tables
 
-APPEND_ONLY = ("audit_chain", "audit_events", "decisions", "fix_messages",
+APPEND_ONLY = ("approval_votes", "audit_chain", "audit_events", "decisions", "fix_messages",
                "order_rejections", "refdata_versions", "rulebook_versions")
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 

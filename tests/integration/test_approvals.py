@@ -22,6 +22,8 @@ from gateway.fix.sim.broker import FillPlan
 from gateway.fix.sim.common import wait_for
 from gateway.fix.sim.oms import BlotterOrder
 from gateway.persistence.store import Database
+from tests.integration.test_notifications import SECRET, SECRET_ENV, HookServer, hook
+from tests.support.clock import FakeClock
 from tests.support.harness import (
     CONFIG,
     Ports,
@@ -32,8 +34,6 @@ from tests.support.harness import (
     running,
     write_config,
 )
-from tests.integration.test_notifications import SECRET, SECRET_ENV, HookServer, hook
-from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.fix
 __all__ = ["hook"]  # the webhook receiver fixture, shared with the notification tests
