@@ -43,7 +43,7 @@ MSG_NAMES = {
 TRANS_TYPES = {"0": "New", "1": "Replace", "2": "Cancel"}
 # ExecTypes that move shares: trade (F; 1/2 in FIX 4.2), correction (G), bust (H).
 FILL_KINDS = {"F": "fill", "1": "fill", "2": "fill", "G": "correction", "H": "bust"}
-NO_APPROVALS = "no approvals recorded"
+NO_APPROVALS = "no approvals recorded (no approval policy held this allocation)"
 _CHUNK = 500  # ids per IN list: well under every backend's bound-parameter limit
 
 
@@ -259,13 +259,24 @@ def _affirmation(lines: list[dict[str, Any]],
             "confirmations": len(confirmations), "confirmations_not_affirmed": disputed}
 
 
-def _approvals(events: list[dict[str, Any]], alloc_id: str) -> dict[str, Any]:
-    """Approval decisions (who, when, what). No approvals table exists yet: an approval
-    gate that records `approval.*` audit events shows up here without a report change."""
-    found = [{"at": _iso(e["recorded_at"]), "kind": e["kind"],
-              "detail": json.loads(e["detail_json"] or "{}")}
-             for e in events if e["kind"].startswith("approval")
-             and e.get("alloc_id") in (None, alloc_id)]
+def _approvals(db: Database, events: list[dict[str, Any]], alloc_id: str) -> dict[str, Any]:
+    """The hold (which policies, on which facts, decided how) and every vote or override
+    (who, when, why), from the approval gate's rows and its `approval.*` audit events."""
+    from gateway.approvals import records
+
+    found = []
+    held = records.load(db, alloc_id)
+    if held is not None:
+        found.append({"at": _iso(held["requested_at"]), "kind": "held", "detail": {
+            "policies": [f"{p['id']} v{p['version']}: {p['description']}"
+                         for p in json.loads(held["policies_json"])],
+            "state": held["state"], "decided_by": held["decided_by"],
+            "decided_at": _iso(held["decided_at"]), "reason": held["reason"],
+            "overrides": held["overrides"]}})
+    found += [{"at": _iso(e["recorded_at"]), "kind": e["kind"],
+               "detail": json.loads(e["detail_json"] or "{}")}
+              for e in events if e["kind"].startswith("approval")
+              and e.get("alloc_id") in (None, alloc_id)]
     return {"records": found, "note": "" if found else NO_APPROVALS}
 
 
@@ -336,7 +347,7 @@ def allocation_section(db: Database, alloc: dict[str, Any]) -> dict[str, Any]:
         "explanation": {"available": explained["available"], "text": explained["text"]},
         "messages": _wire_refs(db, order or {**alloc, "oms_session": "", "oms_cl_ord_id": ""},
                                alloc_id, about),
-        "approvals": _approvals(events, alloc_id),
+        "approvals": _approvals(db, events, alloc_id),
         "affirmation": _affirmation(lines, confirmations),
         "lines": line_rows,
         "exceptions": [{"kind": e["kind"], "state": e["state"], "reason": e["reason"],

@@ -114,7 +114,8 @@ def test_fills_messages_approvals_and_affirmation(demo_record: tuple[Path, dict[
     assert times == sorted(times)
     first = a["messages"][0]
     assert (first["msg_type"], first["ref_id"]) == ("D", summary["cl_ord_id"])
-    assert a["approvals"] == {"records": [], "note": "no approvals recorded"}
+    assert a["approvals"] == {"records": [], "note": "no approvals recorded (no approval "
+                                                    "policy held this allocation)"}
     af = a["affirmation"]
     assert af["lines"] == summary["accounts_allocated"]
     assert af["affirmed"] + len(af["not_affirmed"]) == af["lines"]
@@ -146,7 +147,7 @@ def test_html_has_the_allocation_and_the_verification(
     assert as_json["verification"]["head_hash"] in page
     for x in as_json["allocations"][0]["rationale"]:
         assert f"<td>{x['account_id']}</td>" in page
-    assert "no approvals recorded." in page
+    assert "no approvals recorded (no approval policy held this allocation)." in page
     # Autoescaped: a reason's quotes never become markup.
     assert "custom rule &#34;order.side" in page or "custom rule &quot;order.side" in page
 

@@ -132,6 +132,17 @@ def test_a_four_eyes_block_goes_out_after_two_pms_exactly_as_decided(tmp_path: P
         actions = [json.loads(e["detail_json"]) for e in gw.node.db.events("user_action")]
         assert {(a["actor"], a["operation"]) for a in actions} >= {
             ("alice", "approval.approve"), ("bob", "approval.approve")}
+        # The audit report of the allocation carries the hold and both votes.
+        from gateway.audit.report import allocation_section
+
+        db = gw.node.db
+        section = allocation_section(db, db.load_allocation(alloc_id))
+        records = section["approvals"]["records"]
+        assert [r["kind"] for r in records] == ["held", "approval.approve", "approval.approve"]
+        assert records[0]["detail"]["policies"] == [
+            "FOUR-EYES-ALL v1: Every computed split is approved by two PMs"]
+        assert records[0]["detail"]["decided_by"] == "alice,bob"
+        assert [r["detail"]["actor"] for r in records[1:]] == ["alice", "bob"]
 
 
 def test_a_rejected_block_stays_unallocated_until_an_override(tmp_path: Path) -> None:
