@@ -190,7 +190,10 @@ class Desk:
         raise AssertionError(f"order {cl_ord_id} was not held for approval in {timeout} s")
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: the gateway must be gone before any other test file starts
+# one in this process (one sweep scheduler per process; pytest-xdist runs other files after
+# these in the same worker).
+@pytest.fixture(scope="package")
 def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
     root = tmp_path_factory.mktemp("desk")
     refdata = write_refdata(root / "refdata")
@@ -217,7 +220,7 @@ cookie_secure = false
         yield Desk(root, ports, broker, gw, oms, tokens, secret)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.skip(NO_CHROMIUM)
