@@ -177,13 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         engine_cli.add_commands(sub, bench_sub)
-    from gateway import bench_bigbook, bench_e2e, bench_ingest, bench_soak, fuzz
+    from gateway import bench_bigbook, bench_e2e, bench_ingest, bench_soak, fuzz, rebalance_cli
 
     fuzz.add_command(bench_sub)
     bench_bigbook.add_command(bench_sub)
     bench_soak.add_command(bench_sub)
     bench_ingest.add_command(bench_sub)
     bench_e2e.add_command(bench_sub)
+    rebalance_cli.add_command(sub, bench_sub)
     return parser
 
 

@@ -1,0 +1,203 @@
+"""`fixalloc rebalance`: trade lists and block orders from a model (docs/rebalance.md).
+
+    fixalloc rebalance --config DIR --model MODEL [--accounts ID ...] --out DIR
+                       [--trade-date YYYY-MM-DD] [--workers N]
+
+DIR holds securities.csv, accounts.csv, positions.csv and rules/ (as for `fixalloc
+allocate`); MODEL is a YAML file, or a name looked up as DIR/models/MODEL.yaml. The out
+folder receives trades.csv, trades.json, blocks.csv, blocks.json and run.json (the run
+record: the versions of every input and the hash of every output). A bad file is refused
+with file:line: reason and exit code 78, an unknown or unassigned account with exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import hashlib
+import io
+import sys
+from collections.abc import Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import engine
+from engine import canonical
+from engine.rebalance import RebalanceError, RebalanceRequest, assigned_accounts, rebalance
+from engine.rebalance_blocks import blocks, blocks_json, run_record, trades_json
+from engine.rebalance_model import Model, ModelError
+from gateway import refdata
+from gateway.errors import EXIT_CONFIG, EXIT_OK, EXIT_USAGE
+
+TRADE_COLUMNS = ("account_id", "symbol", "status", "side", "qty", "price", "notional",
+                 "current_qty", "current_pct", "model_pct", "target_pct", "reason_code",
+                 "rule_id", "rule_version", "reason", "lots", "realized_gain")
+BLOCK_COLUMNS = ("block_id", "symbol", "side", "qty", "account_id", "account_qty",
+                 "preallocation_reason")
+
+
+def add_command(subparsers: Any, bench_subparsers: Any | None = None) -> None:
+    """Register `rebalance` (and `bench rebalance` when the bench group is given)."""
+    p = subparsers.add_parser("rebalance", help="trade lists and blocks from a model")
+    p.add_argument("--config", required=True, type=Path,
+                   help="directory with securities.csv, accounts.csv, positions.csv, rules/")
+    p.add_argument("--model", required=True,
+                   help="model YAML file, or a name looked up as DIR/models/NAME.yaml")
+    p.add_argument("--accounts", nargs="+", metavar="ID",
+                   help="only these accounts (each must be assigned to the model); commas "
+                        "also separate ids")
+    p.add_argument("--out", required=True, type=Path, help="folder for the outputs")
+    p.add_argument("--trade-date", help="YYYY-MM-DD for tax-lot and wash-sale dates "
+                                        "(default: today, UTC)")
+    p.add_argument("--workers", type=int, default=0, help="process-pool workers (0: in-process)")
+    p.set_defaults(func=cmd_rebalance)
+    if bench_subparsers is not None:
+        from gateway import bench_rebalance
+
+        bench_rebalance.add_command(bench_subparsers)
+
+
+def _model_path(config: Path, model: str) -> Path:
+    p = Path(model)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    return config / "models" / f"{model}.yaml"
+
+
+def load_model(path: Path) -> Model:
+    """Read and validate a model file; errors are RefDataError with the file and line."""
+    data, node = refdata._compose(path)
+    if not isinstance(data, dict) or node is None:
+        raise refdata.RefDataError(path, 1, "a model file must be a mapping at the top level")
+    where: dict[str, tuple[Path, int]] = {}
+    refdata._index(node, "", path, where)
+    try:
+        return Model.from_mapping(data, str(path))
+    except ModelError as e:
+        probe = e.path
+        while probe and probe not in where:
+            cut = max(probe.rfind("."), probe.rfind("["))
+            probe = probe[:cut] if cut > 0 else ""
+        line = where.get(probe, (path, 1))[1]
+        raise refdata.RefDataError(path, line, f"{e.path}: {e.reason}" if e.path
+                                   else e.reason) from None
+
+
+def refdata_version(files: Sequence[Path]) -> str:
+    """The reference-data version, computed as `gateway.reference.ReferenceData` does: by
+    file name and text, so the same files give the version the daemon records."""
+    digest = hashlib.sha256()
+    texts = {str(p): refdata.read_text(p) for p in files}
+    for name in sorted(texts, key=lambda n: (Path(n).name, n)):
+        digest.update(Path(name).name.encode() + b"\0" + texts[name].encode() + b"\0")
+    return digest.hexdigest()
+
+
+def _trade_date(raw: str | None) -> dt.date:
+    if not raw:
+        return dt.datetime.now(dt.UTC).date()
+    return dt.date.fromisoformat(raw)
+
+
+def _fmt(v: Any) -> str:
+    return "" if v is None else format(v, "f") if isinstance(v, Decimal) else str(v)
+
+
+def trades_csv(result: engine.rebalance.RebalanceResult) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(TRADE_COLUMNS)
+    for plan in result.accounts:
+        for r in plan.rows:
+            j = r.to_json()
+            lots = ";".join(f"{lot.lot_id}:{lot.quantity}@{lot.cost_per_share}"
+                            for lot in r.lots)
+            w.writerow([r.account_id, r.symbol, j["status"], r.side, _fmt(r.qty),
+                        _fmt(r.price), _fmt(j["notional"]), _fmt(r.current_qty),
+                        _fmt(r.current_pct), _fmt(r.model_pct), _fmt(r.target_pct),
+                        r.reason.code, r.reason.rule_id, r.reason.rule_version, r.reason.text,
+                        lots, _fmt(j["realized_gain"])])
+    return buf.getvalue()
+
+
+def blocks_csv(blocks_: Sequence[engine.rebalance_blocks.Block]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(BLOCK_COLUMNS)
+    for b in blocks_:
+        for aid, q in b.preallocations:
+            w.writerow([b.block_id, b.symbol, b.side, _fmt(b.qty), aid, _fmt(q),
+                        b.preallocation_reason])
+    return buf.getvalue()
+
+
+def _fail(code: int, msg: str) -> int:
+    sys.stderr.write(f"{msg}\n")
+    return code
+
+
+def cmd_rebalance(args: argparse.Namespace) -> int:
+    config: Path = args.config
+    if not config.is_dir():
+        return _fail(EXIT_CONFIG, f"{config}: --config: not a directory")
+    try:
+        trade_date = _trade_date(args.trade_date)
+    except ValueError:
+        return _fail(EXIT_USAGE, f"--trade-date: not a YYYY-MM-DD date: {args.trade_date!r}")
+    model_path = _model_path(config, args.model)
+    positions = config / "positions.csv"
+    files = [config / "securities.csv", config / "accounts.csv"]
+    if positions.exists():
+        files.append(positions)
+    try:
+        model = load_model(model_path)
+        securities = refdata.load_securities(files[0])
+        accounts = refdata.load_accounts(files[1], positions if positions.exists() else None)
+        rulebook = refdata.load_rulebook(config / "rules")
+        ref_version = refdata_version(files)
+    except refdata.RefDataError as e:
+        return _fail(EXIT_CONFIG, str(e))
+    only = None
+    if args.accounts:
+        only = [a.strip() for raw in args.accounts for a in raw.split(",") if a.strip()]
+    executor: Any = None
+    try:
+        chosen = assigned_accounts(model, accounts, only)
+        if not chosen:
+            return _fail(EXIT_USAGE, f"model '{model.name}' is assigned to no account")
+        if args.workers > 0:
+            from gateway.pool import ProcessPoolExecutorAdapter
+
+            executor = ProcessPoolExecutorAdapter(args.workers, min_accounts=0)
+        result = rebalance(RebalanceRequest(model, chosen, securities, trade_date), rulebook,
+                           executor)
+    except RebalanceError as e:
+        msg = str(e)
+        if "security master" in msg or "reference price" in msg:
+            return _fail(EXIT_CONFIG, f"{model_path}: {msg}")
+        return _fail(EXIT_USAGE, f"error: {msg}")
+    finally:
+        if executor is not None:
+            executor.close()
+    blks = blocks(result)
+    trades_text = canonical.dumps(trades_json(result))
+    blocks_text = canonical.dumps(blocks_json(blks))
+    record = run_record(result, blks, trades_text=trades_text, blocks_text=blocks_text, extra={
+        "refdata_version": ref_version,
+        "model_file": model_path.name,
+        "accounts_filter": sorted(only) if only is not None else None,
+    })
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "trades.json").write_text(trades_text + "\n", encoding="utf-8")
+    (out / "blocks.json").write_text(blocks_text + "\n", encoding="utf-8")
+    (out / "trades.csv").write_text(trades_csv(result), encoding="utf-8")
+    (out / "blocks.csv").write_text(blocks_csv(blks), encoding="utf-8")
+    (out / "run.json").write_text(canonical.dumps(record) + "\n", encoding="utf-8")
+    sys.stdout.write(
+        f"model {model.name} {model.version[:12]}: {record['accounts']} accounts, "
+        f"{record['accounts_traded']} traded, {record['trades']} trades in "
+        f"{record['blocks']} blocks; output {record['output_hash'][:12]} in {out}\n")
+    return EXIT_OK

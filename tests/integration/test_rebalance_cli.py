@@ -1,0 +1,91 @@
+"""`fixalloc rebalance` end to end, in-process: the shipped config and model, the outputs,
+the run record, determinism, and bad input refused with file:line and exit 78."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from gateway.config import load_config
+from gateway.errors import EXIT_CONFIG, EXIT_USAGE
+from gateway.reference import ReferenceData
+
+CONFIG = Path(__file__).resolve().parents[2] / "config"
+ARGS = ["--config", str(CONFIG), "--model", "core-growth", "--trade-date", "2024-06-03"]
+
+
+def test_shipped_model_writes_trade_list_blocks_and_run_record(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["rebalance", *ARGS, "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "blocks.csv", "blocks.json", "run.json", "trades.csv", "trades.json"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["model"] == "core-growth" and len(run["model_version"]) == 64
+    assert run["refdata_version"] == ReferenceData.load(
+        load_config(CONFIG / "fixalloc.toml")).version
+    assert run["accounts"] == 200 and run["trades"] > 0
+    trades = json.loads((out / "trades.json").read_text())
+    rows = list(csv.DictReader((out / "trades.csv").open()))
+    assert len(rows) == len(trades["rows"]) == run["rows"]
+    assert all(r["reason_code"] and r["reason"] for r in rows)
+    by = {(r["account_id"], r["symbol"]): r for r in rows}
+    assert by["SMA0021", "MO"]["reason_code"] == "EXCLUDED_ESG_TAG"   # client no-tobacco
+    assert by["SMA0007", "AAPL"]["reason_code"].startswith("ACCOUNT_")
+    assert by["SMA0001", "LMT"]["rule_id"] == "CORE-NO-WEAPONS"
+    blocks = json.loads((out / "blocks.json").read_text())
+    for b in blocks:
+        assert sum(int(p["qty"]) for p in b["preallocations"]) == int(b["qty"])
+    traded = sum(1 for r in rows if r["status"] == "traded")
+    assert traded == sum(len(b["preallocations"]) for b in blocks)
+
+
+def test_same_inputs_same_bytes_and_account_filter(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    args = [*ARGS, "--accounts", "SMA0003,SMA0001", "SMA0021"]
+    assert main(["rebalance", *args, "--out", str(a)]) == 0
+    assert main(["rebalance", *args, "--out", str(b), "--workers", "2"]) == 0
+    for name in ("trades.json", "trades.csv", "blocks.json", "run.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+    run = json.loads((a / "run.json").read_text())
+    assert run["accounts"] == 3 and run["accounts_filter"] == ["SMA0001", "SMA0003", "SMA0021"]
+
+
+def test_bad_model_is_refused_with_file_and_line(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    text = (CONFIG / "models" / "core-growth.yaml").read_text()
+    bad.write_text(text.replace('AAPL: "9.5"', "AAPL: 9.5"))
+    assert main(["rebalance", "--config", str(CONFIG), "--model", str(bad), "--out",
+                 str(tmp_path / "o")]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if t.strip().startswith("AAPL"))
+    assert f"bad.yaml:{line}: targets.AAPL: must be an integer or a quoted decimal" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_reference_data_and_unknown_account(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "cfg"
+    shutil.copytree(CONFIG, cfg, ignore=shutil.ignore_patterns("*.db*", "state*"))
+    lines = (cfg / "securities.csv").read_text().splitlines()
+    lines[2] = lines[2].replace("420.00", "abc")
+    (cfg / "securities.csv").write_text("\n".join(lines) + "\n")
+    assert main(["rebalance", "--config", str(cfg), "--model", "core-growth",
+                 "--out", str(tmp_path / "o")]) == EXIT_CONFIG
+    assert "securities.csv:3: `price` is not a number" in capsys.readouterr().err
+    assert main(["rebalance", *ARGS, "--accounts", "NOPE", "--out",
+                 str(tmp_path / "o")]) == EXIT_USAGE
+    assert "unknown account 'NOPE'" in capsys.readouterr().err
+
+
+def test_bench_rebalance_small(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "rebalance", "--accounts", "40", "--securities", "30",
+                 "--workers", "2", "--compare", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["checks"]["pool_identical_to_in_process"] is True
+    assert out["rows"] >= 40 * 30 * 0.9
