@@ -6,6 +6,7 @@ import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,3 +33,35 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'fixalloc.db'}"
     admin = request.getfixturevalue("pg_admin_url")
     return create_database(admin, f"t{os.getpid()}_{next(_counter)}")
+
+
+# -- pytest-xdist: the workers' summaries, printed once by the controller ---------------------
+# The controller collects nothing, so the conftests under tests/integration and tests/web
+# (which print these lines in a run on one process) are not loaded in it; their workers
+# hand their figures over in `workeroutput`, gathered here.
+
+_GATHERED: dict[str, Any] = {"replay": {}, "web": {"timings": [], "screenshots": []}}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    out = getattr(node, "workeroutput", {})
+    for key, value in (out.get("replay_totals") or {}).items():
+        _GATHERED["replay"][key] = _GATHERED["replay"].get(key, 0) + value
+    for key, lines in (out.get("web_report") or {}).items():
+        _GATHERED["web"][key] += lines
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if not config.pluginmanager.hasplugin("dsession"):
+        return  # one process: the directories' own conftests print these
+    t = _GATHERED["replay"]
+    if t.get("tests") or t.get("opted_out"):
+        terminalreporter.write_line(
+            f"replay: {t['identical']} of {t['allocations']} allocations identical across "
+            f"{t['databases']} test databases ({t['seconds']:.1f} s over {t['tests']} "
+            f"tests; {t['opted_out']} opted out)")
+    for line in _GATHERED["web"]["timings"]:
+        terminalreporter.write_line(f"web timing: {line}")
+    for path in _GATHERED["web"]["screenshots"]:
+        terminalreporter.write_line(f"web screenshot: {path}")

@@ -105,18 +105,11 @@ def _replay_every_allocation(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    # Under pytest-xdist each worker counts its own tests: hand the counts to the
-    # controller, which prints the one summary line.
+    # Under pytest-xdist each worker counts its own tests and hands the counts to the
+    # controller (tests/conftest.py prints the one summary line there).
     out = getattr(session.config, "workeroutput", None)
     if out is not None:
         out["replay_totals"] = dict(_TOTALS)
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node: Any, error: Any) -> None:
-    totals = getattr(node, "workeroutput", {}).get("replay_totals") or {}
-    for key, value in totals.items():
-        _TOTALS[key] += value
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -89,13 +89,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     out = getattr(session.config, "workeroutput", None)  # a pytest-xdist worker
     if out is not None:
-        out["web_report"] = REPORT
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node: Any, error: Any) -> None:
-    for key, lines in (getattr(node, "workeroutput", {}).get("web_report") or {}).items():
-        REPORT[key] += lines
+        out["web_report"] = REPORT  # printed by the controller (tests/conftest.py)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
