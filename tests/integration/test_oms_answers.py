@@ -52,7 +52,9 @@ def test_oms_session_reject_of_our_j_shows_on_the_allocation(tmp_path: Path) -> 
                                          if a["oms_status"] == "session_rejected"), None),
                            timeout=30, description="the OMS's Reject linked to the allocation")
         assert "session Reject" in alloc["oms_ack_text"]
-        [event] = gw.node.db.events("alert.session_reject")
+        # The alert is written just after the allocation's state, in its own transaction.
+        [event] = eventually(lambda: gw.node.db.events("alert.session_reject") or None,
+                             timeout=10, description="the session_reject alert")
         assert event["alloc_id"] == alloc["alloc_id"] and event["order_id"] == alloc["order_id"]
     assert METRICS.alerts.labels(kind="session_reject")._value.get() == before + 1
 
