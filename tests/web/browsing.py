@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -24,7 +24,9 @@ def text_of(driver: Any, css: str) -> str:
     try:
         found = driver.find_elements(By.CSS_SELECTOR, css)
         return str(found[0].text) if found else ""
-    except StaleElementReferenceException:
+    except WebDriverException:
+        # Stale, or Chromium's own "node does not belong to the document": the page
+        # replaced the element between finding it and reading it; the caller polls again.
         return ""
 
 
