@@ -1,135 +1,37 @@
-"""Rebalancing: a model plus each account's holdings, cash, lots and restrictions give the
-account's trade list, one explained row per account and security.
-
-Pure and deterministic: the same model, reference data, rulebook and date give the same
-rows, whatever the order the accounts come in and however many partitions run them. The
-rules (bands, cash, lots, restrictions, redistribution, taxes) are documented in
-docs/rebalance.md; in short, per account:
-
-1. value V = cash + every holding at its reference price (securities.csv `price`);
-2. restrictions come from the rulebook exactly as allocation applies them
-   (`engine.eligibility`): a security the account may not buy because of an `exclude` or
-   custom rule is *excluded* (target 0, holdings sold); one it may not buy because of a
-   `side` rule keeps at most its current weight; the freed weight is redistributed pro rata
-   over the account's other model targets (or left in cash with ``redistribution: cash``);
-   an issuer cap (% of V, less the account's other holdings of the same ultimate issuer)
-   clips a target but never forces a sale; the clipped weight stays in cash;
-3. the account trades only if its drift (half the sum of |weight - target| over securities
-   and cash) exceeds the account band, and each security only if its |weight - target|
-   exceeds the position band; a traded security goes to its target;
-4. sells first: rounded down to whole lots (a sell of the whole holding is not rounded),
-   never more than is held, lots relieved with the scheme's method; with wash-sale
-   avoidance a sell that could only relieve loss lots while shares were bought within the
-   window is cut to the gain lots;
-5. then buys: rounded down to whole lots, below the minimum trade dropped, and scaled pro
-   rata (then rounded down again) so that cash after every trade at the reference price
-   stays at or above the cash buffer (and so never negative).
-"""
+"""One account's trade list: restrictions, targets, drift bands, sells from lots, buys."""
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from decimal import ROUND_DOWN, Decimal, localcontext
-from typing import Any, NamedTuple
+from typing import Any
 
-from engine import canonical, custom_rules, lots
-from engine.book import book_for
+from engine import custom_rules, lots
 from engine.eligibility import (
     DECIMAL_CONTEXT,
     ENGINE_RULE_VERSION,
     SYS_STATUS,
     DecisionContext,
     build_context,
-    lookthrough_chain,
     plan_for,
     ultimate_issuer,
 )
 from engine.errors import AllocationError
 from engine.model import Account, LotRelief, Reason, Security, Side
-from engine.partition_state import installed_book
 from engine.reasons import ReasonBook
+from engine.rebalance.rows import (
+    _HUNDRED,
+    _MONEY,
+    _PCT,
+    _ZERO,
+    REBALANCE_ENGINE_VERSION,
+    SYS_REBALANCE,
+    AccountPlan,
+    TradeRow,
+)
 from engine.rebalance_model import Model
 from engine.rulebook import DEFAULT_SCHEME, Rulebook, Scheme
-
-REBALANCE_ENGINE_VERSION = "rebalance-1"
-SYS_REBALANCE = "SYS-REBALANCE"
-
-_ZERO = Decimal(0)
-_HUNDRED = Decimal(100)
-_PCT = Decimal("0.0001")
-_MONEY = Decimal("0.01")
-
-# Codes of rows that trade.
-TRADED_CODES = frozenset({
-    "BUY_TO_TARGET", "BUY_CASH_LIMITED", "BUY_ISSUER_CAP", "SELL_TO_TARGET",
-    "SELL_EXCLUDED", "SELL_NOT_IN_MODEL", "SELL_WASH_SALE_REDUCED",
-})
-
-
-class RebalanceError(AllocationError):
-    """The rebalance cannot run as asked (bad input, not a bug)."""
-
-
-class TradeRow(NamedTuple):
-    """One account and security: the trade (side, qty > 0) or the trade not made (qty 0)."""
-
-    account_id: str
-    symbol: str
-    side: str              # "buy", "sell", or "" when not traded
-    qty: Decimal
-    price: Decimal | None  # reference price, None when the security has none
-    current_qty: Decimal
-    model_pct: Decimal     # the model's target weight (0 for a holding not in the model)
-    target_pct: Decimal    # the account's own target after restrictions and caps
-    current_pct: Decimal
-    reason: Reason
-    lots: tuple[LotRelief, ...] = ()
-
-    @property
-    def traded(self) -> bool:
-        return self.qty > 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "account_id": self.account_id, "symbol": self.symbol, "side": self.side,
-            "status": "traded" if self.traded else "not_traded",
-            "qty": self.qty, "price": self.price, "current_qty": self.current_qty,
-            "notional": (self.qty * self.price).quantize(_MONEY)
-            if self.price is not None else _ZERO,
-            "model_pct": self.model_pct, "target_pct": self.target_pct,
-            "current_pct": self.current_pct,
-            "reason": self.reason.to_json(),
-            "lots": [lot.to_json() for lot in self.lots],
-            "realized_gain": sum((lot.realized_gain for lot in self.lots), _ZERO),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class AccountPlan:
-    account_id: str
-    value: Decimal          # cash + holdings at reference prices
-    cash_before: Decimal
-    cash_after: Decimal
-    drift_pct: Decimal
-    traded: bool            # the account was outside its band and had a trade
-    rows: tuple[TradeRow, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"account_id": self.account_id, "value": self.value,
-                "cash_before": self.cash_before, "cash_after": self.cash_after,
-                "drift_pct": self.drift_pct, "traded": self.traded, "rows": len(self.rows)}
-
-
-@dataclass(frozen=True, slots=True)
-class RebalanceRequest:
-    model: Model
-    accounts: tuple[Account, ...]
-    securities: Mapping[str, Security]
-    trade_date: dt.date
-
 
 # -- restrictions -------------------------------------------------------------------------
 
@@ -586,91 +488,3 @@ def _relieve(a: Account, symbol: str, qty: Decimal, px: Decimal, trade_date: dt.
                         wash_days=scheme.wash_sale_days)
 
 
-# -- a run ----------------------------------------------------------------------------------
-
-def _partition(args: tuple[str, Model, Rulebook, Mapping[str, Security], dt.date]
-               ) -> list[AccountPlan]:
-    """Trade lists of the accounts installed in this partition (a picklable pool op)."""
-    version, model, rulebook, securities, trade_date = args
-    _lo, accounts = installed_book(version)
-    run = _Run(model, rulebook, securities, trade_date)
-    return [plan_account(run, a) for a in accounts]
-
-
-@dataclass(frozen=True, slots=True)
-class RebalanceResult:
-    model_name: str
-    model_version: str
-    rulebook_version: str
-    trade_date: dt.date
-    inputs_hash: str
-    accounts: tuple[AccountPlan, ...]   # in account-id order
-
-    def rows(self) -> list[TradeRow]:
-        return [r for p in self.accounts for r in p.rows]
-
-
-def validate(req: RebalanceRequest) -> None:
-    model, secs = req.model, req.securities
-    for sym in model.targets:
-        sec = secs.get(sym)
-        if sec is None:
-            raise RebalanceError(f"model '{model.name}' names {sym!r}, which is not in the "
-                                 "security master")
-        if sec.price is None:
-            raise RebalanceError(f"model '{model.name}' names {sym!r}, which has no reference "
-                                 "price")
-        lookthrough_chain(sym, secs)
-
-
-def inputs_hash(req: RebalanceRequest, rulebook: Rulebook) -> str:
-    """sha256 over every input that can change the trade list (accounts in id order)."""
-    h = hashlib.sha256()
-    head = {
-        "model_version": req.model.version, "rulebook_version": rulebook.version,
-        "trade_date": req.trade_date, "engine": REBALANCE_ENGINE_VERSION,
-        "securities": {s: [v.issuer, v.sector, v.country, sorted(v.esg_tags), v.lot_size,
-                           v.related_to, v.price] for s, v in sorted(req.securities.items())},
-    }
-    h.update(canonical.dumps(head).encode())
-    h.update(book_for(req.accounts).hash_bytes())
-    return h.hexdigest()
-
-
-def rebalance(req: RebalanceRequest, rulebook: Rulebook, executor: Any | None = None
-              ) -> RebalanceResult:
-    """Every account's trade list. `executor`: an `engine.executor` partitioned executor
-    (in-process, or a process pool); the result is the same whichever runs it."""
-    validate(req)
-    book = book_for(req.accounts)
-    if book.duplicates:
-        raise RebalanceError("duplicate account ids in the request")
-    if executor is None or not hasattr(executor, "call_partitions"):
-        run = _Run(req.model, rulebook, req.securities, req.trade_date)
-        plans = [plan_account(run, a) for a in book.sorted]
-    else:
-        executor.prepare(rulebook)
-        executor.prepare_accounts(book.version, book.sorted)
-        arg = (book.version, req.model, rulebook, req.securities, req.trade_date)
-        parts = executor.call_partitions(_partition, [arg] * executor.partitions)
-        plans = [p for part in parts for p in part]
-    return RebalanceResult(req.model.name, req.model.version, rulebook.version, req.trade_date,
-                           inputs_hash(req, rulebook), tuple(plans))
-
-
-def assigned_accounts(model: Model, accounts: Sequence[Account],
-                      only: Sequence[str] | None = None) -> tuple[Account, ...]:
-    """The accounts the model applies to (id order), limited to `only` when given; an id in
-    `only` that is unknown or not assigned to the model is refused."""
-    chosen = sorted((a for a in accounts if model.assigned(a)), key=lambda a: a.account_id)
-    if only is None:
-        return tuple(chosen)
-    by_id = {a.account_id: a for a in accounts}
-    for aid in only:
-        if aid not in by_id:
-            raise RebalanceError(f"unknown account {aid!r}")
-        if not model.assigned(by_id[aid]):
-            raise RebalanceError(f"account {aid!r} is not assigned to model '{model.name}' "
-                                 f"(scheme {by_id[aid].scheme!r})")
-    wanted = set(only)
-    return tuple(a for a in chosen if a.account_id in wanted)
