@@ -23,6 +23,7 @@ from gateway.fix.sim.common import wait_for
 from gateway.fix.sim.oms import BlotterOrder
 from gateway.persistence.store import Database
 from tests.integration.test_notifications import SECRET, SECRET_ENV, HookServer, hook
+from tests.support.approvals import FOUR_EYES
 from tests.support.clock import FakeClock
 from tests.support.harness import (
     CONFIG,
@@ -38,14 +39,6 @@ from tests.support.harness import (
 pytestmark = pytest.mark.fix
 __all__ = ["hook"]  # the webhook receiver fixture, shared with the notification tests
 
-FOUR_EYES = """
-approval_policies:
-  - id: FOUR-EYES-ALL
-    version: "1"
-    description: Every computed split is approved by two PMs
-    when: "!decision.manual"
-    approvers: {role: pm, count: 2}
-"""
 
 
 def _setup(tmp_path: Path, database_url: str = "") -> tuple[Ports, Path, dict[str, str]]:

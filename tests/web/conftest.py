@@ -35,6 +35,7 @@ from gateway.config import load_config
 from gateway.fix.sim.broker import BrokerSimulator, FillPlan
 from gateway.fix.sim.oms import BlotterOrder, OmsSimulator
 from gateway.persistence.store import Database
+from tests.support.approvals import FOUR_EYES
 from tests.support.harness import CONFIG, Gateway, Ports, http_get, running, write_config
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -42,14 +43,6 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 NO_CHROMIUM = f"{CHROMIUM} is missing: install the Debian packages chromium and " \
               "chromium-driver (bash scripts/dev.sh does)"
 
-FOUR_EYES = """
-approval_policies:
-  - id: FOUR-EYES-ALL
-    version: "1"
-    description: Every computed split is approved by two PMs
-    when: "!decision.manual"
-    approvers: {role: pm, count: 2}
-"""
 
 BIG_RULES = """
 # Restrictions of the generated SMA-BIG book (tests/web).
