@@ -69,7 +69,7 @@ class ApprovalGate:
             "order_id": order.order_id, "decision_id": decision.decision_id,
             "state": "pending", "policies_json": json.dumps(_policies(matches)),
             "facts_json": json.dumps(facts, sort_keys=True),
-            "barred": ",".join(sorted(self.barred(order, rulebook.version))),
+            "barred": ",".join(sorted(self.barred(facts["order"]["trader"], rulebook.version))),
             "requested_at": now, "escalate_at": min(deadlines) if deadlines else None,
             "overrides": overrides,
         }
@@ -138,9 +138,9 @@ class ApprovalGate:
                     return field[3:].decode("utf-8", "backslashreplace")
         return order.oms_session.rsplit("->", 1)[-1]
 
-    def barred(self, order: Order, rulebook_version: str) -> set[str]:
+    def barred(self, trader: str, rulebook_version: str) -> set[str]:
         """Who may not approve: the order's trader and the rulebook version's author."""
-        out = {self.trader(order)}
+        out = {trader}  # read once, with the facts: one wire-log lookup per held decision
         with self.db.engine.connect() as conn:
             author = conn.execute(
                 select(t.rulebook_versions.c.actor)
