@@ -4,10 +4,15 @@ Port 0 would hand out a port from the kernel's ephemeral range, the same range o
 connections draw their source ports from: a quickfix initiator connecting elsewhere could
 take the port between our choosing it and the server binding it. Ports are chosen below
 that range instead, and never twice in one process.
+
+Several processes that choose ports at once (parallel test workers) would still draw the
+same port now and then, and one of them finds it taken when its server restarts.
+FIXALLOC_PORT_SLICE="i/n" gives such a process the i-th of n disjoint slices of the range.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import threading
@@ -26,11 +31,26 @@ def _ephemeral_start() -> int:
     return first
 
 
+def _range() -> tuple[int, int]:
+    low, high = _LOW, min(_DEFAULT_HIGH, _ephemeral_start() - 1)
+    text = os.environ.get("FIXALLOC_PORT_SLICE", "")
+    if not text:
+        return low, high
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise RuntimeError(f"FIXALLOC_PORT_SLICE={text!r}: expected i/n, e.g. 0/2") from None
+    if not 0 <= index < count:
+        raise RuntimeError(f"FIXALLOC_PORT_SLICE={text!r}: i must be in 0..n-1")
+    width = (high - low + 1) // count
+    return low + index * width, low + (index + 1) * width - 1
+
+
 def free_port() -> int:
-    high = min(_DEFAULT_HIGH, _ephemeral_start() - 1)
+    low, high = _range()
     with _lock:
         for _ in range(1000):
-            port = random.randint(_LOW, high)
+            port = random.randint(low, high)
             if port in _given:
                 continue
             with socket.socket() as s:
@@ -40,4 +60,4 @@ def free_port() -> int:
                     continue
             _given.add(port)
             return port
-    raise RuntimeError(f"no free port between {_LOW} and {high}")
+    raise RuntimeError(f"no free port between {low} and {high}")

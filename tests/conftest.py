@@ -35,6 +35,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return create_database(admin, f"t{os.getpid()}_{next(_counter)}")
 
 
+# -- pytest-xdist: each worker chooses its ports from its own slice of the range -------------
+# Two workers drawing the same free port is rare but real: a daemon restarted by one worker
+# found its HTTP port held by the other's test. Simulators and daemons inherit the setting.
+if os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw"):
+    os.environ["FIXALLOC_PORT_SLICE"] = (
+        f"{int(os.environ['PYTEST_XDIST_WORKER'][2:])}/"
+        f"{int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))}")
+
+
 # -- pytest-xdist: the workers' summaries, printed once by the controller ---------------------
 # The controller collects nothing, so the conftests under tests/integration and tests/web
 # (which print these lines in a run on one process) are not loaded in it; their workers
