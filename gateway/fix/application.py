@@ -50,7 +50,7 @@ from gateway.fix.oms_orders import block_order
 from gateway.fix.wire_log import Refusals
 from gateway.inbox import Inbox
 from gateway.metrics import METRICS
-from gateway.persistence.store import Database, ReportOutcome
+from gateway.persistence.store import Database, OrderGone, RecordedReport, ReportOutcome
 from gateway.secrets import resolve_secret
 
 log = structlog.get_logger("fixalloc.fix")
@@ -367,6 +367,16 @@ class GatewayApplication(fix.Application):  # type: ignore[misc]
                 return trade_date_of(ts).isoformat()
         return trade_date_of(self._clock.now()).isoformat()
 
+    def _record_report(self, row: dict[str, Any], f: codec.ExecutionReportFields,
+                       message: fix.Message) -> RecordedReport:
+        try:
+            return self._db.record_broker_report(row)
+        except OrderGone:
+            # Its order was archived after we last saw it: a report of no known order
+            # (the dispatcher answers it with a DK), keyed by the report's own date.
+            row.update(order_id=None, trade_date=self._trade_date(f, None, message))
+            return self._db.record_broker_report(row)
+
     def _execution_report(self, message: fix.Message, key: str) -> None:
         now = self._clock.now()
         f = codec.parse_execution_report(message)
@@ -387,7 +397,8 @@ class GatewayApplication(fix.Application):  # type: ignore[misc]
             "exec_ref_id": f.exec_ref_id, "exec_trans_type": f.exec_trans_type,
         }
         recorded = self._store(f"execution report {f.exec_id}",
-                               lambda: self._db.record_broker_report(row))
+                               lambda: self._record_report(row, f, message))
+        known = row["order_id"] is not None
         if recorded.outcome is ReportOutcome.DUPLICATE:
             METRICS.duplicates.labels(session=key).inc()
             log.info("fill.duplicate_dropped", session=key, exec_id=f.exec_id,

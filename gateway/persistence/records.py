@@ -8,15 +8,33 @@ sent and decoded only for display, by `wire_text`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, text
+import structlog
+from sqlalchemy import Connection, Engine, func, insert, select, text
 
 from gateway.persistence import tables as t
 from gateway.persistence import wire_codec
 from gateway.persistence.retry import transient
+
+_INSERT_WIRE = insert(t.fix_messages)
+_riding = threading.local()
+log = structlog.get_logger("fixalloc.persistence")
+
+
+class RideAlong:
+    """Writes waiting to share the commit of an outbound wire row (`riding_on_wire`)."""
+
+    __slots__ = ("done", "session_id", "write")
+
+    def __init__(self, session_id: str, write: Callable[[Connection], None]) -> None:
+        self.session_id = session_id
+        self.write = write
+        self.done = False
 
 
 def wire_text(raw: bytes | memoryview | str) -> str:
@@ -58,14 +76,84 @@ class AuditRecords:
                     seq_num: int | None, poss_dup: bool, raw: bytes, recorded_at: datetime,
                     raw_len: int | None = None, truncated: bool = False,
                     ref_id: str | None = None) -> None:
-        stored, packed = wire_codec.pack(raw)
+        # Parameters bound to one statement compiled once: building the INSERT with
+        # .values() on every message cost more than SQLite's own work.
+        row = self.wire_row(session_id=session_id, direction=direction, msg_type=msg_type,
+                            seq_num=seq_num, poss_dup=poss_dup, raw=raw,
+                            recorded_at=recorded_at, raw_len=raw_len, truncated=truncated,
+                            ref_id=ref_id)
+        self.flush_deferred_wire()
+        ride: RideAlong | None = getattr(_riding, "current", None)
+        if (ride is not None and not ride.done and direction == "out"
+                and ride.session_id == session_id):
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(_INSERT_WIRE, row)
+                    ride.write(conn)
+            except Exception:
+                # The rider's own failure must not cost the wire its record: the row goes
+                # alone below and the rider, not done, is written by its owner.
+                log.warning("wire.ride_along_failed", session=session_id, exc_info=True)
+            else:
+                ride.done = True
+                return
         with self.engine.begin() as conn:
-            conn.execute(insert(t.fix_messages).values(
-                session_id=session_id, direction=direction, msg_type=msg_type,
-                seq_num=seq_num, poss_dup=poss_dup,
-                raw=stored, compressed=packed,
-                raw_len=len(raw) if raw_len is None else raw_len, truncated=truncated,
-                ref_id=ref_id, recorded_at=recorded_at))
+            conn.execute(_INSERT_WIRE, row)
+
+    def defer_wire(self, row: dict[str, Any]) -> None:
+        """Hold an inbound ER's wire row (`wire_row`) for the fill's own transaction.
+
+        quickfix calls the log and then the application on the same thread, before it
+        advances the sequence number: `take_deferred_wire` (the fill's insert) commits
+        both at once. Any other record on this thread writes a held row first
+        (`flush_deferred_wire`), so the log keeps the wire's order and a message the
+        application never sees (rejected by quickfix, queued) is still recorded before
+        quickfix answers it."""
+        self.flush_deferred_wire()
+        _riding.deferred = row
+
+    def take_deferred_wire(self, session_id: str) -> dict[str, Any] | None:
+        row: dict[str, Any] | None = getattr(_riding, "deferred", None)
+        if row is None or row["session_id"] != session_id:
+            return None
+        _riding.deferred = None
+        return row
+
+    def put_back_deferred_wire(self, row: dict[str, Any]) -> None:
+        """A held row whose transaction failed: written by the next flush (the reject)."""
+        _riding.deferred = row
+
+    def flush_deferred_wire(self) -> None:
+        row: dict[str, Any] | None = getattr(_riding, "deferred", None)
+        if row is None:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(_INSERT_WIRE, row)
+        _riding.deferred = None
+
+    @staticmethod
+    def wire_row(*, session_id: str, direction: str, msg_type: str, seq_num: int | None,
+                 poss_dup: bool, raw: bytes, recorded_at: datetime, raw_len: int | None = None,
+                 truncated: bool = False, ref_id: str | None = None) -> dict[str, Any]:
+        stored, packed = wire_codec.pack(raw)
+        return {"session_id": session_id, "direction": direction, "msg_type": msg_type,
+                "seq_num": seq_num, "poss_dup": poss_dup, "raw": stored, "compressed": packed,
+                "raw_len": len(raw) if raw_len is None else raw_len, "truncated": truncated,
+                "ref_id": ref_id, "recorded_at": recorded_at}
+
+    @contextmanager
+    def riding_on_wire(self, session_id: str, write: Callable[[Connection], None]
+                       ) -> Iterator[RideAlong]:
+        """`write` commits with the next outbound message this thread records on the
+        session (quickfix records it after storing it for resend, before sending it), so
+        one commit serves both. Not done when nothing went out on this thread (a session
+        that is down stores without sending): the caller then writes it itself."""
+        ride = RideAlong(session_id, write)
+        _riding.current = ride
+        try:
+            yield ride
+        finally:
+            _riding.current = None
 
     def wire_messages(self, *, session_id: str | None = None, direction: str | None = None,
                       msg_type: str | None = None) -> list[dict[str, Any]]:

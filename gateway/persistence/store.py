@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,16 +20,26 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from gateway.persistence import tables as t
 from gateway.persistence.blotter_store import BlotterQueries
 from gateway.persistence.lifecycle_store import LifecycleRecords
-from gateway.persistence.records import AuditRecords, wire_text
+from gateway.persistence.records import _INSERT_WIRE, AuditRecords, wire_text
 from gateway.persistence.retry import transient as _transient
 
-__all__ = ["Database", "RecordedReport", "ReportOutcome", "wire_text"]
+__all__ = ["Database", "OrderGone", "RecordedReport", "ReportOutcome", "wire_text"]
 
 
 def _count_block(conn: Connection, order_id: str) -> None:
@@ -40,6 +51,20 @@ def _count_block(conn: Connection, order_id: str) -> None:
                           .values(blocks=t.book_rotations.c.blocks + 1))
     if not bumped.rowcount:
         conn.execute(insert(t.book_rotations).values(book=book, blocks=1))
+
+
+# The live path's statements, compiled once; each execution only binds its parameters
+# (building them with .values() per message cost more than SQLite's own work).
+_INSERT_REPORT = insert(t.broker_reports)
+_UPDATE_ORDER = update(t.orders).where(t.orders.c.order_id == bindparam("key_order_id"))
+_MARK_RELAYED = update(t.broker_reports).where(t.broker_reports.c.id == bindparam("key_id"))
+_ORDER_TRADE_DATE = select(t.orders.c.trade_date).where(
+    t.orders.c.order_id == bindparam("key_order_id"))
+_TRADE_DATES_KEPT = 100_000
+
+
+class OrderGone(LookupError):
+    """An ER named an order whose row is no longer stored (archived after it was seen)."""
 
 
 class ReportOutcome(enum.Enum):
@@ -125,6 +150,8 @@ class Database(AuditRecords, LifecycleRecords, BlotterQueries):
         own threads share one pool; HTTP readers get their own small one (node.py), so a
         client polling a heavy endpoint can never take the connections the FIX path needs."""
         self.url = url
+        self._trade_dates: OrderedDict[str, str] = OrderedDict()
+        self._trade_dates_lock = threading.Lock()
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
@@ -222,7 +249,26 @@ class Database(AuditRecords, LifecycleRecords, BlotterQueries):
     @_transient
     def update_order(self, order_id: str, **values: Any) -> None:
         with self._tx() as conn:
-            conn.execute(update(t.orders).where(t.orders.c.order_id == order_id).values(**values))
+            conn.execute(_UPDATE_ORDER, {"key_order_id": order_id, **values})
+
+    @_transient
+    def store_fill_applied(self, order_id: str, report_id: int, relayed_at: datetime,
+                           **values: Any) -> None:
+        """The order's new state and its report marked relayed, in one transaction.
+
+        The live path's common case (a fill that does not complete the order): the relay
+        is already in quickfix's store when this runs, and the order row is rebuilt from
+        its reports at recovery, so neither write needs a commit of its own.
+        """
+        with self._tx() as conn:
+            self.write_fill_applied(conn, order_id, report_id, relayed_at, **values)
+
+    @staticmethod
+    def write_fill_applied(conn: Connection, order_id: str, report_id: int,
+                           relayed_at: datetime, **values: Any) -> None:
+        """`store_fill_applied` inside a transaction the caller holds."""
+        conn.execute(_UPDATE_ORDER, {"key_order_id": order_id, **values})
+        conn.execute(_MARK_RELAYED, {"key_id": report_id, "relayed_at": relayed_at})
 
     def order_exists(self, order_id: str) -> bool:
         with self.engine.connect() as conn:
@@ -231,11 +277,21 @@ class Database(AuditRecords, LifecycleRecords, BlotterQueries):
             ).first() is not None
 
     def order_trade_date(self, order_id: str) -> str | None:
-        """The trade date of one of our orders, or None when the id is not ours."""
+        """The trade date of one of our orders, or None when the id is not ours.
+
+        Asked for every ER a broker sends; an order's trade date never changes, so the
+        answers are kept (bounded: the oldest orders leave first)."""
+        known = self._trade_dates.get(order_id)
+        if known is not None:
+            return known
         with self.engine.connect() as conn:
-            return conn.execute(
-                select(t.orders.c.trade_date).where(t.orders.c.order_id == order_id)
-            ).scalar()
+            value = conn.execute(_ORDER_TRADE_DATE, {"key_order_id": order_id}).scalar()
+        if value is not None:
+            with self._trade_dates_lock:
+                self._trade_dates[order_id] = value
+                while len(self._trade_dates) > _TRADE_DATES_KEPT:
+                    self._trade_dates.popitem(last=False)
+        return value
 
     def load_orders(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -247,13 +303,22 @@ class Database(AuditRecords, LifecycleRecords, BlotterQueries):
     @_transient
     def record_broker_report(self, row: Mapping[str, Any]) -> RecordedReport:
         """Insert an ER keyed by (session, OrderID, ExecID, trade date), or classify the repeat."""
+        wire = self.take_deferred_wire(str(row["session_id"]))
         try:
             with self._tx() as conn:
-                result = conn.execute(insert(t.broker_reports).values(**row))
+                if wire is not None:  # the ER's own wire row: one commit for both
+                    conn.execute(_INSERT_WIRE, wire)
+                result = conn.execute(_INSERT_REPORT, dict(row))
                 pk = result.inserted_primary_key
                 return RecordedReport(ReportOutcome.NEW, int(pk[0]) if pk else 0)
         except IntegrityError:
-            pass
+            if wire is not None:  # a repeat: its wire row is kept all the same
+                self.put_back_deferred_wire(wire)
+                self.flush_deferred_wire()
+        except BaseException:
+            if wire is not None:
+                self.put_back_deferred_wire(wire)
+            raise
         with self.engine.connect() as conn:
             existing = (
                 conn.execute(
@@ -265,8 +330,15 @@ class Database(AuditRecords, LifecycleRecords, BlotterQueries):
                     )
                 )
                 .mappings()
-                .one()
+                .one_or_none()
             )
+        if existing is None and row.get("order_id") is not None:
+            # Not a repeat: the order it names has left the database (archived) since its
+            # trade date was kept. The caller records it as a report of no known order.
+            self._trade_dates.pop(str(row["order_id"]), None)
+            raise OrderGone(str(row["order_id"]))
+        if existing is None:
+            raise LookupError(f"report {row['exec_id']} refused by the database, not a repeat")
         same = all(str(existing[k]) == str(row[k]) for k in _ECONOMICS)
         outcome = ReportOutcome.DUPLICATE if same else ReportOutcome.CONFLICT
         return RecordedReport(outcome, int(existing["id"]), dict(existing))
@@ -285,11 +357,7 @@ class Database(AuditRecords, LifecycleRecords, BlotterQueries):
     @_transient
     def mark_relayed(self, report_id: int, at: datetime) -> None:
         with self._tx() as conn:
-            conn.execute(
-                update(t.broker_reports)
-                .where(t.broker_reports.c.id == report_id)
-                .values(relayed_at=at)
-            )
+            conn.execute(_MARK_RELAYED, {"key_id": report_id, "relayed_at": at})
 
     @_transient
     def mark_report_refused(self, report_id: int, reason: str) -> None:
