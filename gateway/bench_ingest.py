@@ -272,15 +272,27 @@ class Run:
             fills, distinct, filled = stored_fills(db)
             allocated = sum(int(a["quantity"]) for a in db.load_allocations()
                             if a["alloc_trans_type"] == "0")
+            wire_in, wire_out = wire_fills(db)
         finally:
             db.dispose()
         return {"stored_fills": fills, "checks": {
             "every fill stored once": fills == distinct == self.fills,
+            "every fill and its relay in the wire log": wire_in == wire_out == self.fills,
             "every block allocated and accepted": booked,
             "allocated = filled": allocated == filled == self.fills * 100}}
 
     def stop(self) -> int | None:
         return self.p.stop()
+
+
+def wire_fills(db: Database) -> tuple[int, int]:
+    """Distinct fills in the wire log: (ExecIDs received as 35=8 with 150=F, ExecIDs
+    relayed as 35=8 with 150=F): the audit record of the traffic, not the fills table."""
+    seen: dict[str, set[str]] = {"in": set(), "out": set()}
+    for m in db.wire_messages(msg_type="8"):
+        if b"\x01150=F\x01" in m["raw"] and m["ref_id"]:
+            seen[m["direction"]].add(m["ref_id"])
+    return len(seen["in"]), len(seen["out"])
 
 
 def chain_state(path: Path) -> dict[str, Any]:

@@ -337,8 +337,25 @@ class Dispatcher:
         self.intake.on_broker_answer(order)
         if self.refused(order, ev):
             return
-        corrected = self.apply_report(order, ev)
+        corrected = self.apply_report(order, ev, store=False)
         allocating = order.done() and order.alloc_id is None
+        if not (allocating or corrected):
+            # The common case, a fill that changes nothing else: the order's row and the
+            # relay's mark commit with the relay's wire record, which quickfix writes
+            # after storing the relay for resend (recovery rebuilds the order from its
+            # reports and asks that store whether a relay went out).
+            values, at = self._order_row(order), self.clock.now()
+
+            def write(conn: Any) -> None:
+                faults.point("relay_stored")
+                self.db.write_fill_applied(conn, order.order_id, ev.report_id, at, **values)
+
+            with self.db.riding_on_wire(order.oms_session, write) as ride:
+                self.relay(order, ev, ev.report_id, mark=False)
+            if not ride.done:
+                self.db.store_fill_applied(order.order_id, ev.report_id, at, **values)
+            return
+        self.db.update_order(order.order_id, **self._order_row(order))
         if allocating:
             # The broker's J first: it is what the T+1 clock waits for. The OMS still sees
             # its final ER before its copy of the J.
@@ -375,10 +392,12 @@ class Dispatcher:
         # Marked after the DK: a crash between them sends the DK again, never loses it.
         self.db.mark_report_refused(ev.report_id, f"{refused.dk_reason}: {refused.text}")
 
-    def apply_report(self, order: Order, ev: BrokerReportReceived) -> bool:
+    def apply_report(self, order: Order, ev: BrokerReportReceived, *,
+                     store: bool = True) -> bool:
         """Fold one ER into the order: shared by live traffic and startup recovery.
 
         Returns True when the ER busted or corrected a fill (the ledger changed).
+        `store=False`: the caller writes the order's row (`_order_row`) itself.
         """
         bound = log.bind(cl_ord_id=order.oms_cl_ord_id, order_id=order.order_id,
                          session=ev.session)
@@ -429,14 +448,17 @@ class Dispatcher:
             self.alerts.raise_("ledger_mismatch", severity="warning", session_id=ev.session,
                                order_id=order.order_id,
                                detail={"exec_id": ev.exec_id, "problem": problem})
-        self.db.update_order(order.order_id, status=order.status,
-                             broker_order_id=order.broker_order_id,
-                             cum_qty=str(order.ledger.cum_qty), avg_px=str(order.ledger.avg_px),
-                             leaves_qty=str(order.leaves_qty), updated_at=self.clock.now())
+        if store:
+            self.db.update_order(order.order_id, **self._order_row(order))
         if old != order.status:
             bound.info("order.state", old=old, new=order.status,
                        cum_qty=str(order.ledger.cum_qty), avg_px=str(order.ledger.avg_px))
         return corrected
+
+    def _order_row(self, order: Order) -> dict[str, Any]:
+        return {"status": order.status, "broker_order_id": order.broker_order_id,
+                "cum_qty": str(order.ledger.cum_qty), "avg_px": str(order.ledger.avg_px),
+                "leaves_qty": str(order.leaves_qty), "updated_at": self.clock.now()}
 
     def _relayed_exec_id(self, order: Order, ev: BrokerReportReceived) -> str | None:
         """For a bust/correction: the ExecID under which the OMS got the fill it changes."""
@@ -446,7 +468,7 @@ class Dispatcher:
         return relay_exec_id(order.order_id, report_id) if report_id else None
 
     def relay(self, order: Order, ev: BrokerReportReceived, report_id: int,
-              *, poss_resend: bool = False) -> None:
+              *, poss_resend: bool = False, mark: bool = True) -> None:
         """Relay a broker ER to the OMS under the OMS's own ClOrdID (its cancel's, for 4/6)."""
         cancel_reply = ev.exec_type in ("4", "6") and order.oms_cancel_cl_ord_id is not None
         ids = self.replaces.relay_ids(order, ev.exec_type, ev.cl_ord_id) or (
@@ -463,4 +485,5 @@ class Dispatcher:
             text=ev.text, exec_ref_id=self._relayed_exec_id(order, ev),
         )
         faults.point("relay_sent")
-        self.db.mark_relayed(report_id, self.clock.now())
+        if mark:
+            self.db.mark_relayed(report_id, self.clock.now())

@@ -9,7 +9,10 @@ the writes and the sends whose order the crash-recovery promises depend on:
   broker_j_recorded      the broker's J recorded as sent; the OMS's J not yet handed over
   oms_j_sent             the OMS's J handed to quickfix; its row not yet updated
   ack_received           the broker's P taken off the inbox; not yet stored on the allocation
-  relay_sent             an ER relay handed to quickfix; not yet marked relayed
+  relay_stored           a fill's relay stored by quickfix for resend; its wire record, the
+                         order's row and the relay's mark not yet committed (one commit)
+  relay_sent             an ER relay handed to quickfix; not yet marked relayed unless the
+                         mark rode on its wire record (a plain fill on a session that is up)
   fill_stored            a fill committed by the FIX callback; not yet on the inbox
   recovery_redriving     recovery is re-driving stored work (after its first re-drive)
   confirmation_stored    an AK committed by the FIX callback; not yet on the inbox
@@ -28,7 +31,7 @@ _TARGET = int(_NTH) if _NTH.isdigit() else 1
 _seen = [0]  # arrivals at the named step (a list: mutated without `global`)
 
 STEPS = ("decision_stored", "broker_j_sent", "broker_j_recorded", "oms_j_sent",
-         "ack_received", "relay_sent", "fill_stored", "recovery_redriving",
+         "ack_received", "relay_stored", "relay_sent", "fill_stored", "recovery_redriving",
          "confirmation_stored", "au_sent")
 
 

@@ -129,6 +129,15 @@ class WireLog(fix.Log):  # type: ignore[misc]
                                      f"{self._max} bytes", "message_too_large",
                          {"bytes": size, "limit": self._max, "msg_type": mtype, "seq_num": seq})
         try:
+            if direction == "in" and mtype == "8" and not truncated and not poss_dup:
+                # Written by the fill's own transaction (Database.defer_wire says when
+                # it is written earlier); a PossDup copy, which quickfix may drop before
+                # the application sees it, is written at once.
+                self._db.defer_wire(self._db.wire_row(
+                    session_id=self._session_id, direction=direction, msg_type=mtype,
+                    seq_num=seq, poss_dup=poss_dup, raw=data, raw_len=size,
+                    ref_id=ref, recorded_at=self._clock.now()))
+                return
             self._db.append_wire(
                 session_id=self._session_id, direction=direction, msg_type=mtype,
                 seq_num=seq, poss_dup=poss_dup, raw=data[:TRUNCATED_HEAD] if truncated else data,

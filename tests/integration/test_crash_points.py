@@ -96,12 +96,20 @@ def _check_once(cfg: Path, broker: BrokerSimulator, oms: OmsSimulator, cl_ord_id
             assert len(new_j) == 1, f"{key}: {len(new_j)} J sent as New"
         [alloc] = db.load_allocations()
         assert alloc["status"] == "accepted" and alloc["sent_at"] and alloc["oms_sent_at"]
+        # The audit record survives the crash too: every fill as received, and every relay
+        # the OMS holds as it went out (first time or resent after the restart).
+        received = {m["ref_id"] for m in db.wire_messages(session_id=BROKER_KEY,
+                                                            direction="in", msg_type="8")}
+        relayed = {m["ref_id"] for m in db.wire_messages(session_id=OMS_KEY,
+                                                           direction="out", msg_type="8")}
     finally:
         db.dispose()
     assert len(broker.allocations) == 1, "the broker booked a second J"
     assert broker.allocations[0].quantity == QTY
     relays = Counter(e.exec_id for e in oms.executions[cl_ord_id])
     assert all(n == 1 for n in relays.values()), f"relayed twice: {relays}"
+    assert {r["exec_id"] for r in fills} <= received, "a fill is missing from the wire log"
+    assert set(relays) <= relayed, "a relay the OMS holds is missing from the wire log"
     assert sum(e.last_qty for e in oms.executions[cl_ord_id] if e.exec_type == "F") == QTY
 
 
@@ -111,7 +119,9 @@ def _check_once(cfg: Path, broker: BrokerSimulator, oms: OmsSimulator, cl_ord_id
     "broker_j_recorded",   # J to the broker recorded, J to the OMS not yet sent
     "oms_j_sent",          # J to the OMS on the wire, its row not yet updated
     "ack_received",        # the broker's P read, not yet stored on the allocation
-    "relay_sent:3",        # the third ER relay on the wire, not yet marked relayed
+    "relay_stored:3",      # the third relay in quickfix's store; its wire row, the order
+                           # and its mark not yet committed
+    "relay_sent:3",        # the third ER relay on the wire
     "fill_stored:4",       # the fourth fill committed, not yet handed to the dispatcher
 ])
 def test_kill_at_a_step_then_restart_sends_nothing_twice(tmp_path: Path, fault: str) -> None:
