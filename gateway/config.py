@@ -54,6 +54,28 @@ class GatewaySettings(_Frozen):
     """KEY=value lines (mode 0600) consulted when a secret's environment variable is unset."""
 
 
+_SCHEDULER = re.compile(r"(tcp|tls)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.\-]*):(\d{1,5})")
+
+
+class EngineSettings(_Frozen):
+    """Where the engine's partitions run when one machine is not enough (docs/engine.md)."""
+
+    scheduler: str | None = None
+    """A Dask scheduler's address (tcp://HOST:PORT, or tls://): the engine's partitions run on
+    its workers (gateway/dask_executor.py) instead of [gateway] workers processes."""
+
+    @field_validator("scheduler")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        m = _SCHEDULER.fullmatch(value)
+        if m is None or not 1 <= int(m.group(3)) <= 65535:
+            raise ValueError(f"not a Dask scheduler address: {value!r} (expected "
+                             "tcp://HOST:PORT or tls://HOST:PORT, e.g. tcp://127.0.0.1:8786)")
+        return value
+
+
 class HttpSettings(_Frozen):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -319,6 +341,7 @@ class BookSettings(_Frozen):
 
 class Config(_Frozen):
     gateway: GatewaySettings = GatewaySettings()
+    engine: EngineSettings = EngineSettings()
     http: HttpSettings = HttpSettings()
     fix: FixSettings = FixSettings()
     refdata: RefDataSettings = RefDataSettings()
@@ -350,6 +373,14 @@ class Config(_Frozen):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _one_executor(self) -> Config:
+        if self.engine.scheduler and self.gateway.workers:
+            raise ValueError("gateway.workers and engine.scheduler are both set: the engine "
+                             "runs either in local worker processes or on the Dask cluster "
+                             "(set workers = 0)")
+        return self
+
     def resolve(self, path: Path) -> Path:
         """Resolve a configured path against the config file's folder."""
         return path if path.is_absolute() else (self.source.parent / path).resolve()
@@ -375,8 +406,10 @@ class Config(_Frozen):
 
     def config_hash(self) -> str:
         """A stable hash of the effective configuration, stored on every decision."""
-        # Where notifications go is not an input of any decision.
-        payload = self.model_dump(mode="json", exclude={"source", "notifications", "sweep"})
+        # Where notifications go is not an input of any decision, nor where the engine runs
+        # (a Dask cluster's decisions are byte-identical; the hash of older configs stays).
+        payload = self.model_dump(mode="json",
+                                  exclude={"source", "notifications", "sweep", "engine"})
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -233,6 +233,12 @@ class Node:
             raise ConfigError(exc.file, exc.line, exc.reason) from exc
 
     def _executor(self) -> Any:
+        if self.config.engine.scheduler:
+            # The partitions run on a Dask cluster (docs/engine.md). Unreachable, or without
+            # workers: the start fails (WorkerError) and systemd retries, as for a database.
+            from gateway.dask_executor import DaskExecutor
+
+            return DaskExecutor(self.config.engine.scheduler)
         workers = self.config.gateway.workers
         if workers <= 0:
             return engine.InProcessExecutor()
