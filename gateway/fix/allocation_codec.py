@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
 import quickfix as fix
 
+from gateway.fix import j_layout
 from gateway.fix import tags as T
 from gateway.fix.codec import (
     SIDE_FROM_FIX,
@@ -105,22 +106,6 @@ class JBlock:
     """Block totals over every line; given when the lines are sent in fragments."""
 
 
-_ALLOC_ORDER = [
-    T.AllocAccount, T.AllocAcctIDSource, T.MatchStatus, T.AllocPrice, T.AllocQty,
-    T.IndividualAllocID, T.ProcessCode, T.NoNestedPartyIDs, T.NotifyBrokerOfCredit,
-    T.AllocHandlInst, T.AllocText, T.EncodedAllocTextLen, T.EncodedAllocText, T.Commission,
-    T.CommType, T.CommCurrency, T.FundRenewWaiv, T.AllocAvgPx, T.AllocNetMoney,
-    T.SettlCurrAmt, T.AllocSettlCurrAmt, T.SettlCurrency, T.AllocSettlCurrency,
-    T.SettlCurrFxRate, T.SettlCurrFxRateCalc, T.AllocAccruedInterestAmt,
-    T.AllocInterestAtMaturity, T.NoMiscFees, T.NoClearingInstructions, T.AllocSettlInstType,
-    T.SettlDeliveryType, T.StandInstDbType, T.StandInstDbName, T.StandInstDbID,
-    T.AllocStrategy, T.AllocVehicle,
-]
-_NESTED_ORDER = [T.NestedPartyID, T.NestedPartyIDSource, T.NestedPartyRole, T.NoNestedPartySubIDs]
-_ORDERS_ORDER = [T.ClOrdID, T.OrderID, T.SecondaryOrderID, T.SecondaryClOrdID, T.ListID,
-                 T.NoNested2PartyIDs, T.OrderQty, T.OrderAvgPx, T.OrderBookingQty]
-
-
 def block_totals(lines: Sequence[JLine]) -> tuple[Decimal, Decimal]:
     """(GrossTradeAmt, NetMoney): Σ qty x price, and Σ of each line's rounded net money."""
     gross = sum((ln.qty * ln.avg_px for ln in lines), Decimal(0))
@@ -139,6 +124,12 @@ def build_allocation_instruction(
     whole allocation's, repeated on every fragment. A Ready-To-Book J (626=5) normally
     has no lines: the broker books the block and the accounts are split elsewhere.
     """
+    return j_layout.build("J", j_fields(block, lines, send_udfs=send_udfs, fragment=fragment))
+
+
+def j_fields(block: JBlock, lines: Sequence[JLine], *, send_udfs: bool = True,
+             fragment: tuple[int, bool] | None = None) -> j_layout.Fields:
+    """The J's fields in the order they are set (`build_allocation_instruction`)."""
     ready_to_book = block.alloc_type == "5"
     if not lines and block.alloc_trans_type != "2" and not ready_to_book:
         # FIX44.xml marks NoAllocs optional on J; the spec does not (except on Cancel,
@@ -148,31 +139,25 @@ def build_allocation_instruction(
     if fragment is None and block.alloc_trans_type != "2" and not ready_to_book \
             and total != block.quantity:
         raise ValueError(f"sum of AllocQty {total} differs from Quantity {block.quantity}")
-    msg = new_message("J")
-    msg.setField(T.AllocID, block.alloc_id)
-    msg.setField(T.AllocTransType, block.alloc_trans_type)
-    msg.setField(T.AllocType, block.alloc_type)
+    out: j_layout.Fields = [(T.AllocID, block.alloc_id),
+                            (T.AllocTransType, block.alloc_trans_type),
+                            (T.AllocType, block.alloc_type)]
     if block.secondary_alloc_id:
-        msg.setField(T.SecondaryAllocID, block.secondary_alloc_id)
+        out.append((T.SecondaryAllocID, block.secondary_alloc_id))
     if block.ref_alloc_id:
-        msg.setField(T.RefAllocID, block.ref_alloc_id)
-        msg.setField(T.AllocCancReplaceReason, block.canc_replace_reason)
-    msg.setField(T.AllocNoOrdersType, "1")
-    order = group(T.NoOrders, T.ClOrdID, _ORDERS_ORDER)
-    order.setField(T.ClOrdID, block.cl_ord_id)
+        out += [(T.RefAllocID, block.ref_alloc_id),
+                (T.AllocCancReplaceReason, block.canc_replace_reason)]
+    out.append((T.AllocNoOrdersType, "1"))
+    order: j_layout.Fields = [(T.ClOrdID, block.cl_ord_id)]
     if block.broker_order_id:
-        order.setField(T.OrderID, block.broker_order_id)
-    order.setField(T.OrderQty, fmt(block.order_qty))
-    order.setField(T.OrderAvgPx, fmt(block.avg_px))
-    order.setField(T.OrderBookingQty, fmt(block.quantity))
-    msg.addGroup(order)
-    msg.setField(T.Side, SIDE_TO_FIX[block.side])
-    msg.setField(T.Symbol, block.symbol)
-    msg.setField(T.Quantity, fmt(block.quantity))
-    msg.setField(T.AvgPx, fmt(block.avg_px))
-    msg.setField(T.TradeDate, fix_date(block.trade_date))
-    msg.setField(T.TransactTime, utc_timestamp(block.transact_time))
-    msg.setField(T.SettlDate, fix_date(block.settl_date))
+        order.append((T.OrderID, block.broker_order_id))
+    order += [(T.OrderQty, fmt(block.order_qty)), (T.OrderAvgPx, fmt(block.avg_px)),
+              (T.OrderBookingQty, fmt(block.quantity))]
+    out += [(T.NoOrders, [order]), (T.Side, SIDE_TO_FIX[block.side]), (T.Symbol, block.symbol),
+            (T.Quantity, fmt(block.quantity)), (T.AvgPx, fmt(block.avg_px)),
+            (T.TradeDate, fix_date(block.trade_date)),
+            (T.TransactTime, utc_timestamp(block.transact_time)),
+            (T.SettlDate, fix_date(block.settl_date))]
     gross, net = (block.gross, block.net_money) if block.gross is not None \
         and block.net_money is not None else block_totals(lines)
     if ready_to_book and not lines:
@@ -180,48 +165,59 @@ def build_allocation_instruction(
         gross = block.gross if block.gross is not None \
             else _cents(block.quantity * block.avg_px)
     if block.alloc_trans_type != "2":
-        msg.setField(T.GrossTradeAmt, fmt(gross))
+        out.append((T.GrossTradeAmt, fmt(gross)))
     if fragment is not None:
-        msg.setField(T.TotNoAllocs, str(fragment[0]))
-        msg.setField(T.LastFragment, "Y" if fragment[1] else "N")
-    # One group object per layout, cleared for each line: addGroup copies it into the
-    # message, and the copies share its field-order table. A Group built from an order
-    # array allocates a table as large as its highest tag (20102, our UDFs: 80 KB), and
-    # each line's own group kept its own: 85,000 lines held 6.8 GB and took 90 us each.
-    grp = group(T.NoAllocs, T.AllocAccount, _ALLOC_ORDER)
-    nested = group(T.NoNestedPartyIDs, T.NestedPartyID, _NESTED_ORDER)
-    for ln in lines:
-        grp.clear()
-        grp.setField(T.AllocAccount, ln.account_id)
-        grp.setField(T.AllocAcctIDSource, "99")
-        grp.setField(T.AllocQty, fmt(ln.qty))
-        grp.setField(T.IndividualAllocID, ln.individual_alloc_id)
-        for party_id, source, role in (
-            (ln.custodian, "B", "28"),  # custodian, by BIC
-            (ln.prime_broker, "D", "4"),  # prime broker as clearing firm: FIX 4.4 has no PB role
-        ):
-            if party_id:
-                nested.clear()
-                nested.setField(T.NestedPartyID, party_id)
-                nested.setField(T.NestedPartyIDSource, source)
-                nested.setField(T.NestedPartyRole, role)
-                grp.addGroup(nested)
-        grp.setField(T.AllocAvgPx, fmt(ln.avg_px))
-        grp.setField(T.AllocNetMoney, fmt(_cents(ln.qty * ln.avg_px)))
-        grp.setField(T.AllocSettlInstType, "0")
-        if send_udfs:
-            if ln.strategy:
-                grp.setField(T.AllocStrategy, ln.strategy)
-            if ln.vehicle:
-                grp.setField(T.AllocVehicle, ln.vehicle)
-        elif ln.strategy or ln.vehicle:
-            grp.setField(T.AllocText, f"STRAT={ln.strategy or ''};VEH={ln.vehicle or ''}")
-        msg.addGroup(grp)
+        out += [(T.TotNoAllocs, str(fragment[0])),
+                (T.LastFragment, "Y" if fragment[1] else "N")]
+    if lines:
+        out.append((T.NoAllocs, [_line_fields(ln, send_udfs) for ln in lines]))
     # NetMoney (Σ AllocNetMoney) only on a calculated J; never on Ready-To-Book (626=5),
     # whose accounts, and so their net money, are booked elsewhere.
     if block.alloc_type == "1" and block.alloc_trans_type != "2":
-        msg.setField(T.NetMoney, fmt(net))
-    return msg
+        out.append((T.NetMoney, fmt(net)))
+    return out
+
+
+def _line_fields(ln: JLine, send_udfs: bool) -> j_layout.Fields:
+    fields: j_layout.Fields = [(T.AllocAccount, ln.account_id), (T.AllocAcctIDSource, "99"),
+                               (T.AllocQty, fmt(ln.qty)),
+                               (T.IndividualAllocID, ln.individual_alloc_id)]
+    parties: list[j_layout.Fields] = [
+        [(T.NestedPartyID, party_id), (T.NestedPartyIDSource, source),
+         (T.NestedPartyRole, role)]
+        for party_id, source, role in (
+            (ln.custodian, "B", "28"),  # custodian, by BIC
+            (ln.prime_broker, "D", "4"),  # prime broker as clearing firm: FIX 4.4 has no PB role
+        ) if party_id]
+    if parties:
+        fields.append((T.NoNestedPartyIDs, parties))
+    fields += [(T.AllocAvgPx, fmt(ln.avg_px)), (T.AllocNetMoney, fmt(_cents(ln.qty * ln.avg_px))),
+               (T.AllocSettlInstType, "0")]
+    if send_udfs:
+        if ln.strategy:
+            fields.append((T.AllocStrategy, ln.strategy))
+        if ln.vehicle:
+            fields.append((T.AllocVehicle, ln.vehicle))
+    elif ln.strategy or ln.vehicle:
+        fields.append((T.AllocText, f"STRAT={ln.strategy or ''};VEH={ln.vehicle or ''}"))
+    return fields
+
+
+def sample_j() -> tuple[str, j_layout.Fields]:
+    """A J with every part a J can have: the dictionary check of `j_layout.use_dictionary`."""
+    lines = [JLine(f"S-J1-{i:05d}", f"ACC{i}", Decimal(100), Decimal("10.125"), "CUSTBIC",
+                   "PB1" if i else None, "GROWTH", "SMA") for i in range(2)]
+    block = JBlock("S-J1", "1", "1", "CL1", "BO1", Decimal(200), "buy", "AAPL", Decimal(200),
+                   Decimal("10.125"), "2026-11-30", "2026-12-01",
+                   datetime(2026, 11, 30, 15, 0, tzinfo=UTC), secondary_alloc_id="S",
+                   ref_alloc_id="S-J0")
+    fields = j_fields(block, lines, fragment=(4, False))
+    plain = j_fields(block, lines, send_udfs=False, fragment=(4, True))
+    # Both placements of strategy/vehicle (UDFs, and AllocText) in one sample.
+    mixed: list[j_layout.Fields] = []
+    for layout in (fields, plain):
+        mixed += next(v for tag, v in layout if tag == T.NoAllocs and not isinstance(v, str))
+    return "J", [(T.NoAllocs, mixed) if tag == T.NoAllocs else (tag, v) for tag, v in fields]
 
 
 def build_allocation_ack(
@@ -262,8 +258,9 @@ class JReceived:
 def parse_allocation_instruction(msg: fix.Message) -> JReceived:
     lines: list[Mapping[str, object]] = []
     count = int(get_str(msg, T.NoAllocs) or 0)
-    grp = group(T.NoAllocs, T.AllocAccount, _ALLOC_ORDER)  # reused: getGroup overwrites
-    nested = group(T.NoNestedPartyIDs, T.NestedPartyID, _NESTED_ORDER)
+    # reused: getGroup overwrites
+    grp = group(T.NoAllocs, T.AllocAccount, j_layout.GROUPS[T.NoAllocs][1])
+    nested = group(T.NoNestedPartyIDs, T.NestedPartyID, j_layout.GROUPS[T.NoNestedPartyIDs][1])
     for i in range(1, count + 1):
         msg.getGroup(i, grp)
         parties: list[tuple[str, str, str]] = []
@@ -285,7 +282,7 @@ def parse_allocation_instruction(msg: fix.Message) -> JReceived:
         })
     cl_ord_ids: list[str] = []
     for i in range(1, int(get_str(msg, T.NoOrders) or 0) + 1):
-        order = group(T.NoOrders, T.ClOrdID, _ORDERS_ORDER)
+        order = group(T.NoOrders, T.ClOrdID, j_layout.GROUPS[T.NoOrders][1])
         msg.getGroup(i, order)
         cl_ord_ids.append(require_str(order, T.ClOrdID))
     side_raw = require_str(msg, T.Side)

@@ -19,6 +19,7 @@ import structlog
 from gateway.alerts import Alerts
 from gateway.clock import Clock
 from gateway.config import Config
+from gateway.fix import allocation_codec, j_layout
 from gateway.fix import settings as qf_settings
 from gateway.fix.application import GatewayApplication, SessionRole
 from gateway.fix.logon_backoff import LogonBackoff
@@ -109,6 +110,9 @@ class FixSessions:
                                            max_message_bytes=limits, store_dirs=self.store_dirs)
         self._engines: list[Any] = []
         self._keep: list[Any] = []
+        # Js are written as text and parsed against the gateway's dictionary when it
+        # keeps their groups intact (j_layout says why); otherwise built field by field.
+        j_layout.use_dictionary(config.resolve(fx.data_dictionary), allocation_codec.sample_j())
         for spec in qf_settings.engine_specs(config):
             for line in spec.text.splitlines():
                 log.info("fix.setting", side=spec.side, tls=spec.tls, setting=line)
