@@ -10,7 +10,8 @@ confirmations) is in gateway/posttrade/.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import date
 from decimal import Decimal
@@ -28,6 +29,7 @@ from gateway.fix.allocation_codec import ALLOC_TYPE_TO_FIX, JBlock, JLine, block
 from gateway.fix.outbound import FixOutbound
 from gateway.metrics import METRICS
 from gateway.orders import Order
+from gateway.persistence.records import RideAlong
 from gateway.persistence.store import Database
 from gateway.reference import ReferenceData
 
@@ -83,6 +85,9 @@ class AllocationFlow:
         self.executor = executor
         self.clock = clock
         self._config_hash = config.config_hash()
+        # The latest allocation's lines: its J goes to the broker and then to the OMS.
+        self._last_lines: tuple[str | None, Sequence[Mapping[str, Any]], list[JLine]] = (
+            None, [], [])
         self.notify: Any = None
         """Called with (order, allocation, lines) after a J is sent (notifications)."""
         self.gate = ApprovalGate(db)
@@ -331,14 +336,19 @@ class AllocationFlow:
         """
         if stored is not None:
             alloc, rows = stored
+            self._last_lines = (alloc_id, rows, _j_lines(rows))
         else:
             loaded = self.db.load_allocation(alloc_id)
             if loaded is None:
                 return
-            alloc, rows = loaded, self.db.load_allocation_lines(alloc_id)
+            alloc = loaded
+            if self._last_lines[0] != alloc_id:  # lines never change once stored
+                rows = self.db.load_allocation_lines(alloc_id)
+                self._last_lines = (alloc_id, rows, _j_lines(rows))
+            rows = self._last_lines[1]
         if alloc.get("status") in HELD:
             return  # no J before the approvals say so (recovery comes through here too)
-        j_lines = _j_lines(rows)
+        j_lines = self._last_lines[2]
         broker_key = self.out.broker_key(order.broker)
         if alloc.get("sent_at") is None:
             parts = self._fragments(order.broker, j_lines, alloc["alloc_type"])
@@ -346,15 +356,24 @@ class AllocationFlow:
             if done:
                 log.info("allocation.already_on_wire", alloc_id=alloc_id, fragments=done)
             block = self._j(order, alloc, rows, to_oms=False)
+            sent = self.clock.now()
+            ride: RideAlong | None = None
             for index, part in enumerate(parts[done:], start=done):
-                self.out.allocation(broker_key, block, part,
-                                    send_udfs=self.out.send_udfs(broker_key),
-                                    fragment=(len(j_lines), index == len(parts) - 1)
-                                    if len(parts) > 1 else None)
+                last = index == len(parts) - 1
+                # "Sent" commits with the last fragment's wire row, which quickfix writes
+                # once it has stored the J for resend (recovery asks that store too).
+                with (self.db.riding_on_wire(broker_key, self._marker(
+                        "broker_j_stored", alloc_id, status="sent", sent_at=sent))
+                      if last else nullcontext()) as riding:
+                    self.out.allocation(broker_key, block, part,
+                                        send_udfs=self.out.send_udfs(broker_key),
+                                        fragment=(len(j_lines), last)
+                                        if len(parts) > 1 else None)
+                ride = riding if last else ride
             if len(parts) > done:
                 faults.point("broker_j_sent")
-            sent = self.clock.now()
-            self.db.update_allocation(alloc_id, status="sent", sent_at=sent)
+            if ride is None or not ride.done:
+                self.db.update_allocation(alloc_id, status="sent", sent_at=sent)
             faults.point("broker_j_recorded")
             order.allocs[alloc_id] = "sent"
             if order.alloc_id == alloc_id:
@@ -367,14 +386,26 @@ class AllocationFlow:
                      trans_type=alloc["alloc_trans_type"], cl_ord_id=order.oms_cl_ord_id,
                      lines=sum(len(part) for part in parts), fragments=len(parts))
         if include_oms and alloc.get("oms_sent_at") is None:
+            at, recorded = self.clock.now(), False
             if not (check_wire and self.out.handed_over(order.oms_session, "J", alloc_id)):
-                self.out.allocation(order.oms_session, self._j(order, alloc, rows, to_oms=True),
-                                    j_lines, send_udfs=self.out.send_udfs(order.oms_session))
+                with self.db.riding_on_wire(order.oms_session, self._marker(
+                        "oms_j_stored", alloc_id, oms_sent_at=at)) as oms_ride:
+                    self.out.allocation(order.oms_session,
+                                        self._j(order, alloc, rows, to_oms=True), j_lines,
+                                        send_udfs=self.out.send_udfs(order.oms_session))
                 faults.point("oms_j_sent")
-            self.db.update_allocation(alloc_id, oms_sent_at=self.clock.now())
+                recorded = oms_ride.done
+            if not recorded:
+                self.db.update_allocation(alloc_id, oms_sent_at=at)
             log.info("allocation.sent_to_oms", alloc_id=alloc_id, cl_ord_id=order.oms_cl_ord_id)
         if self.notify is not None and alloc["alloc_trans_type"] != "2":
             self.notify(order, alloc, rows)
+
+    def _marker(self, fault: str, alloc_id: str, **values: Any) -> Callable[[Any], None]:
+        def write(conn: Any) -> None:
+            faults.point(fault)
+            self.db.write_allocation_update(conn, alloc_id, **values)
+        return write
 
     def _fragments(self, broker: str, lines: Sequence[JLine],
                    alloc_type: str) -> list[Sequence[JLine]]:

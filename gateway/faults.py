@@ -5,9 +5,15 @@ time. Unset (production), `point()` is one comparison with None. The steps sit b
 the writes and the sends whose order the crash-recovery promises depend on:
 
   decision_stored        decision, allocation and lines committed; no J handed to quickfix
-  broker_j_sent          the broker's J handed to quickfix; allocation row not yet "sent"
+  broker_j_stored        the broker's J (its last fragment) stored by quickfix; its wire row
+                         and the allocation's "sent" not yet committed (one commit)
+  broker_j_sent          the broker's J handed to quickfix; "sent" recorded with its wire
+                         row when the session is up, not yet otherwise
   broker_j_recorded      the broker's J recorded as sent; the OMS's J not yet handed over
-  oms_j_sent             the OMS's J handed to quickfix; its row not yet updated
+  oms_j_stored           the OMS's J stored by quickfix; its wire row and its row's update
+                         not yet committed (one commit)
+  oms_j_sent             the OMS's J handed to quickfix; its row updated with its wire row
+                         when the session is up, not yet otherwise
   ack_received           the broker's P taken off the inbox; not yet stored on the allocation
   relay_stored           a fill's relay stored by quickfix for resend; its wire record, the
                          order's row and the relay's mark not yet committed (one commit)
@@ -30,7 +36,8 @@ _STEP, _, _NTH = (_SPEC or "").partition(":")
 _TARGET = int(_NTH) if _NTH.isdigit() else 1
 _seen = [0]  # arrivals at the named step (a list: mutated without `global`)
 
-STEPS = ("decision_stored", "broker_j_sent", "broker_j_recorded", "oms_j_sent",
+STEPS = ("decision_stored", "broker_j_stored", "broker_j_sent", "broker_j_recorded",
+         "oms_j_stored", "oms_j_sent",
          "ack_received", "relay_stored", "relay_sent", "fill_stored", "recovery_redriving",
          "confirmation_stored", "au_sent")
 

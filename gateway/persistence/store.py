@@ -60,6 +60,8 @@ _UPDATE_ORDER = update(t.orders).where(t.orders.c.order_id == bindparam("key_ord
 _MARK_RELAYED = update(t.broker_reports).where(t.broker_reports.c.id == bindparam("key_id"))
 _ORDER_TRADE_DATE = select(t.orders.c.trade_date).where(
     t.orders.c.order_id == bindparam("key_order_id"))
+_UPDATE_ALLOCATION = update(t.allocations).where(
+    t.allocations.c.alloc_id == bindparam("key_alloc_id"))
 _TRADE_DATES_KEPT = 100_000
 
 
@@ -410,9 +412,12 @@ class Database(AuditRecords, LifecycleRecords, BlotterQueries):
     @_transient
     def update_allocation(self, alloc_id: str, **values: Any) -> None:
         with self._tx() as conn:
-            conn.execute(
-                update(t.allocations).where(t.allocations.c.alloc_id == alloc_id).values(**values)
-            )
+            self.write_allocation_update(conn, alloc_id, **values)
+
+    @staticmethod
+    def write_allocation_update(conn: Connection, alloc_id: str, **values: Any) -> None:
+        """`update_allocation` inside a transaction the caller holds (a J's wire row)."""
+        conn.execute(_UPDATE_ALLOCATION, {"key_alloc_id": alloc_id, **values})
 
     def load_allocations(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

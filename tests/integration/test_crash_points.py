@@ -4,8 +4,9 @@ The kill lands exactly at the step: the daemon kills itself when FIXALLOC_FAULT 
 (gateway/faults.py), not after a timed sleep. Each run ends the same way: exactly one J
 as New per block on each session, no ER relayed to the OMS twice, every fill stored once,
 the broker's P recorded. The step that matters most for "never a second J as New" is
-`broker_j_sent`: the J is on the wire and in quickfix's store, but the allocation row does
-not say so; only the outbound wire log tells recovery not to send it again.
+`broker_j_stored`: quickfix has stored the J for resend, but neither its wire row nor the
+allocation's "sent" (which commit together) is in the database; only quickfix's store
+tells recovery not to send it again.
 """
 
 from __future__ import annotations
@@ -115,9 +116,12 @@ def _check_once(cfg: Path, broker: BrokerSimulator, oms: OmsSimulator, cl_ord_id
 
 @pytest.mark.parametrize("fault", [
     "decision_stored",     # decision stored, no J handed to quickfix
-    "broker_j_sent",       # J to the broker on the wire, allocation row not yet "sent"
+    "broker_j_stored",     # J to the broker in quickfix's store; its wire row and "sent"
+                           # not yet committed
+    "broker_j_sent",       # J to the broker on the wire
     "broker_j_recorded",   # J to the broker recorded, J to the OMS not yet sent
-    "oms_j_sent",          # J to the OMS on the wire, its row not yet updated
+    "oms_j_stored",        # J to the OMS in quickfix's store, nothing of it committed
+    "oms_j_sent",          # J to the OMS on the wire
     "ack_received",        # the broker's P read, not yet stored on the allocation
     "relay_stored:3",      # the third relay in quickfix's store; its wire row, the order
                            # and its mark not yet committed
