@@ -23,6 +23,9 @@ from gateway.persistence.retry import transient
 
 _INSERT_WIRE = insert(t.fix_messages)
 _riding = threading.local()
+# Held inbound rows by OS thread id, not in a threading.local: quickfix's own threads enter
+# Python afresh for every callback, and their thread-local values do not outlive one.
+_deferred: dict[int, dict[str, Any]] = {}
 log = structlog.get_logger("fixalloc.persistence")
 
 
@@ -110,26 +113,26 @@ class AuditRecords:
         application never sees (rejected by quickfix, queued) is still recorded before
         quickfix answers it."""
         self.flush_deferred_wire()
-        _riding.deferred = row
+        _deferred[threading.get_ident()] = row
 
     def take_deferred_wire(self, session_id: str) -> dict[str, Any] | None:
-        row: dict[str, Any] | None = getattr(_riding, "deferred", None)
+        row = _deferred.get(threading.get_ident())
         if row is None or row["session_id"] != session_id:
             return None
-        _riding.deferred = None
+        del _deferred[threading.get_ident()]
         return row
 
     def put_back_deferred_wire(self, row: dict[str, Any]) -> None:
         """A held row whose transaction failed: written by the next flush (the reject)."""
-        _riding.deferred = row
+        _deferred[threading.get_ident()] = row
 
     def flush_deferred_wire(self) -> None:
-        row: dict[str, Any] | None = getattr(_riding, "deferred", None)
+        row = _deferred.get(threading.get_ident())
         if row is None:
             return
         with self.engine.begin() as conn:
             conn.execute(_INSERT_WIRE, row)
-        _riding.deferred = None
+        del _deferred[threading.get_ident()]
 
     @staticmethod
     def wire_row(*, session_id: str, direction: str, msg_type: str, seq_num: int | None,
