@@ -170,7 +170,7 @@ def j_fields(block: JBlock, lines: Sequence[JLine], *, send_udfs: bool = True,
         out += [(T.TotNoAllocs, str(fragment[0])),
                 (T.LastFragment, "Y" if fragment[1] else "N")]
     if lines:
-        out.append((T.NoAllocs, [_line_fields(ln, send_udfs) for ln in lines]))
+        out.append((T.NoAllocs, j_layout.Entries(lines, lambda ln: _line_fields(ln, send_udfs))))
     # NetMoney (Σ AllocNetMoney) only on a calculated J; never on Ready-To-Book (626=5),
     # whose accounts, and so their net money, are booked elsewhere.
     if block.alloc_type == "1" and block.alloc_trans_type != "2":
@@ -216,7 +216,7 @@ def sample_j() -> tuple[str, j_layout.Fields]:
     # Both placements of strategy/vehicle (UDFs, and AllocText) in one sample.
     mixed: list[j_layout.Fields] = []
     for layout in (fields, plain):
-        mixed += next(v for tag, v in layout if tag == T.NoAllocs and not isinstance(v, str))
+        mixed += next(list(v) for tag, v in layout if tag == T.NoAllocs and not isinstance(v, str))
     return "J", [(T.NoAllocs, mixed) if tag == T.NoAllocs else (tag, v) for tag, v in fields]
 
 

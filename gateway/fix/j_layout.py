@@ -12,8 +12,9 @@ would silently move fields out of their groups).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Union
+from typing import Any, Union, overload
 
 import quickfix as fix
 import structlog
@@ -23,9 +24,33 @@ from gateway.fix.codec import group, new_message
 
 log = structlog.get_logger("fixalloc.fix")
 
-Field = tuple[int, Union[str, "list[Fields]"]]
+Field = tuple[int, Union[str, "Sequence[Fields]"]]
 """(tag, value), or (count tag, entries) for a repeating group."""
 Fields = list[Field]
+
+
+class Entries(Sequence[Fields]):
+    """A group's entries made one at a time as they are written: a J to the OMS can hold
+    100,000 lines, and their fields all at once would be about 100 MB for a moment."""
+
+    def __init__(self, items: Sequence[Any], make: Callable[[Any], Fields]) -> None:
+        self._items = items
+        self._make = make
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> Fields: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Fields]: ...
+    def __getitem__(self, index: int | slice) -> Fields | Sequence[Fields]:
+        if isinstance(index, slice):
+            return [self._make(item) for item in self._items[index]]
+        return self._make(self._items[index])
+
+    def __iter__(self) -> Iterator[Fields]:
+        return (self._make(item) for item in self._items)
 
 SOH = "\x01"
 
@@ -95,8 +120,11 @@ def _flatten(fields: Fields, parts: list[str]) -> bool:
             continue
         parts.append(f"{tag}={len(value)}{SOH}")
         for entry in value:
-            if not _flatten(entry, parts):
+            # One string per entry, not one per field: fewer objects alive at once.
+            chunk: list[str] = []
+            if not _flatten(entry, chunk):
                 return False
+            parts.append("".join(chunk))
     return True
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -480,7 +481,8 @@ def test_allocation_flow_sends_the_golden_broker_and_oms_copies(
                              broker=lambda name: SimpleNamespace(send_udfs=name == "BRKA",
                                                                  max_lines_per_j=None))
     db = SimpleNamespace(update_allocation=lambda *a, **k: None,
-                         sent_message_contains=lambda *a: False)
+                         sent_message_contains=lambda *a: False,
+                         riding_on_wire=lambda *_a: nullcontext(SimpleNamespace(done=False)))
     out = _CaptureOutbound()
     flow = AllocationFlow(config, db, out, None, None, None,  # type: ignore[arg-type]
                           _FixedClock(case.transact_time))

@@ -7,6 +7,7 @@ form in one part (never fragmented) and the OMS the whole split as a calculated 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -142,7 +143,10 @@ def test_the_flow_sends_the_broker_rtb_in_one_part_and_the_oms_every_line(trans:
     config = SimpleNamespace(config_hash=lambda: "test",
                              broker=lambda name: SimpleNamespace(max_lines_per_j=2,
                                                                  alloc_type="ready_to_book"))
-    db = SimpleNamespace(update_allocation=lambda *a, **k: None)
+    updates: list[dict[str, Any]] = []
+    # No wire log here: nothing rides on it, so the flow records each J's state itself.
+    db = SimpleNamespace(update_allocation=lambda _id, **k: updates.append(k),
+                         riding_on_wire=lambda *_a: nullcontext(SimpleNamespace(done=False)))
     out = _Capture()
     flow = AllocationFlow(config, db, out, None, None, None,  # type: ignore[arg-type]
                           SimpleNamespace(now=lambda: NOW))
@@ -173,3 +177,4 @@ def test_the_flow_sends_the_broker_rtb_in_one_part_and_the_oms_every_line(trans:
         assert 78 not in o
     else:
         assert o[78] == ["5"] and len(o[467]) == 5 and o[118] == b[381] == ["95006.15"]
+    assert [set(u) for u in updates] == [{"status", "sent_at"}, {"oms_sent_at"}]
