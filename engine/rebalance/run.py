@@ -6,35 +6,64 @@ import datetime as dt
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import localcontext
 from typing import Any
 
 from engine import canonical
 from engine.book import book_for
-from engine.eligibility import (
-    lookthrough_chain,
-)
+from engine.eligibility import DECIMAL_CONTEXT, lookthrough_chain
 from engine.model import Account, Security
 from engine.partition_state import installed_book
-from engine.rebalance.account import _Run, plan_account
+from engine.rebalance import wire
+from engine.rebalance.account import plan_columns
+from engine.rebalance.context import Run
 from engine.rebalance.rows import (
     REBALANCE_ENGINE_VERSION,
     AccountPlan,
     RebalanceError,
     RebalanceRequest,
     TradeRow,
+    build_plan,
+    held_positions,
 )
+from engine.rebalance.universe import Universes
 from engine.rebalance_model import Model
 from engine.rulebook import Rulebook
 
 # -- a run ----------------------------------------------------------------------------------
 
 def _partition(args: tuple[str, Model, Rulebook, Mapping[str, Security], dt.date]
-               ) -> list[AccountPlan]:
-    """Trade lists of the accounts installed in this partition (a picklable pool op)."""
+               ) -> wire.PartitionPlans:
+    """Trade lists of the accounts installed in this partition (a picklable pool op), as
+    columns that are packed if they leave the process (`engine.rebalance.wire`)."""
     version, model, rulebook, securities, trade_date = args
     _lo, accounts = installed_book(version)
-    run = _Run(model, rulebook, securities, trade_date)
-    return [plan_account(run, a) for a in accounts]
+    run = Run(model, rulebook, securities, trade_date)
+    with localcontext(DECIMAL_CONTEXT):
+        return wire.PartitionPlans([plan_columns(run, a, held_positions(a)) for a in accounts])
+
+
+def _plans(run: Run, accounts: Sequence[Account]) -> list[AccountPlan]:
+    with localcontext(DECIMAL_CONTEXT):
+        out = []
+        for a in accounts:
+            held = held_positions(a)
+            out.append(build_plan(plan_columns(run, a, held), held))
+        return out
+
+
+def _collect(req: RebalanceRequest, accounts: Sequence[Account],
+             parts: list[wire.PartitionPlans]) -> list[AccountPlan]:
+    """The partitions' plans, in account order (each partition holds a contiguous slice
+    of the accounts in id order)."""
+    universes = Universes(dict(req.model.targets), req.securities)
+    plans: list[AccountPlan] = []
+    for part in parts:
+        plans += part.plans(universes, accounts[len(plans):len(plans) + len(part)])
+    if len(plans) != len(accounts):
+        raise RebalanceError(f"the partitions returned {len(plans)} trade lists for "
+                             f"{len(accounts)} accounts")
+    return plans
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +115,13 @@ def rebalance(req: RebalanceRequest, rulebook: Rulebook, executor: Any | None = 
     if book.duplicates:
         raise RebalanceError("duplicate account ids in the request")
     if executor is None or not hasattr(executor, "call_partitions"):
-        run = _Run(req.model, rulebook, req.securities, req.trade_date)
-        plans = [plan_account(run, a) for a in book.sorted]
+        plans = _plans(Run(req.model, rulebook, req.securities, req.trade_date), book.sorted)
     else:
         executor.prepare(rulebook)
         executor.prepare_accounts(book.version, book.sorted)
         arg = (book.version, req.model, rulebook, req.securities, req.trade_date)
         parts = executor.call_partitions(_partition, [arg] * executor.partitions)
-        plans = [p for part in parts for p in part]
+        plans = _collect(req, book.sorted, parts)
     return RebalanceResult(req.model.name, req.model.version, rulebook.version, req.trade_date,
                            inputs_hash(req, rulebook), tuple(plans))
 
