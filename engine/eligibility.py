@@ -121,7 +121,7 @@ def build_context(
 
 
 _CONTEXTS: dict[tuple[Any, ...], DecisionContext] = {}
-_MAX_CONTEXTS = 256
+_MAX_CONTEXTS = 4096  # a 500-security model needs 1,000 (symbol, side) contexts per run
 
 
 def _build_context(rulebook: Rulebook, symbol: str, side: Side, chain: tuple[Security, ...]

@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import gc
 import hashlib
 import io
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -138,6 +140,17 @@ def _fail(code: int, msg: str) -> int:
     return code
 
 
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection during a run: it makes rows, which hold no cycles,
+    and the collector walking millions of them cost about 0.8 ms per account."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def cmd_rebalance(args: argparse.Namespace) -> int:
     config: Path = args.config
     if not config.is_dir():
@@ -171,8 +184,9 @@ def cmd_rebalance(args: argparse.Namespace) -> int:
             from gateway.pool import ProcessPoolExecutorAdapter
 
             executor = ProcessPoolExecutorAdapter(args.workers, min_accounts=0)
-        result = rebalance(RebalanceRequest(model, chosen, securities, trade_date), rulebook,
-                           executor)
+        with collector_paused():
+            result = rebalance(RebalanceRequest(model, chosen, securities, trade_date),
+                               rulebook, executor)
     except RebalanceError as e:
         msg = str(e)
         if "security master" in msg or "reference price" in msg:
