@@ -104,6 +104,8 @@ def test_pre_allocated_order_is_split_as_the_oms_said_pro_rated_on_a_partial(
     with running(tmp_path, ports, cfg, plan) as (broker, gw, oms):
         oms.send_order(order)
         assert oms.wait(lambda: oms.allocation_for("PRE-1") is not None, 30)
+        # The broker's J goes first but may be booked after the OMS has read its copy.
+        assert oms.wait(lambda: bool(broker.allocations), 30)
         lines = {x["account"]: x["qty"] for x in broker.allocations[0].lines}
         assert lines == {"SMA0001": Decimal(6_000), "SMA0002": Decimal(9_000),
                          "SMA0003": Decimal(3_000)}

@@ -108,6 +108,8 @@ def test_pre_allocated_d_and_replaces_with_and_without_new_allocations(
         # 30% of 40,000 executed, then done for the day: the new split, pro rata.
         j = eventually(lambda: oms.allocation_for("PRE-18-R2"), timeout=60,
                        description="the OMS's copy of the J under its latest ClOrdID")
+        # The broker's J goes first but may be booked after the OMS has read its copy.
+        eventually(lambda: broker.allocations, timeout=30, description="the broker's J")
         assert {x["account"]: x["qty"] for x in broker.allocations[0].lines} == SPLIT_30
         assert child2 in broker.allocations[0].cl_ord_ids  # the J quotes the chain's latest
         assert j.quantity == Decimal(12_000)
@@ -211,4 +213,5 @@ def test_a_restart_after_a_replace_keeps_the_new_terms(tmp_path: Path) -> None:
             assert state.prealloc_id.endswith("-PA2")
             j = eventually(lambda: oms.allocation_for("PRE-RS-R1"), timeout=60)
             assert j.quantity == Decimal(12_000)
+            eventually(lambda: broker.allocations, timeout=30, description="the broker's J")
             assert {x["account"]: x["qty"] for x in broker.allocations[0].lines} == SPLIT_30

@@ -17,6 +17,7 @@ import pytest
 from gateway.fix.sim.broker import BrokerSimulator, FillPlan
 from gateway.fix.sim.oms import BlotterOrder, OmsSimulator
 from tests.support.certs import Pki, make_pki
+from tests.support.eventually import eventually
 from tests.support.harness import OMS_KEY, Ports, gateway_in_process, write_config
 
 pytestmark = pytest.mark.fix
@@ -63,7 +64,11 @@ def test_block_to_j_over_tls_on_both_sides(tmp_path: Path) -> None:
                                      side="buy", qty=Decimal(30_000), price=Decimal("190.50"))
                 oms.send_order(order)
                 assert oms.wait(lambda: oms.allocation_for("TLS-1") is not None, 30)
-                assert broker.allocations and broker.allocations[0].quantity == 30_000
+                # The broker's J goes out first, but the broker may book it after the OMS
+                # has read its own copy: wait for it rather than assume the order.
+                eventually(lambda: broker.allocations, timeout=30,
+                           description="the broker booked its J")
+                assert broker.allocations[0].quantity == 30_000
                 # What crossed TLS is in the wire log in clear, as for any session.
                 inbound = gw.node.db.wire_messages(session_id=OMS_KEY, direction="in",
                                                    msg_type="D")
