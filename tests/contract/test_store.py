@@ -4,20 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pytest
 from sqlalchemy import inspect
 
 from gateway.persistence.store import Database, ReportOutcome
 
 NOW = datetime(2026, 11, 20, 15, 30, tzinfo=UTC)
-
-
-@pytest.fixture
-def db(database_url: str) -> Database:
-    database = Database(database_url)
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 def _order(order_id: str = "O1", cl_ord_id: str = "C1") -> dict[str, object]:

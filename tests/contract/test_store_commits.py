@@ -18,14 +18,6 @@ BROKER = "FIX.4.4:FIXALLOC->BRKA"
 OMS = "FIX.4.4:FIXALLOC->OMS1"
 
 
-@pytest.fixture
-def db(database_url: str) -> Database:
-    database = Database(database_url)
-    database.migrate()
-    yield database
-    database.dispose()
-
-
 def _wire(db: Database, seq: int, session: str = BROKER, direction: str = "in",
           msg_type: str = "8") -> dict[str, object]:
     raw = f"8=FIX.4.4\x0135={msg_type}\x0134={seq}\x0117=E{seq}\x0110=000\x01".encode()
