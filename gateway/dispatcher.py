@@ -35,6 +35,7 @@ from gateway.events import (
     CancelRejectedByBroker,
     CancelRequested,
     ConfirmationReceived,
+    DeskOrdersSubmitted,
     OmsAllocationAckReceived,
     OperatorRequested,
     ReferenceDataChanged,
@@ -241,6 +242,8 @@ class Dispatcher:
                 event.action, event.alloc_id, actor=event.actor, reason=event.reason))
         elif isinstance(event, ApprovalRequested):
             self._answer(event.reply, lambda: self.approvals.handle(event))
+        elif isinstance(event, DeskOrdersSubmitted):
+            self._answer(event.reply, lambda: self._desk_orders(event))
         elif isinstance(event, SweepDue):
             self.sweep.on_sweep_due(event)
         elif isinstance(event, BlockOrderInvalid):
@@ -316,6 +319,11 @@ class Dispatcher:
             reply.set_exception(exc)
         else:
             reply.set_result(result)
+
+    def _desk_orders(self, ev: DeskOrdersSubmitted) -> dict[str, Any]:
+        for order in ev.events:
+            self.handle(order)
+        return {"taken": len(ev.events)}
 
     # -- execution reports from brokers ----------------------------------------------------
 

@@ -107,6 +107,15 @@ class AllocationReportReceived:
 
 
 @dataclass(frozen=True)
+class DeskOrdersSubmitted:
+    """Blocks a person handed over (gateway/fix/desk.py), already recorded and decoded:
+    the dispatcher takes each like an OMS's D, then completes `reply` (a Future)."""
+
+    events: tuple[Any, ...]
+    reply: Any
+
+
+@dataclass(frozen=True)
 class OperatorRequested:
     """A person's action on an allocation (resend/replace/cancel), from HTTP or the CLI.
 

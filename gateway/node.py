@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from datetime import UTC, date, datetime
 from typing import Any
@@ -30,11 +30,13 @@ from gateway.dispatcher import Dispatcher
 from gateway.errors import ConfigError
 from gateway.events import (
     ApprovalRequested,
+    DeskOrdersSubmitted,
     OperatorRequested,
     ReferenceDataChanged,
     RulebookChanged,
     SweepDue,
 )
+from gateway.fix.desk import DeskOrder, desk_answer
 from gateway.fix.outbound import FixOutbound
 from gateway.fix.sessions import FixSessions
 from gateway.fix.store_secrets import scrub_files, secure_state_dir
@@ -178,6 +180,7 @@ class Node:
                             db=self.http_db,
                             run_sweep=self._run_sweep_now, clock=self.clock,
                             operate=self._operate, decide_approval=self._decide_approval,
+                            submit_orders=self._submit_desk_orders,
                             rulebooks=self.rulebooks, refdata=self.refdata, api_token=token,
                             auth=cfg.auth)
             self.http = HttpServer(app, cfg.http.host, cfg.http.port)
@@ -329,6 +332,31 @@ class Node:
         self.dispatcher.inbox.put(ApprovalRequested(action, target, actor, roles, reason,
                                                     done, lines))
         return done.result(timeout=60)
+
+    def _submit_desk_orders(self, rows: Sequence[Mapping[str, Any]],
+                            actor: str) -> list[dict[str, Any]]:
+        """POST /orders: each block recorded as the desk's D (on this HTTP thread, as a FIX
+        thread records an OMS's), taken by the dispatcher, then answered as it stands."""
+        assert self.dispatcher is not None and self.sessions is not None
+        assert self.db is not None
+        db, desk = self.db, self.sessions.desk
+        now = self.clock.now()
+        taken = []
+        for row in rows:
+            event = desk.receive(DeskOrder(
+                cl_ord_id=row["cl_ord_id"], book=row["book"], symbol=row["symbol"],
+                side=row["side"], qty=row["qty"], ord_type=row["ord_type"],
+                price=row["price"],
+                preallocations=tuple((p["account_id"], p["qty"])
+                                     for p in row["preallocations"]),
+                preallocation_reason=row["preallocation_reason"]), actor, now)
+            if event is not None:
+                taken.append(event)
+        done: Future[dict[str, Any]] = Future()
+        self.dispatcher.inbox.put(DeskOrdersSubmitted(tuple(taken), done))
+        done.result(timeout=120)
+        day = trade_date_of(now).isoformat()
+        return [desk_answer(db, desk.key, row["cl_ord_id"], day) for row in rows]
 
     def stop(self) -> None:
         """Drain the dispatcher, log out the sessions, flush and release everything."""

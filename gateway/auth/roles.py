@@ -15,6 +15,7 @@ ACTIONS: tuple[str, ...] = (
     "approve",             # approve an allocation held at the approval gate
     "reject",              # reject an allocation held at the approval gate
     "override",            # release an allocation over a compliance hold, with a reason
+    "submit_orders",       # hand block orders to the gateway (POST /orders, rebalance --send)
     "operate_allocation",  # resend, replace or cancel an allocation
     "run_sweep",           # run the end-of-day sweep now
     "reload_rules",        # reload the rulebook; activate or discard a staged version
@@ -27,8 +28,9 @@ READ_ACTIONS = frozenset({"view", "whatif"})
 
 ROLE_ACTIONS: dict[str, frozenset[str]] = {
     "viewer": frozenset({"view"}),
-    "trader": frozenset({"view", "whatif"}),
-    "pm": frozenset({"view", "whatif", "approve", "reject"}),
+    # Traders and PMs place orders (a rebalance's blocks); nobody else does.
+    "trader": frozenset({"view", "whatif", "submit_orders"}),
+    "pm": frozenset({"view", "whatif", "approve", "reject", "submit_orders"}),
     # Compliance writes the rules, so it may put them in force; it alone overrides a hold.
     "compliance": frozenset({"view", "whatif", "approve", "reject", "override",
                              "reload_rules"}),

@@ -30,6 +30,7 @@ PossDupFlag = 43
 Price = 44
 RefSeqNum = 45
 SenderCompID = 49
+SenderSubID = 50
 SendingTime = 52
 Quantity = 53
 Side = 54

@@ -174,6 +174,15 @@ class AuditRecords:
             row["text"] = wire_text(row["raw"])
         return rows
 
+    def last_wire_seq(self, session_id: str, direction: str) -> int | None:
+        """The highest sequence number recorded on a session in one direction."""
+        c = t.fix_messages.c
+        query = select(func.max(c.seq_num)).where(c.session_id == session_id,
+                                                  c.direction == direction)
+        with self.engine.connect() as conn:
+            value = conn.execute(query).scalar_one()
+        return int(value) if value is not None else None
+
     def sent_with_ref(self, session_id: str, msg_type: str, ref_id: str) -> bool:
         """Whether a message of this type about `ref_id` already went out on the session."""
         c = t.fix_messages.c

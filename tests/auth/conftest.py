@@ -163,13 +163,17 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
             operated.append((action, alloc_id, actor, reason))
             return {"result": action, "actor": actor}
 
+        def submit(orders: Any, actor: str) -> list[dict[str, Any]]:
+            operated.extend(("submit", o["cl_ord_id"], actor, "") for o in orders)
+            return [{"cl_ord_id": o["cl_ord_id"], "status": "pending_new"} for o in orders]
+
         def run_sweep(checkpoint: str, day: Any) -> dict[str, Any]:
             sweeps.append((checkpoint, day))
             return {"ran_at": datetime.now(UTC).isoformat()}
 
         app = build_app(status=lambda **_kw: {"status": "ok"}, ready=lambda: (True, []),
                         db=db, rulebooks=rulebooks, refdata=refdata, api_token=api_token,
-                        run_sweep=run_sweep, operate=operate,
+                        run_sweep=run_sweep, operate=operate, submit_orders=submit,
                         auth=AuthSettings(**{"cookie_secure": False, **settings}))
         guard = app.state.guard
         # The approval gate's actions have no endpoint of their own yet: stand-ins that
@@ -200,6 +204,9 @@ ENDPOINTS: dict[str, tuple[str, str, dict[str, Any], int]] = {
     "approve": ("POST", "/probe/approve", {}, 200),
     "reject": ("POST", "/probe/reject", {}, 200),
     "override": ("POST", "/probe/override", {}, 200),
+    "submit_orders": ("POST", "/orders", {"json": {"orders": [{
+        "cl_ord_id": "B1", "book": "SMA-CORE", "symbol": "AAPL", "side": "buy", "qty": "100"}]}},
+        200),
     "operate_allocation": ("POST", "/allocations/A1/resend",
                            {"json": {"reason": "broker asked"}}, 200),
     "run_sweep": ("POST", "/sweep/run", {"json": {"at": "19:00", "date": "2026-11-20"}}, 200),

@@ -39,7 +39,7 @@ def test_every_role_against_every_action(db: Database, serve: Serve) -> None:
             if json.loads(e["detail_json"])["via"] == "token"]
     expected = {(f"u-{role}", action) for role in ROLES for action in ROLE_ACTIONS[role]
                 if action in ("operate_allocation", "run_sweep", "reload_rules",
-                              "reload_refdata")}
+                              "reload_refdata", "submit_orders")}
     assert {(d["actor"], d["action"]) for d in done} == expected
     assert all(d["outcome"] == "done" and d["target"] for d in done)
     denied = {(json.loads(e["detail_json"])["actor"], json.loads(e["detail_json"])["action"])
@@ -47,7 +47,10 @@ def test_every_role_against_every_action(db: Database, serve: Serve) -> None:
     assert denied == {(f"u-{role}", action) for role in ROLES for action in ACTIONS
                       if action not in ROLE_ACTIONS[role]}
     # The user's own name reaches the dispatcher, not what the request body claims.
-    assert {actor for _a, _id, actor, _r in api.operated} == {"u-operations", "u-admin"}
+    assert {actor for a, _id, actor, _r in api.operated if a != "submit"} == {
+        "u-operations", "u-admin"}
+    assert {actor for a, _id, actor, _r in api.operated if a == "submit"} == {
+        "u-trader", "u-pm", "u-admin"}
     assert api.rulebooks.reloads and set(api.rulebooks.reloads) == {
         "http:u-compliance", "http:u-operations", "http:u-admin"}
 
