@@ -311,24 +311,35 @@ def _cmd_day(args: argparse.Namespace, state: Path) -> int:
     return 0 if summary["ok"] else 1
 
 
-def _cmd_approval(args: argparse.Namespace, state: Path) -> int:
+def _cmd_scenario(args: argparse.Namespace, state: Path) -> int:
+    """The HTTP-driven scenarios: each returns a summary whose `ok` is the verdict."""
     from gateway.demo_approval import run_approval
+    from gateway.demo_rebalance import run_rebalance_demo
+
+    run, done = {
+        "approval": (run_approval,
+                     "ok: held until two PMs approved, then the J went out as decided"),
+        "rebalance": (run_rebalance_demo,
+                      "ok: every block routed and allocated back to the accounts that asked"),
+    }[args.scenario]
 
     def say(text: str) -> None:
         if not args.json:
             print(text, flush=True)  # noqa: T201
 
     try:
-        summary = run_approval(state=state, say=say)
+        summary = run(state=state, say=say)
     except DemoFailed as exc:
-        print(f"fixalloc demo --scenario approval failed: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"fixalloc demo --scenario {args.scenario} failed: {exc}",  # noqa: T201
+              file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True, default=str))  # noqa: T201
     elif summary["ok"]:
-        print("ok: held until two PMs approved, then the J went out as decided")  # noqa: T201
+        print(done)  # noqa: T201
     if not summary["ok"]:
-        print("fixalloc demo --scenario approval failed", file=sys.stderr)  # noqa: T201
+        print(f"fixalloc demo --scenario {args.scenario} failed: "  # noqa: T201
+              f"{json.dumps(summary, default=str)[:2000]}", file=sys.stderr)
     return 0 if summary["ok"] else 1
 
 
@@ -337,8 +348,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         tempfile.mkdtemp(prefix="fixalloc-demo-"))
     if args.scenario == "day":
         return _cmd_day(args, state)
-    if args.scenario == "approval":
-        return _cmd_approval(args, state)
+    if args.scenario in ("approval", "rebalance"):
+        return _cmd_scenario(args, state)
     started = datetime.now()
     try:
         summary = run_demo(state=state, qty=Decimal(args.qty), fills=args.fills,
@@ -363,9 +374,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def add_command(sub: Any) -> None:
     demo = sub.add_parser(
         "demo", help="run the daemon with a simulated broker and OMS on 127.0.0.1")
-    demo.add_argument("--scenario", choices=["block", "day", "approval"], default="block",
+    demo.add_argument("--scenario", choices=["block", "day", "approval", "rebalance"],
+                      default="block",
                       help="block: one block to its J; day: a trade date to the 21:00 sweep; "
-                           "approval: a block held by a four-eyes policy, approved over HTTP")
+                           "approval: a block held by a four-eyes policy, approved over HTTP; "
+                           "rebalance: a model's blocks sent with `fixalloc rebalance --send` "
+                           "and allocated back to the accounts that asked")
     demo.add_argument("--speed", type=float, default=240.0,
                       help="day: simulated seconds per real second")
     demo.add_argument("--state-dir", help="keep the SQLite database and logs here")

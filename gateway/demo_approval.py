@@ -7,24 +7,18 @@ simulators over FIX, two users with API tokens, and the HTTP API the page and sc
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from gateway.demo import CONFIG_DIR, DemoFailed, demo_config, stop_daemon
-from gateway.fix.sim.broker import BrokerSimulator, FillPlan
+from gateway.demo import CONFIG_DIR, DemoFailed, demo_config
+from gateway.demo_stack import api_call, demo_stack, demo_users
+from gateway.fix.sim.broker import FillPlan
 from gateway.fix.sim.common import wait_for
-from gateway.fix.sim.oms import BlotterOrder, OmsSimulator
-from gateway.persistence.store import Database
+from gateway.fix.sim.oms import BlotterOrder
 from gateway.ports import free_port
 
 POLICY = """# Added by `fixalloc demo --scenario approval`.
@@ -39,38 +33,6 @@ approval_policies:
 PEOPLE = (("alice", "pm"), ("bob", "pm"))
 
 
-def _call(port: int, path: str, token: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", data=data, method="GET" if data is None else "POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-    except (urllib.error.URLError, OSError):
-        return 0, None
-
-
-def _people(url: str) -> dict[str, str]:
-    """Two PMs with an API token each, as `fixalloc users add` and `users token` make them."""
-    from gateway.auth.users import UserStore
-
-    db = Database(url)
-    try:
-        db.migrate()
-        users = UserStore(db)
-        tokens = {}
-        for name, role in PEOPLE:
-            if users.get(name) is None:
-                users.add(name, f"{name}-demo-password", [role], actor="demo")
-            tokens[name] = users.create_token(name, "demo", actor="demo")
-        return tokens
-    finally:
-        db.dispose()
-
-
 def run_approval(*, state: Path, say: Callable[[str], None], timeout: float = 60.0
                  ) -> dict[str, Any]:
     state.mkdir(parents=True, exist_ok=True)
@@ -83,26 +45,12 @@ def run_approval(*, state: Path, say: Callable[[str], None], timeout: float = 60
     say(f"fixalloc demo --scenario approval: state in {state}")
     say(f"  policy {config_dir / 'rules' / '30-approvals.yaml'}: FOUR-EYES-LARGE "
         "(notional above USD 1m: two PMs)")
-    tokens = _people(f"sqlite:///{state / 'gateway' / 'fixalloc.db'}")
+    tokens = demo_users(f"sqlite:///{state / 'gateway' / 'fixalloc.db'}", PEOPLE)
     say("  users alice and bob (role pm), each with an API token")
-    broker = BrokerSimulator(port=broker_port, state_dir=state / "sim-broker",
-                             plan=FillPlan(fills=5, interval_ms=20))
-    broker.start()
-    log_file = (state / "fixalloc.log").open("w", encoding="utf-8")
-    daemon = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "gateway", "run", "--config", str(cfg), "--log-format", "json"],
-        stdout=log_file, stderr=subprocess.STDOUT, cwd=str(state),
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    oms = OmsSimulator(port=oms_port, state_dir=state / "sim-oms")
     out: dict[str, Any] = {"state_dir": str(state), "http_port": http_port}
-    try:
-        if not wait_for(lambda: daemon.poll() is not None
-                        or _call(http_port, "/readyz", "")[0] in (200, 503), 60) \
-                or daemon.poll() is not None:
-            raise DemoFailed(f"daemon did not start; see {log_file.name}")
-        oms.start()
-        if not wait_for(lambda: _call(http_port, "/readyz", "")[0] == 200, 30):
-            raise DemoFailed("sessions did not log on within 30 s")
+    with demo_stack(state, cfg, broker_port=broker_port, oms_port=oms_port,
+                    http_port=http_port, plan=FillPlan(fills=5, interval_ms=20)) as stack:
+        broker, oms, daemon = stack.broker, stack.oms, stack.daemon
         order = BlotterOrder(cl_ord_id=f"APPROVAL-{int(time.time())}", book="SMA-CORE",
                              symbol="AAPL", side="buy", qty=Decimal(20_000), ord_type="2",
                              price=Decimal("190.50"))
@@ -111,7 +59,7 @@ def run_approval(*, state: Path, say: Callable[[str], None], timeout: float = 60
         held: dict[str, Any] = {}
 
         def is_held() -> bool:
-            code, body = _call(http_port, "/approvals?state=pending", tokens["alice"])
+            code, body = api_call(http_port, "/approvals?state=pending", tokens["alice"])
             if code == 200 and body["approvals"]:
                 held.update(body["approvals"][0])
             return bool(held)
@@ -125,8 +73,8 @@ def run_approval(*, state: Path, say: Callable[[str], None], timeout: float = 60
         out.update(alloc_id=alloc_id, held_j_at_broker=len(broker.allocations))
         votes = []
         for name, _role in PEOPLE:
-            code, body = _call(http_port, f"/approvals/{alloc_id}/approve", tokens[name],
-                               {"reason": "split checked against the model"})
+            code, body = api_call(http_port, f"/approvals/{alloc_id}/approve", tokens[name],
+                                  {"reason": "split checked against the model"})
             if code != 200:
                 raise DemoFailed(f"{name}'s approval was refused ({code}): {body}")
             votes.append({"actor": name, "state": body["state"]})
@@ -140,18 +88,13 @@ def run_approval(*, state: Path, say: Callable[[str], None], timeout: float = 60
         j = broker.allocations[0]
         say(f"  J {j.alloc_id} at the broker {time.monotonic() - approved_at:.2f} s after the "
             f"second approval: {len(j.lines)} accounts, {j.quantity:,} shares @ {j.avg_px}")
-        code, shown = _call(http_port, f"/approvals/{alloc_id}", tokens["bob"])
+        code, shown = api_call(http_port, f"/approvals/{alloc_id}", tokens["bob"])
         out.update(votes=votes, j_alloc_id=j.alloc_id, j_lines=len(j.lines),
                    j_quantity=str(j.quantity), approval=shown if code == 200 else None)
         out["ok"] = (out["held_j_at_broker"] == 0 and j.alloc_id == alloc_id
                      and votes[-1]["state"] == "approved" and shown["state"] == "approved")
         say(f"  page: http://127.0.0.1:{http_port}/ui/allocations/{alloc_id} "
             "(while the daemon runs)")
-    finally:
-        stop_daemon(daemon)
-        oms.stop()
-        broker.stop()
-        log_file.close()
     out["daemon_exit"] = daemon.returncode
     out["ok"] = bool(out.get("ok")) and daemon.returncode == 0
     return out

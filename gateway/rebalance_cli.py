@@ -2,12 +2,15 @@
 
     fixalloc rebalance --config DIR --model MODEL [--accounts ID ...] --out DIR
                        [--trade-date YYYY-MM-DD] [--workers N]
+                       [--send URL [--token-env NAME] [--reason TEXT]]
 
 DIR holds securities.csv, accounts.csv, positions.csv and rules/ (as for `fixalloc
 allocate`); MODEL is a YAML file, or a name looked up as DIR/models/MODEL.yaml. The out
 folder receives trades.csv, trades.json, blocks.csv, blocks.json and run.json (the run
 record: the versions of every input and the hash of every output). A bad file is refused
 with file:line: reason and exit code 78, an unknown or unassigned account with exit 2.
+`--send` then hands the blocks to the gateway at URL (gateway/rebalance_send.py) and
+writes its answers to sent.json; exit 1 when the gateway rejected any of them.
 """
 
 from __future__ import annotations
@@ -54,6 +57,13 @@ def add_command(subparsers: Any, bench_subparsers: Any | None = None) -> None:
     p.add_argument("--trade-date", help="YYYY-MM-DD for tax-lot and wash-sale dates "
                                         "(default: today, UTC)")
     p.add_argument("--workers", type=int, default=0, help="process-pool workers (0: in-process)")
+    p.add_argument("--send", metavar="URL",
+                   help="hand the blocks to the gateway at URL (its HTTP API, e.g. "
+                        "http://127.0.0.1:8080) as orders with their pre-allocations")
+    p.add_argument("--token-env", default="FIXALLOC_API_TOKEN", metavar="NAME",
+                   help="environment variable holding the API token for --send "
+                        "(a user with the submit_orders action: trader, pm)")
+    p.add_argument("--reason", default="", help="--send: recorded with the request")
     p.set_defaults(func=cmd_rebalance)
     if bench_subparsers is not None:
         from gateway import bench_rebalance
@@ -214,4 +224,35 @@ def cmd_rebalance(args: argparse.Namespace) -> int:
         f"model {model.name} {model.version[:12]}: {record['accounts']} accounts, "
         f"{record['accounts_traded']} traded, {record['trades']} trades in "
         f"{record['blocks']} blocks; output {record['output_hash'][:12]} in {out}\n")
+    if args.send:
+        return _send(args, blks, {a.account_id: a.book for a in chosen}, record, out)
     return EXIT_OK
+
+
+def _send(args: argparse.Namespace, blks: Sequence[Any], book_of: dict[str, str],
+          record: dict[str, Any], out: Path) -> int:
+    import json
+    import os
+
+    import httpx
+
+    from gateway.rebalance_send import SendError, orders_for, send
+
+    orders = orders_for(blks, book_of)
+    reason = args.reason or (f"rebalance to model {record['model']} "
+                             f"{record['model_version'][:12]}, output {record['output_hash'][:12]}")
+    try:
+        answers = send(args.send, os.environ.get(args.token_env), orders, reason=reason)
+    except SendError as e:
+        return _fail(1, f"--send: {e}")
+    except httpx.HTTPError as e:  # the gateway could not be reached (after retries)
+        return _fail(1, f"--send: {args.send}: {type(e).__name__}: {e}")
+    (out / "sent.json").write_text(json.dumps({"url": args.send, "orders": answers},
+                                              indent=2, sort_keys=True) + "\n",
+                                   encoding="utf-8")
+    rejected = [a for a in answers if a.get("status") == "rejected"]
+    sys.stdout.write(f"sent {len(answers)} orders to {args.send}: "
+                     f"{len(answers) - len(rejected)} accepted, {len(rejected)} rejected\n")
+    for a in rejected:
+        sys.stderr.write(f"rejected {a['cl_ord_id']}: {a.get('reason')}\n")
+    return 1 if rejected else EXIT_OK

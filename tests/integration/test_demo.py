@@ -84,3 +84,28 @@ def test_demo_approval_holds_the_block_until_two_pms_approve(tmp_path: Path) -> 
         assert sum(Decimal(x["qty"]) for x in lines) == Decimal(summary["j_quantity"])
     finally:
         db.dispose()
+
+
+def test_demo_rebalance_sends_the_blocks_and_allocates_them_to_the_accounts_that_asked(
+        tmp_path: Path) -> None:
+    """`fixalloc demo --scenario rebalance`: the CLI's --send as a user runs it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "demo", "--scenario", "rebalance", "--json",
+         "--state-dir", str(tmp_path / "demo")],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["ok"] and summary["daemon_exit"] == 0
+    assert summary["js"] == summary["orders"] == summary["blocks"] > 1
+    assert summary["mismatched"] == [] and summary["oms_heard"] == []
+    sent = json.loads((tmp_path / "demo" / "rebalance" / "sent.json").read_text())
+    assert {o["status"] for o in sent["orders"]} <= {"pending_new", "new",
+                                                     "partially_filled", "filled"}
+    db = Database(f"sqlite:///{tmp_path / 'demo' / 'gateway' / 'fixalloc.db'}")
+    try:
+        # Every order the desk placed is on record as the desk's D, with the trader.
+        ds = db.wire_messages(direction="in", msg_type="D")
+        assert len(ds) == summary["orders"]
+        assert all("\x0150=tina\x01" in bytes(d["raw"]).decode() for d in ds)
+    finally:
+        db.dispose()

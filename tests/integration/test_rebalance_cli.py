@@ -89,3 +89,15 @@ def test_bench_rebalance_small(capsys: pytest.CaptureFixture[str]) -> None:
     out = json.loads(capsys.readouterr().out)
     assert out["checks"]["pool_identical_to_in_process"] is True
     assert out["rows"] >= 40 * 30 * 0.9
+
+
+def test_send_to_a_gateway_that_is_not_there_fails_with_the_address(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.ports import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["rebalance", *ARGS, "--out", str(tmp_path / "out"), "--send", url]) == 1
+    err = capsys.readouterr().err
+    assert f"--send: {url}: ConnectError" in err
+    assert not (tmp_path / "out" / "sent.json").exists()
+    assert (tmp_path / "out" / "blocks.json").exists()  # the run itself is written first
