@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from gateway.events import CancelRejectedByBroker, CancelRequested
-from gateway.orders import ORD_STATUS
+from gateway.orders import ORD_STATUS, Order
 
 if TYPE_CHECKING:
     from gateway.dispatcher import Dispatcher
@@ -26,6 +26,8 @@ class OrderCancels:
 
     def on_request(self, ev: CancelRequested) -> None:
         d = self.d
+        if d.splits.on_cancel(ev):
+            return
         # The newest order under that ClOrdID: an OMS may reuse one on a later trade date.
         order = d.orders.by_cl_ord_id(ev.session, ev.orig_cl_ord_id, d.find_order_id)
         if order is None or order.status in ("filled", "canceled", "expired", "rejected"):
@@ -38,6 +40,11 @@ class OrderCancels:
                                 reason="1" if order is None else "0",
                                 text=f"cannot cancel {ev.orig_cl_ord_id}: {text}")
             return
+        self.cancel(order, ev)
+
+    def cancel(self, order: Order, ev: CancelRequested) -> None:
+        """Our cancel of `order` at its broker, on the OMS's request `ev`."""
+        d = self.d
         order.cancel_count += 1
         order.oms_cancel_cl_ord_id = ev.cl_ord_id
         log.info("order.cancel_routed", cl_ord_id=ev.orig_cl_ord_id, order_id=order.order_id)

@@ -31,6 +31,7 @@ from pydantic import (
 
 from gateway.audit.settings import AuditSettings
 from gateway.auth.settings import AuthSettings
+from gateway.book_routing import BookRouting
 from gateway.errors import ConfigError
 from gateway.notify.settings import NotificationSettings
 from gateway.posttrade.sweep_settings import SweepSettings
@@ -337,6 +338,8 @@ class BookSettings(_Frozen):
     """How long the broker has to acknowledge a routed (or queued) block."""
     on_ack_timeout: Literal["reject", "done_for_day"] = "reject"
     """What the OMS hears when the deadline passes with no acknowledgement from the broker."""
+    routing: BookRouting | None = None
+    """Several brokers: each block split into one child order per broker (book_routing.py)."""
 
 
 class Config(_Frozen):
@@ -365,9 +368,10 @@ class Config(_Frozen):
     def _books_route_to_known_brokers(self) -> Config:
         brokers = {b.name for b in self.fix.brokers}
         for book in self.books:
-            if book.broker not in brokers:
+            wanted = {book.broker} | (book.routing.broker_names() if book.routing else set())
+            for name in sorted(wanted - brokers):
                 raise ValueError(
-                    f"book {book.name!r} routes to broker {book.broker!r}, "
+                    f"book {book.name!r} routes to broker {name!r}, "
                     "which is not a configured broker session "
                     f"({', '.join(sorted(brokers)) or 'none'})"
                 )

@@ -62,6 +62,7 @@ from gateway.posttrade.sweep_runner import SweepRunner
 from gateway.reference import ReferenceData
 from gateway.replaces import OrderReplaces
 from gateway.session_watch import SessionWatch
+from gateway.split_orders import SplitOrders
 
 log = structlog.get_logger("fixalloc.dispatcher")
 
@@ -90,6 +91,7 @@ class Dispatcher:
         self.intake = OrderIntake(self)
         self.replaces = OrderReplaces(self)
         self.cancels = OrderCancels(self)
+        self.splits = SplitOrders(self)
         self.sessions = SessionWatch(self, loop_logons=config.fix.reconnect_alert_logons,
                                      loop_window_seconds=config.fix.reconnect_alert_seconds)
         self.exceptions = ExceptionsQueue(db, clock, self.alerts)
@@ -477,20 +479,29 @@ class Dispatcher:
 
     def relay(self, order: Order, ev: BrokerReportReceived, report_id: int,
               *, poss_resend: bool = False, mark: bool = True) -> None:
-        """Relay a broker ER to the OMS under the OMS's own ClOrdID (its cancel's, for 4/6)."""
+        """Relay a broker ER to the OMS under the OMS's own ClOrdID (its cancel's, for 4/6).
+
+        A split block's child relays the block's view (gateway/split_orders.py), or
+        nothing when its report does not change that view."""
+        block = self.splits.view(order, ev) if order.parent_id is not None else None
+        if order.parent_id is not None and block is None:
+            if mark:
+                self.db.mark_relayed(report_id, self.clock.now())
+            return
         cancel_reply = ev.exec_type in ("4", "6") and order.oms_cancel_cl_ord_id is not None
         ids = self.replaces.relay_ids(order, ev.exec_type, ev.cl_ord_id) or (
             (order.oms_cancel_cl_ord_id, order.oms_cl_ord_id) if cancel_reply
             else (order.oms_cl_ord_id, None))
+        totals = block or {"order_id": order.order_id, "exec_type": ev.exec_type,
+                           "ord_status": ev.ord_status, "order_qty": order.order_qty,
+                           "cum_qty": ev.cum_qty, "avg_px": ev.avg_px,
+                           "leaves_qty": ev.leaves_qty}
         self.out.execution_report(
-            order.oms_session, poss_resend=poss_resend, order_id=order.order_id,
-            cl_ord_id=ids[0], orig_cl_ord_id=ids[1],
-            exec_id=relay_exec_id(order.order_id, report_id),
-            exec_type=ev.exec_type, ord_status=ev.ord_status, symbol=order.symbol,
-            side=order.side, order_qty=order.order_qty, last_qty=ev.last_qty,
-            last_px=ev.last_px, cum_qty=ev.cum_qty, avg_px=ev.avg_px, leaves_qty=ev.leaves_qty,
+            order.oms_session, poss_resend=poss_resend, cl_ord_id=ids[0],
+            orig_cl_ord_id=ids[1], exec_id=relay_exec_id(order.order_id, report_id),
+            symbol=order.symbol, side=order.side, last_qty=ev.last_qty, last_px=ev.last_px,
             book=order.book, transact_time=self.clock.now(), trade_date=ev.trade_date,
-            text=ev.text, exec_ref_id=self._relayed_exec_id(order, ev),
+            text=ev.text, exec_ref_id=self._relayed_exec_id(order, ev), **totals,
         )
         faults.point("relay_sent")
         if mark:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from engine.broker_split import SplitError
 from gateway.clock import trade_date_of
 from gateway.events import BlockOrderInvalid, BlockOrderReceived
 from gateway.metrics import METRICS
@@ -91,6 +92,15 @@ class OrderIntake:
                         for x in report["excluded"][:5])
                     rejection = Rejection("99", f"no eligible account in book {ev.book}: "
                                                 f"{reasons}")
+        if rejection is None and d.splits.routed(ev.book):
+            try:
+                legs = d.splits.plan(order)
+            except SplitError as exc:
+                rejection = Rejection("99", f"cannot split the block across brokers: {exc}")
+            else:
+                METRICS.orders.labels(outcome="accepted").inc()
+                d.splits.start(order, legs, d.clock.now())
+                return
         if rejection is not None:
             self.reject(ev, order, rejection)
             return
@@ -139,12 +149,20 @@ class OrderIntake:
 
     def _pending_new(self, order: Order, now: datetime) -> None:
         """ER 39=A at once: the OMS knows the block is taken but not yet at the broker."""
+        qty = order.order_qty
+        if order.parent_id is not None:
+            # One "pending new" for a split block, whichever broker is down first.
+            parent = self.d.splits.parents.get(order.parent_id)
+            if parent is None or parent.pending_new_sent:
+                return
+            parent.pending_new_sent, qty = True, parent.order_qty
         self.d.out.execution_report(
-            order.oms_session, order_id=order.order_id, cl_ord_id=order.oms_cl_ord_id,
+            order.oms_session, order_id=order.parent_id or order.order_id,
+            cl_ord_id=order.oms_cl_ord_id,
             exec_id=f"{order.order_id}-PN", exec_type="A", ord_status="A",
-            symbol=order.symbol, side=order.side, order_qty=order.order_qty,
+            symbol=order.symbol, side=order.side, order_qty=qty,
             last_qty=ZERO, last_px=ZERO, cum_qty=ZERO, avg_px=ZERO,
-            leaves_qty=order.order_qty, book=order.book, transact_time=now,
+            leaves_qty=qty, book=order.book, transact_time=now,
             text=f"queued: broker session {order.broker} is not logged on")
 
     def on_session_up(self, key: str) -> None:
@@ -213,6 +231,8 @@ class OrderIntake:
                      orig_cl_ord_id=order.child_cl_ord_id or order.order_id,
                      broker_order_id=order.broker_order_id,
                      symbol=order.symbol, side=order.side, qty=order.order_qty, now=now)
+        if order.parent_id is not None:
+            return  # a split block's OMS hears the broker's answer (split_orders.py)
         d.out.execution_report(
             order.oms_session, order_id=order.order_id, cl_ord_id=order.oms_cl_ord_id,
             exec_id=f"{order.order_id}-PC{order.cancel_count}", exec_type="6",
@@ -225,13 +245,21 @@ class OrderIntake:
 
     def _final_to_oms(self, order: Order, now: datetime, *, exec_type: str, ord_status: str,
                       text: str) -> None:
+        totals: dict[str, Any] = {"order_id": order.order_id, "ord_status": ord_status,
+                                  "order_qty": order.order_qty, "cum_qty": ZERO,
+                                  "avg_px": ZERO}
+        if order.parent_id is not None:
+            # A split block ends for the OMS when its last broker's part does.
+            block = self.d.splits.terminal_view(order, exec_type)
+            if block is None:
+                return
+            totals = {k: block[k] for k in totals}
         self.d.out.execution_report(
-            order.oms_session, order_id=order.order_id, cl_ord_id=order.oms_cl_ord_id,
+            order.oms_session, cl_ord_id=order.oms_cl_ord_id,
             exec_id=f"{order.order_id}-T{exec_type}", exec_type=exec_type,
-            ord_status=ord_status, symbol=order.symbol, side=order.side,
-            order_qty=order.order_qty, last_qty=ZERO, last_px=ZERO, cum_qty=ZERO,
-            avg_px=ZERO, leaves_qty=ZERO, book=order.book, transact_time=now, text=text,
-            ord_rej_reason="99" if ord_status == "8" else None)
+            symbol=order.symbol, side=order.side, last_qty=ZERO, last_px=ZERO,
+            leaves_qty=ZERO, book=order.book, transact_time=now, text=text,
+            ord_rej_reason="99" if totals["ord_status"] == "8" else None, **totals)
 
     # -- rejects --------------------------------------------------------------------------
 

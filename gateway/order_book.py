@@ -120,7 +120,10 @@ class OrderBook:
     # -- the OMS's ClOrdIDs ---------------------------------------------------------------
 
     def index(self, order: Order) -> None:
-        """(session, current ClOrdID) -> order; call again after a replace changes it."""
+        """(session, current ClOrdID) -> order; call again after a replace changes it.
+        A split block's children share its ClOrdID: gateway/split_orders.py finds them."""
+        if order.parent_id is not None:
+            return
         key = (order.oms_session, order.oms_cl_ord_id)
         held = self._orders.get(self._by_cl.get(key, ""))
         if held is None or held is order or held.trade_date <= order.trade_date:
@@ -131,6 +134,8 @@ class OrderBook:
                 del self._by_cl[old]
 
     def _unindex(self, order: Order) -> None:
+        if order.parent_id is not None:
+            return
         key = (order.oms_session, order.oms_cl_ord_id)
         if self._by_cl.get(key) == order.order_id:
             del self._by_cl[key]

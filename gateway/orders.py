@@ -126,6 +126,9 @@ class Order:
     prealloc_id: str | None = None
     """AllocID of the pre-allocation the broker holds (send_preallocations)."""
     prealloc_status: str | None = None
+    parent_id: str | None = None
+    """The block this order is one broker's part of (gateway/split_orders.py); its
+    `oms_cl_ord_id` is then the block's, so what the OMS hears names its own order."""
 
     def move_to(self, new: str) -> None:
         if new == self.status:

@@ -88,8 +88,8 @@ def restore(d: Dispatcher, row: dict[str, Any], counts: dict[str, int], *,
     def bump(key: str) -> None:
         counts[key] = counts.get(key, 0) + 1
 
-    if row["status"] == "rejected":
-        return None
+    if row["status"] in ("rejected", "split"):
+        return None  # a split block lives on in its children
     if row["status"] in TERMINAL and not d.db.load_reports(row["order_id"]):
         # Closed by us without ever reaching the broker (its acknowledgement deadline
         # passed while it was queued): the OMS has had its final answer.
@@ -105,6 +105,13 @@ def restore(d: Dispatcher, row: dict[str, Any], counts: dict[str, int], *,
         stop_px=Decimal(row["stop_px"]) if row.get("stop_px") else None,
         peg_offset=Decimal(row["peg_offset"]) if row.get("peg_offset") else None,
     )
+    if row.get("parent_order_id"):
+        # One broker's part of a split block: it answers the OMS under the block's ClOrdID.
+        order.parent_id = row["parent_order_id"]
+        d.splits.restore(order)
+        parent = d.splits.parents.get(row["parent_order_id"])
+        if parent is not None:
+            order.oms_cl_ord_id = parent.cl_ord_id
     if row.get("preallocations_json"):
         pre = json.loads(row["preallocations_json"])
         order.preallocations = tuple((a, Decimal(q)) for a, q in pre["lines"])

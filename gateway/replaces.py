@@ -67,6 +67,11 @@ class OrderReplaces:
 
     def on_request(self, ev: ReplaceRequested) -> None:
         d, f = self.d, ev.fields
+        if d.splits.parent_of(ev.session, f.orig_cl_ord_id) is not None:
+            # Which broker's part would change, and how, is not the OMS's to say.
+            self._refuse(ev.session, None, f.cl_ord_id, f.orig_cl_ord_id, OTHER,
+                         "the block is split across brokers; cancel it and send a new one")
+            return
         order = d.orders.by_cl_ord_id(ev.session, f.orig_cl_ord_id, d.find_order_id)
         if order is not None and any(r["cl_ord_id"] == f.cl_ord_id
                                      for r in order.replaces.values()):

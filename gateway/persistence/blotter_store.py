@@ -38,6 +38,21 @@ class BlotterQueries:
                 .order_by(o.trade_date.desc())).mappings().first()
         return None if row is None else dict(row)
 
+    def split_order(self, parent_id: str, children: list[dict[str, Any]],
+                    now: datetime) -> None:
+        """A block split across brokers: its row marked `split` (and released: only its
+        children move) and the children's rows, in one transaction."""
+        with self.engine.begin() as conn:
+            conn.execute(update(t.orders).where(t.orders.c.order_id == parent_id)
+                         .values(status="split", updated_at=now, released_at=now))
+            conn.execute(t.orders.insert(), children)
+
+    def children_of(self, parent_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.orders).where(t.orders.c.parent_order_id == parent_id)
+                                .order_by(t.orders.c.broker)).mappings()
+            return [dict(r) for r in rows]
+
     def unreleased_orders(self) -> list[dict[str, Any]]:
         """What startup recovery rebuilds: every order not let go as finished."""
         with self.engine.connect() as conn:

@@ -121,10 +121,13 @@ orders = Table(
     Column("updated_at", UtcDateTime(), nullable=False),
     # When the dispatcher let the finished order go from memory (gateway/order_book.py).
     Column("released_at", UtcDateTime(), nullable=True),
+    # A broker's child of a block split across brokers: the block's order id (0014).
+    Column("parent_order_id", String(64), nullable=True),
     # FIX asks ClOrdID to be unique per trading day, so an OMS may reuse one tomorrow.
     UniqueConstraint("oms_session", "oms_cl_ord_id", "trade_date", name="uq_orders_oms_clordid"),
 )
 Index("ix_orders_trade_date", orders.c.trade_date, orders.c.status)
+Index("ix_orders_parent", orders.c.parent_order_id)
 
 # Block orders refused before they became orders (bad fields, unknown book, limits): kept
 # so a PossDup/PossResend repeat is recognised, and so each reject ER has an ExecID that

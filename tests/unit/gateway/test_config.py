@@ -79,3 +79,45 @@ def test_passwords_have_no_place_in_the_config(tmp_path: Path) -> None:
                             'password = "hunter2"\n')
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(path)
+
+
+_TWO_BROKERS = """[[fix.brokers]]
+name = "BRKA"
+target_comp_id = "BRKA"
+port = 9001
+
+[[fix.brokers]]
+name = "BRKB"
+target_comp_id = "BRKB"
+port = 9002
+
+[[books]]
+name = "B"
+broker = "BRKA"
+"""
+
+
+@pytest.mark.parametrize(("routing", "message"), [
+    ('[books.routing]\nby = "wheel"\nwheel = { BRKA = "0.6", BRKC = "0.4" }\n',
+     "routes to broker 'BRKC'"),
+    ('[books.routing]\nby = "wheel"\nwheel = { BRKA = "0.6", BRKB = "0.3" }\n',
+     "wheel shares sum to 0.9, not 1"),
+    ('[books.routing]\nby = "wheel"\nwheel = { BRKA = "1" }\n', "two brokers or more"),
+    ('[books.routing]\nby = "account"\naccount_field = "prime_broker"\n',
+     "needs account_field and brokers"),
+    ('[books.routing]\nby = "account"\naccount_field = "desk"\nbrokers = { X = "BRKA" }\n',
+     "books.0.routing.account_field"),
+    ('[books.routing]\nby = "account"\naccount_field = "custodian"\n'
+     'brokers = { X = "BRKZ" }\n', "routes to broker 'BRKZ'"),
+])
+def test_a_bad_broker_routing_is_refused(tmp_path: Path, routing: str, message: str) -> None:
+    path = _write(tmp_path, _TWO_BROKERS + routing)
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config(path)
+
+
+def test_a_book_split_across_two_brokers_loads(tmp_path: Path) -> None:
+    path = _write(tmp_path, _TWO_BROKERS + '[books.routing]\nby = "account"\n'
+                  'account_field = "prime_broker"\nbrokers = { PB01 = "BRKA", PB02 = "BRKB" }\n')
+    routing = load_config(path).book("B").routing
+    assert routing is not None and routing.broker_names() == {"BRKA", "BRKB"}
