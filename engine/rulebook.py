@@ -15,7 +15,7 @@ from typing import Any
 
 import cel
 
-from engine import approval_policies, canonical, custom_rules
+from engine import approval_policies, canonical, crossing_policy, custom_rules
 from engine.cel_types import CelTypeError
 from engine.errors import RulebookError
 from engine.model import Side
@@ -91,6 +91,8 @@ class Rulebook:
     account_rules: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     # Which decisions stop for a person (engine/approval_policies.py).
     approval_policies: tuple[approval_policies.ApprovalPolicy, ...] = ()
+    # Internal crossing inside a rebalance (engine/crossing_policy.py); None: never crosses.
+    crossing: crossing_policy.CrossingPolicy | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "<memory>") -> Rulebook:
@@ -98,7 +100,7 @@ class Rulebook:
         if not isinstance(data, Mapping):
             raise RulebookError("", "rulebook must be a mapping")
         _no_unknown(data, ("name", "description", "schemes", "restrictions", "books",
-                           "approval_policies"), "")
+                           "approval_policies", "crossing"), "")
         schemes = _schemes(data.get("schemes") or {})
         restrictions = tuple(
             _restriction(item, f"restrictions[{i}]")
@@ -125,6 +127,9 @@ class Rulebook:
         policies = approval_policies.parse(data.get("approval_policies"))
         if policies:  # absent when empty: rulebooks without policies keep their versions
             content["approval_policies"] = [p.to_json() for p in policies]
+        crossing = crossing_policy.parse(data.get("crossing"))
+        if crossing is not None:  # likewise: rulebooks without `crossing:` keep their versions
+            content["crossing"] = crossing.to_json()
         version = canonical.sha256_hex(canonical.dumps(content))
         glob: list[int] = []
         by_book: dict[str, list[int]] = {}
@@ -146,6 +151,7 @@ class Rulebook:
             book_rules={k: tuple(v) for k, v in by_book.items()},
             account_rules={k: tuple(v) for k, v in by_acct.items()},
             approval_policies=policies,
+            crossing=crossing,
         )
 
     def scheme(self, name: str) -> Scheme:
