@@ -314,13 +314,15 @@ def _cmd_day(args: argparse.Namespace, state: Path) -> int:
 def _cmd_scenario(args: argparse.Namespace, state: Path) -> int:
     """The HTTP-driven scenarios: each returns a summary whose `ok` is the verdict."""
     from gateway.demo_approval import run_approval
-    from gateway.demo_rebalance import run_rebalance_demo
+    from gateway.demo_rebalance import run_cross_demo, run_rebalance_demo
 
     run, done = {
         "approval": (run_approval,
                      "ok: held until two PMs approved, then the J went out as decided"),
         "rebalance": (run_rebalance_demo,
                       "ok: every block routed and allocated back to the accounts that asked"),
+        "cross": (run_cross_demo, "ok: the opposite interest crossed at the reference price "
+                                  "and only the net routed and allocated"),
     }[args.scenario]
 
     def say(text: str) -> None:
@@ -348,7 +350,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         tempfile.mkdtemp(prefix="fixalloc-demo-"))
     if args.scenario == "day":
         return _cmd_day(args, state)
-    if args.scenario in ("approval", "rebalance"):
+    if args.scenario in ("approval", "rebalance", "cross"):
         return _cmd_scenario(args, state)
     started = datetime.now()
     try:
@@ -374,12 +376,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def add_command(sub: Any) -> None:
     demo = sub.add_parser(
         "demo", help="run the daemon with a simulated broker and OMS on 127.0.0.1")
-    demo.add_argument("--scenario", choices=["block", "day", "approval", "rebalance"],
+    demo.add_argument("--scenario",
+                      choices=["block", "day", "approval", "rebalance", "cross"],
                       default="block",
                       help="block: one block to its J; day: a trade date to the 21:00 sweep; "
                            "approval: a block held by a four-eyes policy, approved over HTTP; "
                            "rebalance: a model's blocks sent with `fixalloc rebalance --send` "
-                           "and allocated back to the accounts that asked")
+                           "and allocated back to the accounts that asked; cross: the same "
+                           "with opposite interest crossed at a reference price first")
     demo.add_argument("--speed", type=float, default=240.0,
                       help="day: simulated seconds per real second")
     demo.add_argument("--state-dir", help="keep the SQLite database and logs here")

@@ -1,5 +1,8 @@
 """`fixalloc demo --scenario rebalance`: the shipped model's rebalance handed to a running
 gateway, routed to the broker, and allocated back to the accounts that asked.
+`--scenario cross`: the same with a crossing policy and a fresh reference price, so the
+opposite interest in one security is crossed between the accounts and only the net goes
+to the broker.
 
 Everything is real and on 127.0.0.1: the daemon, the broker and OMS simulators over FIX,
 a trader with an API token, and `fixalloc rebalance --send` run as a user would run it.
@@ -15,6 +18,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,13 @@ from gateway.fix.sim.common import wait_for
 from gateway.ports import free_port
 
 MODEL = "core-growth"
+CROSSING = """# Added by `fixalloc demo --scenario cross`.
+crossing:
+  enabled: true
+  description: Cross opposite rebalance interest at the last sale (Rule 17a-7 style)
+  price_rule: last
+  max_price_age_seconds: 300
+"""
 
 
 def _expected(blocks: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Decimal]]:
@@ -34,15 +45,28 @@ def _expected(blocks: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, D
                                       for p in b["preallocations"]} for b in blocks}
 
 
-def run_rebalance_demo(*, state: Path, say: Callable[[str], None], timeout: float = 90.0
-                       ) -> dict[str, Any]:
+def run_cross_demo(*, state: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    return run_rebalance_demo(state=state, say=say, cross=True)
+
+
+def run_rebalance_demo(*, state: Path, say: Callable[[str], None], timeout: float = 90.0,
+                       cross: bool = False) -> dict[str, Any]:
     state.mkdir(parents=True, exist_ok=True)
     config_dir = state / "config"
     shutil.copytree(CONFIG_DIR, config_dir, dirs_exist_ok=True)
+    extra_args: list[str] = []
+    if cross:
+        (config_dir / "rules" / "40-crossing.yaml").write_text(CROSSING, encoding="utf-8")
+        now = datetime.now(UTC).replace(microsecond=0)
+        (state / "prices.csv").write_text(
+            "symbol,last,bid,ask,as_of\n"
+            f"AAPL,190.25,190.20,190.30,{(now - timedelta(seconds=30)).isoformat()}\n",
+            encoding="utf-8")
+        extra_args = ["--prices", str(state / "prices.csv"), "--as-of", now.isoformat()]
     oms_port, broker_port, http_port = free_port(), free_port(), free_port()
     cfg = demo_config(state, oms_port=oms_port, broker_port=broker_port, http_port=http_port,
                       config_dir=config_dir)
-    say(f"fixalloc demo --scenario rebalance: state in {state}")
+    say(f"fixalloc demo --scenario {'cross' if cross else 'rebalance'}: state in {state}")
     tokens = demo_users(f"sqlite:///{state / 'gateway' / 'fixalloc.db'}", [("tina", "trader")])
     say("  user tina (role trader) with an API token")
     out: dict[str, Any] = {"state_dir": str(state), "http_port": http_port}
@@ -51,9 +75,10 @@ def run_rebalance_demo(*, state: Path, say: Callable[[str], None], timeout: floa
         run_dir = state / "rebalance"
         command = [sys.executable, "-m", "gateway", "rebalance", "--config", str(config_dir),
                    "--model", MODEL, "--out", str(run_dir),
-                   "--send", f"http://127.0.0.1:{http_port}", "--token-env", "DEMO_TOKEN"]
+                   "--send", f"http://127.0.0.1:{http_port}", "--token-env", "DEMO_TOKEN",
+                   *extra_args]
         say(f"  $ fixalloc rebalance --config {config_dir} --model {MODEL} --out {run_dir} "
-            f"--send http://127.0.0.1:{http_port}")
+            f"--send http://127.0.0.1:{http_port} {' '.join(extra_args)}")
         done = subprocess.run(command, capture_output=True, text=True, timeout=300,  # noqa: S603
                               env={**os.environ, "DEMO_TOKEN": tokens["tina"]}, check=False)
         for line in (done.stdout + done.stderr).splitlines():
@@ -85,6 +110,32 @@ def run_rebalance_demo(*, state: Path, say: Callable[[str], None], timeout: floa
                    rejected=[o for o in sent if o["status"] == "rejected"])
         out["ok"] = (not wrong and not oms_heard and not out["rejected"]
                      and len(broker.allocations) == len(sent))
+        if cross:
+            out.update(_crossed(run_dir, broker, say))
+            out["ok"] = out["ok"] and out["crossed_ok"]
     out["daemon_exit"] = stack.daemon.returncode
     out["ok"] = bool(out.get("ok")) and stack.daemon.returncode == 0
     return out
+
+
+def _crossed(run_dir: Path, broker: Any, say: Callable[[str], None]) -> dict[str, Any]:
+    """The cross is on record at the reference price, and the broker saw only the net."""
+    crossing = json.loads((run_dir / "crossing.json").read_text(encoding="utf-8"))
+    routed = {(o.symbol, o.side): o.qty for o in broker.orders.values()}
+    crosses = []
+    ok = bool(crossing["crosses"])
+    for c in crossing["crosses"]:
+        say(f"  crossed {c['qty']} {c['symbol']} at {c['price']} ({c['price_rule']} from "
+            f"{c['price_source']}, {c['price_age_seconds']} s old): {len(c['buys'])} buying "
+            f"and {len(c['sells'])} selling accounts, no commission")
+        sides = {(c["symbol"], s): routed.get((c["symbol"], s), Decimal(0))
+                 for s in ("buy", "sell")}
+        say(f"  routed to the broker for {c['symbol']}: buy {sides[(c['symbol'], 'buy')]:,}, "
+            f"sell {sides[(c['symbol'], 'sell')]:,} (the net)")
+        crosses.append({"symbol": c["symbol"], "qty": c["qty"], "price": c["price"],
+                        "routed": {s: str(q) for (_sym, s), q in sides.items()}})
+        ok = ok and c["price"] == "190.25" and Decimal(c["qty"]) > 0
+    blocks = json.loads((run_dir / "blocks.json").read_text(encoding="utf-8"))
+    want = {(b["symbol"], b["side"]): Decimal(b["qty"]) for b in blocks}
+    ok = ok and routed == want  # exactly the net blocks, nothing crossed went out
+    return {"crosses": crosses, "crossed_ok": ok}

@@ -2,6 +2,7 @@
 
     fixalloc rebalance --config DIR --model MODEL [--accounts ID ...] --out DIR
                        [--trade-date YYYY-MM-DD] [--workers N]
+                       [--prices FILE [--as-of ISO-TIME]]
                        [--send URL [--token-env NAME] [--reason TEXT]]
 
 DIR holds securities.csv, accounts.csv, positions.csv and rules/ (as for `fixalloc
@@ -9,8 +10,12 @@ allocate`); MODEL is a YAML file, or a name looked up as DIR/models/MODEL.yaml. 
 folder receives trades.csv, trades.json, blocks.csv, blocks.json and run.json (the run
 record: the versions of every input and the hash of every output). A bad file is refused
 with file:line: reason and exit code 78, an unknown or unassigned account with exit 2.
-`--send` then hands the blocks to the gateway at URL (gateway/rebalance_send.py) and
-writes its answers to sent.json; exit 1 when the gateway rejected any of them.
+With `--prices` (symbol,last,bid,ask,as_of) and a `crossing:` policy in the rulebook, a
+security with both a buy and a sell block is crossed between the accounts at the policy's
+price (docs/crossing.md): crossing.json and crosses.csv record each cross and refusal, and
+blocks.* hold only the net that is routed. `--send` then hands the blocks to the gateway
+at URL (gateway/rebalance_send.py) and writes its answers to sent.json; exit 1 when the
+gateway rejected any of them.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any
 
 import engine
 from engine import canonical
+from engine.crossing import CrossingResult, cross_blocks, crossable_symbols, crosses_csv
 from engine.rebalance import RebalanceError, RebalanceRequest, assigned_accounts, rebalance
 from engine.rebalance_blocks import blocks, blocks_json, run_record, trades_json
 from engine.rebalance_model import Model, ModelError
@@ -57,6 +63,12 @@ def add_command(subparsers: Any, bench_subparsers: Any | None = None) -> None:
     p.add_argument("--trade-date", help="YYYY-MM-DD for tax-lot and wash-sale dates "
                                         "(default: today, UTC)")
     p.add_argument("--workers", type=int, default=0, help="process-pool workers (0: in-process)")
+    p.add_argument("--prices", type=Path, metavar="FILE",
+                   help="reference prices (CSV: symbol,last,bid,ask,as_of) for crossing "
+                        "opposite interest between accounts under the rulebook's policy")
+    p.add_argument("--as-of", metavar="ISO-TIME",
+                   help="the time prices are judged stale against (default: now, UTC); "
+                        "recorded in run.json so the run can be repeated")
     p.add_argument("--send", metavar="URL",
                    help="hand the blocks to the gateway at URL (its HTTP API, e.g. "
                         "http://127.0.0.1:8080) as orders with their pre-allocations")
@@ -206,13 +218,31 @@ def cmd_rebalance(args: argparse.Namespace) -> int:
         if executor is not None:
             executor.close()
     blks = blocks(result)
+    crossing = None
+    if args.prices is not None or rulebook.crossing is not None:
+        try:
+            crossing = _cross(args, blks, rulebook, chosen, result.inputs_hash,
+                              {s: sec.lot_size for s, sec in securities.items()})
+        except ValueError as e:  # a bad price file (file:line: reason) or --as-of
+            return _fail(EXIT_CONFIG if isinstance(e, refdata.RefDataError) else EXIT_USAGE,
+                         str(e))
+        blks = tuple(crossing.net_blocks)
     trades_text = canonical.dumps(trades_json(result))
     blocks_text = canonical.dumps(blocks_json(blks))
-    record = run_record(result, blks, trades_text=trades_text, blocks_text=blocks_text, extra={
+    extra: dict[str, Any] = {
         "refdata_version": ref_version,
         "model_file": model_path.name,
         "accounts_filter": sorted(only) if only is not None else None,
-    })
+    }
+    crossing_text = None
+    if crossing is not None:
+        crossing_text = canonical.dumps(crossing.to_json())
+        extra.update(crossing_hash=hashlib.sha256(crossing_text.encode()).hexdigest(),
+                     crossed_qty=str(sum((c.qty for c in crossing.crosses), Decimal(0))),
+                     crosses=len(crossing.crosses), cross_refusals=len(crossing.refusals),
+                     prices_version=crossing_prices_version(args))
+    record = run_record(result, blks, trades_text=trades_text, blocks_text=blocks_text,
+                        extra=extra)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     (out / "trades.json").write_text(trades_text + "\n", encoding="utf-8")
@@ -220,6 +250,15 @@ def cmd_rebalance(args: argparse.Namespace) -> int:
     (out / "trades.csv").write_text(trades_csv(result), encoding="utf-8")
     (out / "blocks.csv").write_text(blocks_csv(blks), encoding="utf-8")
     (out / "run.json").write_text(canonical.dumps(record) + "\n", encoding="utf-8")
+    if crossing is not None and crossing_text is not None:
+        (out / "crossing.json").write_text(crossing_text + "\n", encoding="utf-8")
+        (out / "crosses.csv").write_text(crosses_csv(crossing), encoding="utf-8")
+        for c in crossing.crosses:
+            sys.stdout.write(f"crossed {c.qty} {c.symbol} at {c.price} ({c.price_rule}, "
+                             f"{c.price_source}): {len(c.buys)} buyers, {len(c.sells)} "
+                             "sellers; only the net is routed\n")
+        for r in crossing.refusals:
+            sys.stdout.write(f"not crossed {r.symbol}: {r.code}: {r.text}\n")
     sys.stdout.write(
         f"model {model.name} {model.version[:12]}: {record['accounts']} accounts, "
         f"{record['accounts_traded']} traded, {record['trades']} trades in "
@@ -227,6 +266,34 @@ def cmd_rebalance(args: argparse.Namespace) -> int:
     if args.send:
         return _send(args, blks, {a.account_id: a.book for a in chosen}, record, out)
     return EXIT_OK
+
+
+def _cross(args: argparse.Namespace, blks: Sequence[Any], rulebook: Any,
+           accounts: Sequence[Any], inputs_hash: str,
+           lot_sizes: dict[str, int]) -> CrossingResult:
+    from gateway.reference_prices import MemoryPrices, load_price_file, quotes_for
+
+    as_of = dt.datetime.now(dt.UTC)
+    if args.as_of:
+        try:
+            as_of = dt.datetime.fromisoformat(args.as_of)
+        except ValueError:
+            raise ValueError(f"--as-of: not an ISO time: {args.as_of!r}") from None
+        if as_of.tzinfo is None:
+            raise ValueError(f"--as-of: needs a UTC offset: {args.as_of!r}")
+    prices = load_price_file(args.prices) if args.prices is not None else MemoryPrices()
+    quotes = quotes_for(prices, crossable_symbols(blks))
+    args.as_of = as_of.isoformat()  # recorded with the run
+    return cross_blocks(blks, rulebook.crossing, accounts, quotes, now=as_of,
+                        inputs_hash=inputs_hash, lot_sizes=lot_sizes)
+
+
+def crossing_prices_version(args: argparse.Namespace) -> dict[str, Any]:
+    from gateway.reference_prices import load_price_file
+
+    return {"file": args.prices.name if args.prices else None,
+            "sha256": load_price_file(args.prices).version if args.prices else None,
+            "as_of": args.as_of}
 
 
 def _send(args: argparse.Namespace, blks: Sequence[Any], book_of: dict[str, str],

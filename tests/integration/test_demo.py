@@ -109,3 +109,21 @@ def test_demo_rebalance_sends_the_blocks_and_allocates_them_to_the_accounts_that
         assert all("\x0150=tina\x01" in bytes(d["raw"]).decode() for d in ds)
     finally:
         db.dispose()
+
+
+def test_demo_cross_crosses_the_opposite_interest_and_routes_only_the_net(
+        tmp_path: Path) -> None:
+    """`fixalloc demo --scenario cross`: the rebalance's AAPL sell crosses the buy at the
+    reference price; the broker sees only the net buy."""
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "demo", "--scenario", "cross", "--json",
+         "--state-dir", str(tmp_path / "demo")],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["ok"] and summary["crossed_ok"] and summary["mismatched"] == []
+    [cross] = summary["crosses"]
+    assert (cross["symbol"], cross["qty"], cross["price"]) == ("AAPL", "200", "190.25")
+    assert cross["routed"]["sell"] == "0" and int(cross["routed"]["buy"]) > 0
+    record = json.loads((tmp_path / "demo" / "rebalance" / "run.json").read_text())
+    assert record["crossed_qty"] == "200" and record["prices_version"]["sha256"]

@@ -101,3 +101,81 @@ def test_send_to_a_gateway_that_is_not_there_fails_with_the_address(
     assert f"--send: {url}: ConnectError" in err
     assert not (tmp_path / "out" / "sent.json").exists()
     assert (tmp_path / "out" / "blocks.json").exists()  # the run itself is written first
+
+
+CROSSING = """crossing:
+  enabled: true
+  description: Cross opposite rebalance interest at the last sale
+  price_rule: last
+  max_price_age_seconds: 300
+"""
+
+
+def _crossing_config(tmp_path: Path, price: str = "190.25") -> tuple[Path, Path]:
+    config = tmp_path / "config"
+    shutil.copytree(CONFIG, config)
+    (config / "rules" / "40-crossing.yaml").write_text(CROSSING, encoding="utf-8")
+    prices = tmp_path / "prices.csv"
+    prices.write_text("symbol,last,bid,ask,as_of\n"
+                      f"AAPL,{price},190.20,190.30,2024-06-03T14:30:00+00:00\n", encoding="utf-8")
+    return config, prices
+
+
+def _args(config: Path) -> list[str]:
+    return ["--config", str(config), "--model", "core-growth", "--trade-date", "2024-06-03"]
+
+
+def test_opposite_interest_is_crossed_at_the_last_sale_and_only_the_net_is_routed(
+        tmp_path: Path) -> None:
+    config, prices = _crossing_config(tmp_path)
+    plain, crossed = tmp_path / "plain", tmp_path / "crossed"
+    assert main(["rebalance", *_args(config), "--out", str(plain)]) == 0
+    assert main(["rebalance", *_args(config), "--out", str(crossed), "--prices", str(prices),
+                 "--as-of", "2024-06-03T14:31:00+00:00"]) == 0
+    before = {b["block_id"].split("-", 2)[2]: b for b in json.loads(
+        (plain / "blocks.json").read_text())}
+    after = {b["block_id"].split("-", 2)[2]: b for b in json.loads(
+        (crossed / "blocks.json").read_text())}
+    assert "AAPL-SELL" in before and before["AAPL-SELL"]["qty"] == "200"
+    assert "AAPL-SELL" not in after  # the whole sell crossed
+    assert int(after["AAPL-BUY"]["qty"]) == int(before["AAPL-BUY"]["qty"]) - 200
+    crossing = json.loads((crossed / "crossing.json").read_text())
+    [cross] = crossing["crosses"]
+    assert (cross["symbol"], cross["qty"], cross["price"], cross["price_rule"]) == (
+        "AAPL", "200", "190.25", "last")
+    rows = list(csv.DictReader((crossed / "crosses.csv").open()))
+    assert sum(int(r["qty"]) for r in rows if r["side"] == "buy") == 200
+    assert [(r["account_id"], r["qty"]) for r in rows if r["side"] == "sell"] == [
+        (before["AAPL-SELL"]["preallocations"][0]["account_id"], "200")]
+    # Per account: what it crossed plus what is routed is what its trade list asked for.
+    routed = {p["account_id"]: int(p["qty"]) for p in after["AAPL-BUY"]["preallocations"]}
+    for p in before["AAPL-BUY"]["preallocations"]:
+        got = routed.get(p["account_id"], 0) + sum(
+            int(r["qty"]) for r in rows if r["account_id"] == p["account_id"])
+        assert got == int(p["qty"])
+    run = json.loads((crossed / "run.json").read_text())
+    assert run["crossed_qty"] == "200" and run["prices_version"]["file"] == "prices.csv"
+    assert run["prices_version"]["as_of"] == "2024-06-03T14:31:00+00:00"
+
+
+def test_a_stale_price_refuses_the_cross_and_routes_both_blocks(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config, prices = _crossing_config(tmp_path)
+    out = tmp_path / "out"
+    assert main(["rebalance", *_args(config), "--out", str(out), "--prices", str(prices),
+                 "--as-of", "2024-06-03T15:30:00+00:00"]) == 0
+    assert "not crossed AAPL: STALE_PRICE" in capsys.readouterr().out
+    ids = [b["block_id"] for b in json.loads((out / "blocks.json").read_text())]
+    assert any(i.endswith("AAPL-SELL") for i in ids) and any(i.endswith("AAPL-BUY") for i in ids)
+    [refusal] = json.loads((out / "crossing.json").read_text())["refusals"]
+    assert refusal["code"] == "STALE_PRICE"
+
+
+def test_a_bad_price_file_is_refused_with_its_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config, prices = _crossing_config(tmp_path, price="abc")
+    assert main(["rebalance", *_args(config), "--out", str(tmp_path / "o"), "--prices",
+                 str(prices), "--as-of", "2024-06-03T14:31:00+00:00"]) == EXIT_CONFIG
+    assert f"{prices}:2:" in capsys.readouterr().err
+    assert main(["rebalance", *_args(config), "--out", str(tmp_path / "o"), "--prices",
+                 str(prices), "--as-of", "yesterday"]) == EXIT_USAGE
