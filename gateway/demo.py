@@ -314,6 +314,7 @@ def _cmd_day(args: argparse.Namespace, state: Path) -> int:
 def _cmd_scenario(args: argparse.Namespace, state: Path) -> int:
     """The HTTP-driven scenarios: each returns a summary whose `ok` is the verdict."""
     from gateway.demo_approval import run_approval
+    from gateway.demo_multibroker import run_multibroker_demo
     from gateway.demo_rebalance import run_cross_demo, run_rebalance_demo
 
     run, done = {
@@ -321,6 +322,8 @@ def _cmd_scenario(args: argparse.Namespace, state: Path) -> int:
                      "ok: held until two PMs approved, then the J went out as decided"),
         "rebalance": (run_rebalance_demo,
                       "ok: every block routed and allocated back to the accounts that asked"),
+        "multibroker": (run_multibroker_demo, "ok: one block, one child order and one J per "
+                                              "broker, one cumulative view for the OMS"),
         "cross": (run_cross_demo, "ok: the opposite interest crossed at the reference price "
                                   "and only the net routed and allocated"),
     }[args.scenario]
@@ -350,7 +353,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         tempfile.mkdtemp(prefix="fixalloc-demo-"))
     if args.scenario == "day":
         return _cmd_day(args, state)
-    if args.scenario in ("approval", "rebalance", "cross"):
+    if args.scenario in ("approval", "rebalance", "cross", "multibroker"):
         return _cmd_scenario(args, state)
     started = datetime.now()
     try:
@@ -377,13 +380,15 @@ def add_command(sub: Any) -> None:
     demo = sub.add_parser(
         "demo", help="run the daemon with a simulated broker and OMS on 127.0.0.1")
     demo.add_argument("--scenario",
-                      choices=["block", "day", "approval", "rebalance", "cross"],
+                      choices=["block", "day", "approval", "rebalance", "cross",
+                               "multibroker"],
                       default="block",
                       help="block: one block to its J; day: a trade date to the 21:00 sweep; "
                            "approval: a block held by a four-eyes policy, approved over HTTP; "
                            "rebalance: a model's blocks sent with `fixalloc rebalance --send` "
                            "and allocated back to the accounts that asked; cross: the same "
-                           "with opposite interest crossed at a reference price first")
+                           "with opposite interest crossed at a reference price first; "
+                           "multibroker: a block split across two brokers by prime broker")
     demo.add_argument("--speed", type=float, default=240.0,
                       help="day: simulated seconds per real second")
     demo.add_argument("--state-dir", help="keep the SQLite database and logs here")

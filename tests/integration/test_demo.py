@@ -127,3 +127,20 @@ def test_demo_cross_crosses_the_opposite_interest_and_routes_only_the_net(
     assert cross["routed"]["sell"] == "0" and int(cross["routed"]["buy"]) > 0
     record = json.loads((tmp_path / "demo" / "rebalance" / "run.json").read_text())
     assert record["crossed_qty"] == "200" and record["prices_version"]["sha256"]
+
+
+def test_demo_multibroker_sends_one_j_per_broker(tmp_path: Path) -> None:
+    """`fixalloc demo --scenario multibroker`: one block, two brokers, two Js."""
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "demo", "--scenario", "multibroker", "--json",
+         "--state-dir", str(tmp_path / "demo")],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["ok"] and summary["daemon_exit"] == 0 and summary["oms_js"] == 2
+    a, b = summary["brokers"]["BRKA"], summary["brokers"]["BRKB"]
+    assert (a["avg_px"], b["avg_px"]) == ("190.1000", "190.4000")
+    assert Decimal(a["j_qty"]) + Decimal(b["j_qty"]) == Decimal(summary["oms_cum_qty"]) == 30_000
+    blended = (Decimal(a["j_qty"]) * Decimal("190.10")
+               + Decimal(b["j_qty"]) * Decimal("190.40")) / 30_000
+    assert Decimal(summary["oms_avg_px"]) == blended.quantize(Decimal("0.00000001"))
