@@ -174,6 +174,8 @@ def _cmd(args: argparse.Namespace) -> int:
     state = Path(args.state_dir) if args.state_dir else Path(
         tempfile.mkdtemp(prefix="fixalloc-e2e-"))
     state.mkdir(parents=True, exist_ok=True)
+    if args.block_qty is None:
+        args.block_qty = 20_000 if args.accounts <= 200 else 100 * args.accounts
     if args.blocks < 1 or args.accounts < 1 or args.fills_per_block < 1 or \
             args.block_qty < args.fills_per_block or \
             args.background_fills_per_s < 0 or args.mode not in ("FULL", "NORMAL"):
@@ -198,8 +200,10 @@ def add_command(bench_subparsers: Any) -> None:
     p.add_argument("--blocks", type=int, default=50)
     p.add_argument("--accounts", type=int, default=200)
     p.add_argument("--fills-per-block", type=int, default=10)
-    p.add_argument("--block-qty", type=int, default=20_000,
-                   help="shares per block (rounded down to a multiple of the fills)")
+    p.add_argument("--block-qty", type=int, default=None,
+                   help="shares per block (rounded down to a multiple of the fills; "
+                        "default 20,000, or 100 per account above 200 accounts so that "
+                        "every account gets a line)")
     p.add_argument("--background-fills-per-s", type=float, default=0.0,
                    help="fills per second of another order flowing during the run")
     p.add_argument("--max-lines-per-j", type=int, default=1000)
