@@ -47,7 +47,6 @@ from gateway.events import (
     SweepDue,
     Tick,
 )
-from gateway.fill_checks import Implausible, check_report
 from gateway.fix.outbound import FixOutbound
 from gateway.inbox import Inbox
 from gateway.intake import OrderIntake
@@ -61,15 +60,11 @@ from gateway.posttrade.lifecycle import Lifecycle
 from gateway.posttrade.sweep_runner import SweepRunner
 from gateway.reference import ReferenceData
 from gateway.replaces import OrderReplaces
+from gateway.report_relay import ReportRelay
 from gateway.session_watch import SessionWatch
 from gateway.split_orders import SplitOrders
 
 log = structlog.get_logger("fixalloc.dispatcher")
-
-def relay_exec_id(order_id: str, report_id: int) -> str:
-    """The ExecID of our relay of a broker report to the OMS: stable across restarts."""
-    return f"{order_id}-E{report_id}"
-
 
 class Dispatcher:
     def __init__(self, config: Config, db: Database, inbox: Inbox, out: FixOutbound,
@@ -92,6 +87,7 @@ class Dispatcher:
         self.replaces = OrderReplaces(self)
         self.cancels = OrderCancels(self)
         self.splits = SplitOrders(self)
+        self.reports = ReportRelay(self)
         self.sessions = SessionWatch(self, loop_logons=config.fix.reconnect_alert_logons,
                                      loop_window_seconds=config.fix.reconnect_alert_seconds)
         self.exceptions = ExceptionsQueue(db, clock, self.alerts)
@@ -345,7 +341,7 @@ class Dispatcher:
                                text=f"no matching order for ClOrdID {ev.cl_ord_id}")
             return
         self.intake.on_broker_answer(order)
-        if self.refused(order, ev):
+        if self.reports.refused(order, ev):
             return
         corrected = self.apply_report(order, ev, store=False)
         allocating = order.done() and order.alloc_id is None
@@ -361,7 +357,7 @@ class Dispatcher:
                 self.db.write_fill_applied(conn, order.order_id, ev.report_id, at, **values)
 
             with self.db.riding_on_wire(order.oms_session, write) as ride:
-                self.relay(order, ev, ev.report_id, mark=False)
+                self.reports.relay(order, ev, ev.report_id, mark=False)
             if not ride.done:
                 self.db.store_fill_applied(order.order_id, ev.report_id, at, **values)
             return
@@ -370,37 +366,11 @@ class Dispatcher:
             # The broker's J first: it is what the T+1 clock waits for. The OMS still sees
             # its final ER before its copy of the J.
             self.flow.allocate(order, include_oms=False)
-        self.relay(order, ev, ev.report_id)
+        self.reports.relay(order, ev, ev.report_id)
         if allocating:
             self.flow.send_pending(order)
         elif corrected and order.allocs:
             self.lifecycle.on_correction(order, ev.exec_id)
-
-    def refused(self, order: Order, ev: BrokerReportReceived) -> bool:
-        """An implausible report is not applied or relayed: the broker gets a DK.
-
-        Shared with recovery, so a report stored just before a crash is judged the same.
-        """
-        refused = check_report(exec_type=ev.exec_type, last_qty=ev.last_qty,
-                               last_px=ev.last_px, cum_qty=ev.cum_qty,
-                               order_qty=order.order_qty, ledger_cum_qty=order.ledger.cum_qty)
-        if refused is None:
-            return False
-        self._refuse_report(order, ev, refused)
-        return True
-
-    def _refuse_report(self, order: Order, ev: BrokerReportReceived,
-                       refused: Implausible) -> None:
-        log.warning("fill.refused", order_id=order.order_id, exec_id=ev.exec_id,
-                    dk_reason=refused.dk_reason, reason=refused.text)
-        self.alerts.raise_("implausible_fill", session_id=ev.session, order_id=order.order_id,
-                           detail={"exec_id": ev.exec_id, "exec_type": ev.exec_type,
-                                   "dk_reason": refused.dk_reason, "reason": refused.text})
-        self.out.dont_know(ev.session, broker_order_id=ev.broker_order_id, exec_id=ev.exec_id,
-                           text=refused.text, reason=refused.dk_reason, side=order.side,
-                           symbol=order.symbol)
-        # Marked after the DK: a crash between them sends the DK again, never loses it.
-        self.db.mark_report_refused(ev.report_id, f"{refused.dk_reason}: {refused.text}")
 
     def apply_report(self, order: Order, ev: BrokerReportReceived, *,
                      store: bool = True) -> bool:
@@ -469,40 +439,3 @@ class Dispatcher:
         return {"status": order.status, "broker_order_id": order.broker_order_id,
                 "cum_qty": str(order.ledger.cum_qty), "avg_px": str(order.ledger.avg_px),
                 "leaves_qty": str(order.leaves_qty), "updated_at": self.clock.now()}
-
-    def _relayed_exec_id(self, order: Order, ev: BrokerReportReceived) -> str | None:
-        """For a bust/correction: the ExecID under which the OMS got the fill it changes."""
-        if ev.exec_type not in ("G", "H") or not ev.exec_ref_id:
-            return None
-        report_id = self.db.report_id_of(ev.session, order.order_id, ev.exec_ref_id)
-        return relay_exec_id(order.order_id, report_id) if report_id else None
-
-    def relay(self, order: Order, ev: BrokerReportReceived, report_id: int,
-              *, poss_resend: bool = False, mark: bool = True) -> None:
-        """Relay a broker ER to the OMS under the OMS's own ClOrdID (its cancel's, for 4/6).
-
-        A split block's child relays the block's view (gateway/split_orders.py), or
-        nothing when its report does not change that view."""
-        block = self.splits.view(order, ev) if order.parent_id is not None else None
-        if order.parent_id is not None and block is None:
-            if mark:
-                self.db.mark_relayed(report_id, self.clock.now())
-            return
-        cancel_reply = ev.exec_type in ("4", "6") and order.oms_cancel_cl_ord_id is not None
-        ids = self.replaces.relay_ids(order, ev.exec_type, ev.cl_ord_id) or (
-            (order.oms_cancel_cl_ord_id, order.oms_cl_ord_id) if cancel_reply
-            else (order.oms_cl_ord_id, None))
-        totals = block or {"order_id": order.order_id, "exec_type": ev.exec_type,
-                           "ord_status": ev.ord_status, "order_qty": order.order_qty,
-                           "cum_qty": ev.cum_qty, "avg_px": ev.avg_px,
-                           "leaves_qty": ev.leaves_qty}
-        self.out.execution_report(
-            order.oms_session, poss_resend=poss_resend, cl_ord_id=ids[0],
-            orig_cl_ord_id=ids[1], exec_id=relay_exec_id(order.order_id, report_id),
-            symbol=order.symbol, side=order.side, last_qty=ev.last_qty, last_px=ev.last_px,
-            book=order.book, transact_time=self.clock.now(), trade_date=ev.trade_date,
-            text=ev.text, exec_ref_id=self._relayed_exec_id(order, ev), **totals,
-        )
-        faults.point("relay_sent")
-        if mark:
-            self.db.mark_relayed(report_id, self.clock.now())

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from gateway import faults
-from gateway.dispatcher import Dispatcher, relay_exec_id
+from gateway.dispatcher import Dispatcher
 from gateway.events import (
     AllocationAckReceived,
     BlockOrderReceived,
@@ -24,6 +24,7 @@ from gateway.events import (
 )
 from gateway.fix import confirm_codec
 from gateway.orders import TERMINAL, Order
+from gateway.report_relay import relay_exec_id
 
 log = structlog.get_logger("fixalloc.recovery")
 
@@ -143,7 +144,7 @@ def restore(d: Dispatcher, row: dict[str, Any], counts: dict[str, int], *,
         if rep.get("dk_reason"):
             continue  # answered with a DK when it arrived; never part of the ledger
         ev = _report_event(rep)
-        if d.refused(order, ev):
+        if d.reports.refused(order, ev):
             continue
         d.apply_report(order, ev)
         if rep["relayed_at"] is None:
@@ -154,7 +155,7 @@ def restore(d: Dispatcher, row: dict[str, Any], counts: dict[str, int], *,
             if d.out.handed_over(order.oms_session, "8", exec_id):
                 d.db.mark_relayed(ev.report_id, d.clock.now())
             else:
-                d.relay(order, ev, ev.report_id, poss_resend=True)
+                d.reports.relay(order, ev, ev.report_id, poss_resend=True)
                 bump("relayed")
                 faults.point("recovery_redriving")
     d.orders.index(order)  # a replace re-applied above changed the OMS's ClOrdID
