@@ -255,6 +255,12 @@ class SplitOrders:
                 return None
             parent.acked = True
         elif et in ("4", "3", "C", "8"):
+            if et == "8":
+                # One broker refused its part: people must know now, not when the block ends.
+                self.d.alerts.raise_("split_part_rejected", session_id=ev.session,
+                                     order_id=parent.order_id,
+                                     detail={"broker": child.broker, "child": child.order_id,
+                                             "cl_ord_id": parent.cl_ord_id, "text": ev.text})
             if not parent.all_terminal():
                 return None
         elif et == "6":

@@ -239,3 +239,41 @@ port = {port_b}
     finally:
         a.stop()
         b.stop()
+
+
+def test_one_broker_refusing_its_part_is_alerted_and_the_block_ends_with_the_other(
+        tmp_path: Path) -> None:
+    """BRKB refuses its pre-allocated child outright: operations are alerted at once; the
+    OMS's block ends (done for the day) with BRKA's part, which alone is allocated."""
+    ports = Ports.free()
+    port_b = free_port()
+    cfg = write_config(tmp_path, ports, extra=BY_ACCOUNT, sessions_extra=f"""
+[[fix.brokers]]
+name = "BRKB"
+target_comp_id = "BRKB"
+port = {port_b}
+send_preallocations = true
+""")
+    plan = FillPlan(fills=2, interval_ms=5, first_fill_delay_ms=500)
+    a = BrokerSimulator(port=ports.broker, state_dir=tmp_path / "broker-a", plan=plan)
+    b = BrokerSimulator(port=port_b, state_dir=tmp_path / "broker-b", sender="BRKB", plan=plan)
+    b.preallocation_answer = "reject_order"
+    a.start()
+    b.start()
+    try:
+        with gateway_in_process(cfg, ports) as gw, oms_sim(tmp_path, ports) as oms:
+            assert oms.engine.wait_logged_on(30) and b.engine.wait_logged_on(30)
+            oms.send_order(_order("MB-7"))
+            ja = eventually(lambda: next(iter(a.allocations), None), timeout=30)
+            [child_a] = a.orders.values()
+            final = eventually(lambda: next((e for e in oms.executions.get("MB-7", [])
+                                             if e.ord_status == "3"), None), timeout=30)
+            assert final.cum_qty == child_a.qty == ja.quantity
+            assert "8" not in [e.exec_type for e in oms.executions["MB-7"]]
+            assert b.allocations == []
+            assert gw.node is not None
+            [alert] = gw.node.db.events("alert.split_part_rejected")
+            assert '"broker": "BRKB"' in alert["detail_json"]
+    finally:
+        a.stop()
+        b.stop()
