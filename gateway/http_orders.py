@@ -45,11 +45,25 @@ class OrderRequest(BaseModel):
     preallocation_reason: Annotated[str | None, Field(max_length=1000)] = None
 
 
+class RunRecord(BaseModel):
+    """What a rebalance run is recorded by (its run.json): stored with the request."""
+
+    model_config = ConfigDict(extra="allow")
+    engine: Annotated[str, Field(max_length=64)]
+    model: Annotated[str, Field(max_length=128)]
+    model_version: Annotated[str, Field(max_length=128)]
+    rulebook_version: Annotated[str, Field(max_length=128)]
+    inputs_hash: Annotated[str, Field(max_length=128)]
+    output_hash: Annotated[str, Field(max_length=128)]
+
+
 class OrdersRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     orders: Annotated[list[OrderRequest], Field(min_length=1,
                                                 max_length=MAX_ORDERS_PER_REQUEST)]
     reason: Annotated[str, Field(max_length=1000)] = ""
+    run: RunRecord | None = None
+    """The rebalance run these blocks come from (`fixalloc rebalance --send` sends it)."""
 
 
 def add_order_endpoints(app: FastAPI, submit: Submit | None, guard: Guard) -> None:
@@ -77,6 +91,9 @@ def add_order_endpoints(app: FastAPI, submit: Submit | None, guard: Guard) -> No
         with guard.recording(who, "submit_orders", "orders.submit",
                              "orders:" + ",".join(ids[:20]) + ("..." if len(ids) > 20 else ""),
                              reason=body.reason or None) as note:
+            if body.run is not None:
+                # The run's versions and hashes go on record with the orders it produced.
+                note["rebalance_run"] = body.run.model_dump(mode="json")
             with dispatcher_answer():
                 results = submit([o.model_dump() for o in body.orders], who.actor())
             note["result"] = {r["status"]: sum(1 for x in results if x["status"] == r["status"])

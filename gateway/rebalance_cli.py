@@ -309,7 +309,8 @@ def _send(args: argparse.Namespace, blks: Sequence[Any], book_of: dict[str, str]
     reason = args.reason or (f"rebalance to model {record['model']} "
                              f"{record['model_version'][:12]}, output {record['output_hash'][:12]}")
     try:
-        answers = send(args.send, os.environ.get(args.token_env), orders, reason=reason)
+        answers = send(args.send, os.environ.get(args.token_env), orders, reason=reason,
+                       run=record)
     except SendError as e:
         return _fail(1, f"--send: {e}")
     except httpx.HTTPError as e:  # the gateway could not be reached (after retries)

@@ -55,14 +55,17 @@ def _post(client: httpx.Client, body: Mapping[str, Any]) -> httpx.Response:
 
 
 def send(url: str, token: str | None, orders: Sequence[Mapping[str, Any]], *,
-         reason: str, timeout: float = 150.0) -> list[dict[str, Any]]:
-    """The gateway's answer for every order, in order; SendError if it refused a request."""
+         reason: str, run: Mapping[str, Any] | None = None, timeout: float = 150.0
+         ) -> list[dict[str, Any]]:
+    """The gateway's answer for every order, in order; SendError if it refused a request.
+    `run` (the run record) is stored by the gateway with each request."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     answers: list[dict[str, Any]] = []
     with httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout) as client:
         for start in range(0, len(orders), BATCH):
             batch = list(orders[start:start + BATCH])
-            resp = _post(client, {"orders": batch, "reason": reason})
+            resp = _post(client, {"orders": batch, "reason": reason,
+                                  **({"run": dict(run)} if run is not None else {})})
             if resp.status_code != 200:
                 try:
                     detail = resp.json().get("detail", resp.text)

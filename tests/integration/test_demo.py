@@ -107,6 +107,14 @@ def test_demo_rebalance_sends_the_blocks_and_allocates_them_to_the_accounts_that
         ds = db.wire_messages(direction="in", msg_type="D")
         assert len(ds) == summary["orders"]
         assert all("\x0150=tina\x01" in bytes(d["raw"]).decode() for d in ds)
+        # ... and the run they came from, with its versions and hashes, with the request.
+        run = json.loads((tmp_path / "demo" / "rebalance" / "run.json").read_text())
+        [action] = [json.loads(e["detail_json"]) for e in db.events("user_action")
+                    if json.loads(e["detail_json"])["operation"] == "orders.submit"]
+        assert action["actor"] == "tina" and action["outcome"] == "done"
+        assert {k: action["rebalance_run"][k] for k in ("output_hash", "model_version",
+                                                        "rulebook_version")} == {
+            k: run[k] for k in ("output_hash", "model_version", "rulebook_version")}
     finally:
         db.dispose()
 
