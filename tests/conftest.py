@@ -38,10 +38,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 # -- pytest-xdist: each worker chooses its ports from its own slice of the range -------------
 # Two workers drawing the same free port is rare but real: a daemon restarted by one worker
 # found its HTTP port held by the other's test. Simulators and daemons inherit the setting.
+# A worker that dies is replaced by gw<count>, gw<count+1>, ...: slices for four times the
+# workers let the first replacements draw from slices no live worker uses.
 if os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw"):
+    _slices = 4 * int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     os.environ["FIXALLOC_PORT_SLICE"] = (
-        f"{int(os.environ['PYTEST_XDIST_WORKER'][2:])}/"
-        f"{int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))}")
+        f"{int(os.environ['PYTEST_XDIST_WORKER'][2:]) % _slices}/{_slices}")
 
 
 # -- pytest-xdist: the workers' summaries, printed once by the controller ---------------------
