@@ -1,5 +1,6 @@
-"""The inbox's two lanes: a completing fill overtakes other orders' reports, and nothing
-else is ever reordered (gateway/inbox.py)."""
+"""The inbox: orders' reports taken in turn, a completing fill taken first, and nothing
+ever reordered against its own order's events or anything that is not a report
+(gateway/inbox.py)."""
 
 from __future__ import annotations
 
@@ -115,3 +116,28 @@ def test_per_order_and_non_report_order_is_kept(script: list[tuple[str, bool]]) 
     for i, ev in enumerate(sent):
         if isinstance(ev, SweepDue):
             assert {id(e) for e in got[:got.index(ev)]} >= {id(e) for e in sent[:i]}
+
+
+def test_orders_reports_are_taken_in_turn_so_a_block_does_not_wait_for_a_backlog() -> None:
+    inbox = Inbox(100)
+    background = [_er("BG", n) for n in range(1, 6)]
+    for ev in background:
+        inbox.put(ev)
+    block = [_er("A", 11), _er("A", 12), _er("A", 13, last=True)]
+    for ev in block:
+        inbox.put(ev)
+    bg = background
+    assert _drain(inbox) == [bg[0], block[0], bg[1], block[1], bg[2], block[2], bg[3], bg[4]]
+    assert inbox.overtakes == 0  # the completing fill had its own order's reports ahead
+
+
+def test_the_rotation_stops_at_an_event_that_is_not_a_report() -> None:
+    inbox = Inbox(100)
+    sweep = SweepDue(checkpoint="19:00", trade_date=NOW.date())
+    for ev in (_er("BG", 1), _er("BG", 2), sweep, _er("A", 3), _er("BG", 4), _er("A", 5)):
+        inbox.put(ev)
+    assert _drain(inbox) == [_er("BG", 1), _er("BG", 2), sweep, _er("A", 3), _er("BG", 4),
+                             _er("A", 5)]
+    assert inbox.depth() == 0
+    inbox.put(_er("C", 6))  # the inbox goes on after it has been emptied
+    assert inbox.get(timeout=0) == _er("C", 6)
