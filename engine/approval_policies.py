@@ -27,8 +27,8 @@ from typing import Any
 
 import cel
 
-from engine.cel_check import check
-from engine.cel_types import BOOL, INT, STRING, CelTypeError, T
+from engine.cel_check import validated
+from engine.cel_types import BOOL, INT, STRING, T
 from engine.errors import RulebookError
 
 ROLES = ("viewer", "trader", "operations", "pm", "compliance", "admin")
@@ -126,15 +126,7 @@ def _policy(item: Any, path: str) -> ApprovalPolicy:
             raise RulebookError(f"{path}.{key}", f"unknown key {key!r}; expected one of "
                                                  f"{sorted(_KEYS)}")
     when = _text(item, "when", path)
-    try:
-        cel.compile(when)
-    except (ValueError, RuntimeError, TypeError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise RulebookError(f"{path}.when", f"invalid expression: {first}") from None
-    try:
-        check(when, FACTS)
-    except CelTypeError as e:
-        raise RulebookError(f"{path}.when", str(e)) from None
+    validated(when, FACTS, f"{path}.when")
     approvers = item.get("approvers")
     if not isinstance(approvers, Mapping):
         raise RulebookError(f"{path}.approvers", "is required: {role: ..., count: 1 or 2}")

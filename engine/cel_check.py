@@ -47,6 +47,7 @@ from engine.cel_types import (
     require_bool,
     select,
 )
+from engine.errors import RulebookError
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,20 @@ class Checked:
 
     fields: Mapping[str, frozenset[str]]
     whole: frozenset[str]
+
+
+def validated(expr: str, schema: Mapping[str, Mapping[str, T]], path: str) -> None:
+    """A rulebook's CEL expression compiled and type-checked against `schema`; a
+    RulebookError names `path` (`<path>.when`) with the first line of the problem."""
+    try:
+        cel.compile(expr)
+    except (ValueError, RuntimeError, TypeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise RulebookError(path, f"invalid expression: {first}") from None
+    try:
+        check(expr, schema)
+    except CelTypeError as e:
+        raise RulebookError(path, str(e)) from None
 
 
 def check(expr: str, schema: Mapping[str, Mapping[str, T]]) -> Checked:

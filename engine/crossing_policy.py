@@ -30,10 +30,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import cel
-
-from engine.cel_check import check
-from engine.cel_types import CelTypeError, T
+from engine.cel_check import validated
+from engine.cel_types import T
 from engine.custom_rules import ACCOUNT_FIELDS, ORDER_FIELDS
 from engine.errors import RulebookError
 
@@ -134,15 +132,7 @@ def _exclusions(raw: Any) -> tuple[str | None, frozenset[str]]:
         if not isinstance(when, str) or not when.strip():
             raise RulebookError(f"{path}.when", "must be a non-empty CEL expression")
         when = when.strip()
-        try:
-            cel.compile(when)
-        except (ValueError, RuntimeError, TypeError) as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise RulebookError(f"{path}.when", f"invalid expression: {first}") from None
-        try:
-            check(when, SCHEMA)
-        except CelTypeError as e:
-            raise RulebookError(f"{path}.when", str(e)) from None
+        validated(when, SCHEMA, f"{path}.when")
     ids = raw.get("accounts") or []
     if isinstance(ids, str) or not isinstance(ids, list | tuple):
         raise RulebookError(f"{path}.accounts", "must be a list of account ids")
