@@ -7,6 +7,7 @@ import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,15 +87,20 @@ def test_demo_approval_holds_the_block_until_two_pms_approve(tmp_path: Path) -> 
         db.dispose()
 
 
-def test_demo_rebalance_sends_the_blocks_and_allocates_them_to_the_accounts_that_asked(
-        tmp_path: Path) -> None:
-    """`fixalloc demo --scenario rebalance`: the CLI's --send as a user runs it."""
+def _scenario(tmp_path: Path, scenario: str) -> dict[str, Any]:
+    """`fixalloc demo --scenario <scenario> --json` as a user runs it: exit 0, its summary."""
     done = subprocess.run(
-        [sys.executable, "-m", "gateway", "demo", "--scenario", "rebalance", "--json",
+        [sys.executable, "-m", "gateway", "demo", "--scenario", scenario, "--json",
          "--state-dir", str(tmp_path / "demo")],
         capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(done.stdout)
+    return dict(json.loads(done.stdout))
+
+
+def test_demo_rebalance_sends_the_blocks_and_allocates_them_to_the_accounts_that_asked(
+        tmp_path: Path) -> None:
+    """`fixalloc demo --scenario rebalance`: the CLI's --send as a user runs it."""
+    summary = _scenario(tmp_path, "rebalance")
     assert summary["ok"] and summary["daemon_exit"] == 0
     assert summary["js"] == summary["orders"] == summary["blocks"] > 1
     assert summary["mismatched"] == [] and summary["oms_heard"] == []
@@ -123,12 +129,7 @@ def test_demo_cross_crosses_the_opposite_interest_and_routes_only_the_net(
         tmp_path: Path) -> None:
     """`fixalloc demo --scenario cross`: the rebalance's AAPL sell crosses the buy at the
     reference price; the broker sees only the net buy."""
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway", "demo", "--scenario", "cross", "--json",
-         "--state-dir", str(tmp_path / "demo")],
-        capture_output=True, text=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(done.stdout)
+    summary = _scenario(tmp_path, "cross")
     assert summary["ok"] and summary["crossed_ok"] and summary["mismatched"] == []
     [cross] = summary["crosses"]
     assert (cross["symbol"], cross["qty"], cross["price"]) == ("AAPL", "200", "190.25")
@@ -139,12 +140,7 @@ def test_demo_cross_crosses_the_opposite_interest_and_routes_only_the_net(
 
 def test_demo_multibroker_sends_one_j_per_broker(tmp_path: Path) -> None:
     """`fixalloc demo --scenario multibroker`: one block, two brokers, two Js."""
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway", "demo", "--scenario", "multibroker", "--json",
-         "--state-dir", str(tmp_path / "demo")],
-        capture_output=True, text=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(done.stdout)
+    summary = _scenario(tmp_path, "multibroker")
     assert summary["ok"] and summary["daemon_exit"] == 0 and summary["oms_js"] == 2
     a, b = summary["brokers"]["BRKA"], summary["brokers"]["BRKB"]
     assert (a["avg_px"], b["avg_px"]) == ("190.1000", "190.4000")

@@ -39,9 +39,8 @@ PRIME = {r["account_id"]: r["prime_broker"]
 BROKER_OF = {a: ("BRKA" if pb == "PB01" else "BRKB") for a, pb in PRIME.items()}
 
 
-@contextmanager
-def two_brokers(tmp: Path, routing: str, plan_a: FillPlan, plan_b: FillPlan
-                ) -> Iterator[tuple[BrokerSimulator, BrokerSimulator, Gateway, OmsSimulator]]:
+def _config(tmp: Path, routing: str, broker_b_extra: str = "") -> tuple[Ports, int, Path]:
+    """The gateway's config with a second broker session, BRKB, and the book's routing."""
     ports = Ports.free()
     port_b = free_port()
     cfg = write_config(tmp, ports, extra=routing, sessions_extra=f"""
@@ -49,7 +48,15 @@ def two_brokers(tmp: Path, routing: str, plan_a: FillPlan, plan_b: FillPlan
 name = "BRKB"
 target_comp_id = "BRKB"
 port = {port_b}
+{broker_b_extra}
 """)
+    return ports, port_b, cfg
+
+
+@contextmanager
+def two_brokers(tmp: Path, routing: str, plan_a: FillPlan, plan_b: FillPlan
+                ) -> Iterator[tuple[BrokerSimulator, BrokerSimulator, Gateway, OmsSimulator]]:
+    ports, port_b, cfg = _config(tmp, routing)
     a = BrokerSimulator(port=ports.broker, state_dir=tmp / "broker-a", plan=plan_a)
     b = BrokerSimulator(port=port_b, state_dir=tmp / "broker-b", sender="BRKB", plan=plan_b)
     a.start()
@@ -171,14 +178,7 @@ def test_a_pre_allocated_block_is_split_along_its_own_lines(tmp_path: Path) -> N
 def test_one_brokers_session_down_holds_only_its_part(tmp_path: Path) -> None:
     """The block's other part routes and fills; the OMS hears "pending new" once; the held
     part goes out when its broker logs on, and both Js follow."""
-    ports = Ports.free()
-    port_b = free_port()
-    cfg = write_config(tmp_path, ports, extra=BY_ACCOUNT, sessions_extra=f"""
-[[fix.brokers]]
-name = "BRKB"
-target_comp_id = "BRKB"
-port = {port_b}
-""")
+    ports, port_b, cfg = _config(tmp_path, BY_ACCOUNT)
     plan = FillPlan(fills=1, interval_ms=5)
     a = BrokerSimulator(port=ports.broker, state_dir=tmp_path / "broker-a", plan=plan)
     b = BrokerSimulator(port=port_b, state_dir=tmp_path / "broker-b", sender="BRKB", plan=plan)
@@ -188,9 +188,12 @@ port = {port_b}
             assert oms.engine.wait_logged_on(30) and a.engine.wait_logged_on(30)
             oms.send_order(_order("MB-5", 9_000))
             eventually(lambda: next(iter(a.allocations), None), timeout=30)
+            # The broker's J leaves before the OMS's copy of the last fill: wait for it.
+            last = eventually(lambda: next((e for e in oms.executions["MB-5"]
+                                            if e.exec_type == "F"), None), timeout=30)
             seen = oms.executions["MB-5"]
             assert [e.exec_type for e in seen].count("A") == 1
-            assert seen[-1].ord_status == "1" and 0 < seen[-1].cum_qty < 9_000
+            assert last.ord_status == "1" and 0 < last.cum_qty < 9_000
             b.start()
             eventually(lambda: next(iter(b.allocations), None), timeout=60)
             eventually(lambda: oms.executions["MB-5"][-1].ord_status == "2", timeout=30)
@@ -204,14 +207,7 @@ port = {port_b}
 def test_a_restart_between_the_split_and_the_fills_keeps_one_view(tmp_path: Path) -> None:
     """Recovery rebuilds the children and the block's view from the database: the OMS's
     view continues from where it was and each broker's J still goes out once."""
-    ports = Ports.free()
-    port_b = free_port()
-    cfg = write_config(tmp_path, ports, extra=BY_ACCOUNT, sessions_extra=f"""
-[[fix.brokers]]
-name = "BRKB"
-target_comp_id = "BRKB"
-port = {port_b}
-""")
+    ports, port_b, cfg = _config(tmp_path, BY_ACCOUNT)
     fast = FillPlan(fills=2, interval_ms=5)
     late = FillPlan(fills=2, interval_ms=5, first_fill_delay_ms=6_000)
     a = BrokerSimulator(port=ports.broker, state_dir=tmp_path / "broker-a", plan=fast)
@@ -245,15 +241,7 @@ def test_one_broker_refusing_its_part_is_alerted_and_the_block_ends_with_the_oth
         tmp_path: Path) -> None:
     """BRKB refuses its pre-allocated child outright: operations are alerted at once; the
     OMS's block ends (done for the day) with BRKA's part, which alone is allocated."""
-    ports = Ports.free()
-    port_b = free_port()
-    cfg = write_config(tmp_path, ports, extra=BY_ACCOUNT, sessions_extra=f"""
-[[fix.brokers]]
-name = "BRKB"
-target_comp_id = "BRKB"
-port = {port_b}
-send_preallocations = true
-""")
+    ports, port_b, cfg = _config(tmp_path, BY_ACCOUNT, "send_preallocations = true")
     plan = FillPlan(fills=2, interval_ms=5, first_fill_delay_ms=500)
     a = BrokerSimulator(port=ports.broker, state_dir=tmp_path / "broker-a", plan=plan)
     b = BrokerSimulator(port=port_b, state_dir=tmp_path / "broker-b", sender="BRKB", plan=plan)
