@@ -66,8 +66,13 @@ def read_text(path: Path) -> str:
     return unicodedata.normalize("NFC", text)
 
 
-def _rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
-    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+def csv_rows(path: Path, columns: tuple[str, ...], text: str | None = None
+            ) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line, row) of a CSV whose header is exactly `columns` (in any order), values
+    stripped; RefDataError names the file, the line and what is wrong. `text`: the file's
+    text when the caller has read it already."""
+    reader = csv.DictReader(io.StringIO(read_text(path) if text is None else text,
+                                        newline=""))
     header = tuple(h.strip() for h in (reader.fieldnames or ()))
     missing = [c for c in columns if c not in header]
     if missing:
@@ -124,7 +129,7 @@ def load_securities(path: str | Path) -> dict[str, engine.Security]:
     p = Path(path)
     out: dict[str, engine.Security] = {}
     lines: dict[str, int] = {}
-    for line, row in _rows(p, SECURITY_COLUMNS):
+    for line, row in csv_rows(p, SECURITY_COLUMNS):
         sym = _req(p, line, row, "symbol")
         if sym in out:
             raise RefDataError(p, line, f"duplicate symbol {sym!r} (first on line {lines[sym]}"
@@ -154,7 +159,7 @@ def load_securities(path: str | Path) -> dict[str, engine.Security]:
 def _load_lots(path: Path, known: set[str]) -> dict[str, dict[str, list[engine.TaxLot]]]:
     lots: dict[str, dict[str, list[engine.TaxLot]]] = {}
     ids: dict[tuple[str, str], int] = {}
-    for line, row in _rows(path, POSITION_COLUMNS):
+    for line, row in csv_rows(path, POSITION_COLUMNS):
         acct = _req(path, line, row, "account_id")
         if acct not in known:
             raise RefDataError(path, line, f"unknown account {acct!r}")
@@ -183,7 +188,7 @@ def load_accounts(accounts_csv: str | Path, positions_csv: str | Path | None = N
     p = Path(accounts_csv)
     parsed: list[tuple[int, dict[str, Any]]] = []
     seen: dict[str, int] = {}
-    for line, row in _rows(p, ACCOUNT_COLUMNS):
+    for line, row in csv_rows(p, ACCOUNT_COLUMNS):
         acct = _req(p, line, row, "account_id")
         if acct in seen:
             raise RefDataError(p, line, f"duplicate account {acct!r} (first on line {seen[acct]}"

@@ -18,10 +18,8 @@ data and never calls a provider, so a run is reproducible from the quotes it rec
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
-import io
 import threading
 from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
@@ -29,7 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from engine.crossing import PRICE_LIMIT, PRICE_PLACES, Quote, price_in_range
-from gateway.refdata import RefDataError, read_text
+from gateway.refdata import RefDataError, csv_rows, read_text
 
 __all__ = ["COLUMNS", "MemoryPrices", "PriceFileError", "PriceSource", "Quote",
            "load_price_file", "quotes_for"]
@@ -93,27 +91,14 @@ def load_price_file(path: str | Path) -> MemoryPrices:
     p = Path(path)
     try:
         text = read_text(p)
+        rows = list(csv_rows(p, COLUMNS, text))
     except RefDataError as e:
         raise PriceFileError(e.file, e.line, e.reason) from None
     source = f"file:{p.name}"
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in (reader.fieldnames or ())]
-    missing = [c for c in COLUMNS if c not in header]
-    if missing:
-        raise PriceFileError(p, 1, f"missing column(s): {', '.join(missing)}")
-    unknown = [c for c in header if c not in COLUMNS]
-    if unknown:
-        raise PriceFileError(p, 1, f"unknown column(s): {', '.join(unknown)}")
-    reader.fieldnames = header
     quotes: list[Quote] = []
     first: dict[str, int] = {}
-    for row in reader:
-        line = reader.line_num
-        if None in row:
-            raise PriceFileError(p, line, "more fields than the header")
-        if any(v is None for v in row.values()):
-            raise PriceFileError(p, line, "fewer fields than the header")
-        q = _quote(p, line, {k: (v or "").strip() for k, v in row.items()}, source)
+    for line, row in rows:
+        q = _quote(p, line, row, source)
         if q.symbol in first:
             raise PriceFileError(p, line, f"duplicate symbol {q.symbol!r} (first on line "
                                           f"{first[q.symbol]})")
