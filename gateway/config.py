@@ -282,6 +282,13 @@ class FixSettings(_Frozen):
         ports = [s.port for s in self.oms]
         if len(set(ports)) != len(ports):
             raise ValueError("each OMS acceptor session needs its own port")
+        if any(s.target_comp_id == "DESK" for s in self.all_sessions()):
+            # gateway/fix/desk.py: the session of the orders people hand over (POST /orders)
+            raise ValueError("target_comp_id DESK is the gateway's own desk session; "
+                             "choose another")
+        if any(s.name == "desk" for s in self.all_sessions()):
+            raise ValueError("session name desk is the gateway's own desk session; "
+                             "choose another")
         return self
 
     @field_validator("time_zone")

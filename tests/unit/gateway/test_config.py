@@ -121,3 +121,11 @@ def test_a_book_split_across_two_brokers_loads(tmp_path: Path) -> None:
                   'account_field = "prime_broker"\nbrokers = { PB01 = "BRKA", PB02 = "BRKB" }\n')
     routing = load_config(path).book("B").routing
     assert routing is not None and routing.broker_names() == {"BRKA", "BRKB"}
+
+
+@pytest.mark.parametrize("session", ['name = "desk"\ntarget_comp_id = "X"',
+                                     'name = "B2"\ntarget_comp_id = "DESK"'])
+def test_the_desk_sessions_name_and_comp_id_are_reserved(tmp_path: Path, session: str) -> None:
+    path = _write(tmp_path, f"[[fix.brokers]]\n{session}\nport = 9001\n")
+    with pytest.raises(ConfigError, match="desk session"):
+        load_config(path)
