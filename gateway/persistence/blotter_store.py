@@ -15,7 +15,8 @@ from sqlalchemy import Engine, and_, exists, func, select, update
 
 from gateway.persistence import tables as t
 
-TERMINAL = ("filled", "done_for_day", "canceled", "expired", "rejected")
+# `split`: a block split across brokers, which lives on in its children's rows.
+TERMINAL = ("filled", "done_for_day", "canceled", "expired", "rejected", "split")
 FINAL_ALLOC = ("accepted", "cancelled", "replaced")
 
 

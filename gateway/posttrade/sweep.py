@@ -122,6 +122,8 @@ class _Sweep:
 
     def block(self, order: Mapping[str, Any]) -> None:
         oid, broker, status = order["order_id"], order["broker"], order["status"]
+        if status == "split":
+            return  # a block split across brokers: each broker's child is swept as a block
         tallies = (self.total, self.groups["broker"][broker])
         for tally in tallies:
             tally.blocks.add(oid)

@@ -5,8 +5,10 @@ its own average price, one cumulative view for the OMS, cancels fanned out."""
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,15 @@ from gateway.fix.sim.oms import BlotterOrder, OmsSimulator
 from gateway.ledger import AVG_PX_QUANTUM
 from gateway.ports import free_port
 from tests.support.eventually import eventually
-from tests.support.harness import CONFIG, Gateway, Ports, gateway_in_process, oms_sim, write_config
+from tests.support.harness import (
+    CONFIG,
+    Gateway,
+    Ports,
+    gateway_in_process,
+    http_get,
+    oms_sim,
+    write_config,
+)
 
 pytestmark = pytest.mark.fix
 
@@ -118,6 +128,13 @@ def test_split_by_prime_broker_two_js_each_at_its_brokers_price(tmp_path: Path) 
         children = gw.node.db.children_of(parent["order_id"])
         assert [(c["broker"], c["status"]) for c in children] == [
             ("BRKA", "filled"), ("BRKB", "filled")]
+        # The block's own row is neither an open order on the blotter nor a block the
+        # end-of-day sweep asks about: its children are.
+        code, body = http_get(gw.ports.http, "/status?state=open")
+        assert code == 200 and parent["order_id"] not in {o["order_id"] for o in body["orders"]}
+        report = gw.node._run_sweep_now("21:00", date.fromisoformat(parent["trade_date"]))
+        assert parent["order_id"] not in json.dumps(report, default=str)
+        assert children[0]["order_id"] in json.dumps(report, default=str)
 
 
 def test_wheel_sixty_forty_with_one_broker_done_for_the_day_at_half(tmp_path: Path) -> None:
