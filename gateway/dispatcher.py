@@ -170,6 +170,8 @@ class Dispatcher:
             order = self.orders.in_memory(order_id)
             if order is not None and self.orders.release(order, self.db.mark_released, now):
                 METRICS.orders_released.inc()
+                if order.parent_id is not None:
+                    self.splits.forget_if_done(order.parent_id)
 
     def _load_back(self, order_id: str, *, before_report: int | None = None) -> Order | None:
         from gateway.recovery import load_back  # recovery builds on the dispatcher

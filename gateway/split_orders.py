@@ -218,6 +218,14 @@ class SplitOrders:
         parent.acked = any(leg.status not in ("pending_new", "received", "rejected")
                            for leg in parent.legs.values())
 
+    def forget_if_done(self, parent_id: str) -> None:
+        """Drop a block's view once every child has left memory (finished): a late report
+        for one of them loads it back with its view (`restore`), as for any order."""
+        parent = self.parents.get(parent_id)
+        if parent is not None and not any(self.d.orders.in_memory(i) for i in parent.legs):
+            del self.parents[parent_id]
+            self._by_cl.pop((parent.oms_session, parent.cl_ord_id), None)
+
     def parent_of(self, session: str, cl_ord_id: str) -> SplitParent | None:
         pid = self._by_cl.get((session, cl_ord_id))
         return self.parents.get(pid) if pid else None

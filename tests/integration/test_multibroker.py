@@ -135,6 +135,9 @@ def test_split_by_prime_broker_two_js_each_at_its_brokers_price(tmp_path: Path) 
         report = gw.node._run_sweep_now("21:00", date.fromisoformat(parent["trade_date"]))
         assert parent["order_id"] not in json.dumps(report, default=str)
         assert children[0]["order_id"] in json.dumps(report, default=str)
+        # Once both children are finished and leave memory, so does the block's view.
+        assert gw.node.dispatcher is not None
+        eventually(lambda: not gw.node.dispatcher.splits.parents, timeout=30)
 
 
 def test_wheel_sixty_forty_with_one_broker_done_for_the_day_at_half(tmp_path: Path) -> None:
