@@ -95,4 +95,9 @@ def secure_state_dir(state_dir: Path) -> None:
     for path in state_dir.rglob("*"):
         if path.is_symlink():
             continue
-        os.chmod(path, 0o700 if path.is_dir() else 0o600)
+        try:
+            os.chmod(path, 0o700 if path.is_dir() else 0o600)
+        except FileNotFoundError:
+            # Gone since the listing: SQLite removes its -shm and -wal files when the last
+            # connection to the database closes (a restart after a kill found this).
+            continue
