@@ -8,6 +8,7 @@ stands, so a retried request never makes a second order.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Annotated, Any
@@ -75,7 +76,7 @@ def add_order_endpoints(app: FastAPI, submit: Submit | None, guard: Guard) -> No
         if submit is None:
             raise HTTPException(status_code=503, detail="the dispatcher is not running")
         ids = [o.cl_ord_id for o in body.orders]
-        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
         if repeated:
             raise HTTPException(status_code=422,
                                 detail=f"cl_ord_id used twice in one request: {repeated}")
@@ -96,6 +97,5 @@ def add_order_endpoints(app: FastAPI, submit: Submit | None, guard: Guard) -> No
                 note["rebalance_run"] = body.run.model_dump(mode="json")
             with dispatcher_answer():
                 results = submit([o.model_dump() for o in body.orders], who.actor())
-            note["result"] = {r["status"]: sum(1 for x in results if x["status"] == r["status"])
-                              for r in results}
+            note["result"] = dict(Counter(r["status"] for r in results))
         return {"orders": results}

@@ -245,20 +245,19 @@ class OrderIntake:
 
     def _final_to_oms(self, order: Order, now: datetime, *, exec_type: str, ord_status: str,
                       text: str) -> None:
-        totals: dict[str, Any] = {"order_id": order.order_id, "ord_status": ord_status,
-                                  "order_qty": order.order_qty, "cum_qty": ZERO,
-                                  "avg_px": ZERO}
+        totals: dict[str, Any] = {"order_id": order.order_id, "exec_type": exec_type,
+                                  "ord_status": ord_status, "order_qty": order.order_qty,
+                                  "cum_qty": ZERO, "avg_px": ZERO, "leaves_qty": ZERO}
         if order.parent_id is not None:
             # A split block ends for the OMS when its last broker's part does.
             block = self.d.splits.terminal_view(order, exec_type)
             if block is None:
                 return
-            totals = {k: block[k] for k in totals}
+            totals = block
         self.d.out.execution_report(
             order.oms_session, cl_ord_id=order.oms_cl_ord_id,
-            exec_id=f"{order.order_id}-T{exec_type}", exec_type=exec_type,
-            symbol=order.symbol, side=order.side, last_qty=ZERO, last_px=ZERO,
-            leaves_qty=ZERO, book=order.book, transact_time=now, text=text,
+            exec_id=f"{order.order_id}-T{exec_type}", symbol=order.symbol, side=order.side,
+            last_qty=ZERO, last_px=ZERO, book=order.book, transact_time=now, text=text,
             ord_rej_reason="99" if totals["ord_status"] == "8" else None, **totals)
 
     # -- rejects --------------------------------------------------------------------------

@@ -338,8 +338,9 @@ class Node:
         """POST /orders: each block recorded as the desk's D (on this HTTP thread, as a FIX
         thread records an OMS's), taken by the dispatcher, then answered as it stands."""
         assert self.dispatcher is not None and self.sessions is not None
-        assert self.db is not None
-        db, desk = self.db, self.sessions.desk
+        # Answers are read through HTTP's own pool, like every other request's reads.
+        assert self.http_db is not None
+        db, desk = self.http_db, self.sessions.desk
         now = self.clock.now()
         taken = []
         for row in rows:

@@ -218,11 +218,12 @@ def cmd_rebalance(args: argparse.Namespace) -> int:
         if executor is not None:
             executor.close()
     blks = blocks(result)
-    crossing = None
+    crossing, prices_version = None, None
     if args.prices is not None or rulebook.crossing is not None:
         try:
-            crossing = _cross(args, blks, rulebook, chosen, result.inputs_hash,
-                              {s: sec.lot_size for s, sec in securities.items()})
+            crossing, prices_version = _cross(
+                args, blks, rulebook, chosen, result.inputs_hash,
+                {s: sec.lot_size for s, sec in securities.items()})
         except ValueError as e:  # a bad price file (file:line: reason) or --as-of
             return _fail(EXIT_CONFIG if isinstance(e, refdata.RefDataError) else EXIT_USAGE,
                          str(e))
@@ -240,7 +241,7 @@ def cmd_rebalance(args: argparse.Namespace) -> int:
         extra.update(crossing_hash=hashlib.sha256(crossing_text.encode()).hexdigest(),
                      crossed_qty=str(sum((c.qty for c in crossing.crosses), Decimal(0))),
                      crosses=len(crossing.crosses), cross_refusals=len(crossing.refusals),
-                     prices_version=crossing_prices_version(args))
+                     prices_version=prices_version)
     record = run_record(result, blks, trades_text=trades_text, blocks_text=blocks_text,
                         extra=extra)
     out: Path = args.out
@@ -269,8 +270,9 @@ def cmd_rebalance(args: argparse.Namespace) -> int:
 
 
 def _cross(args: argparse.Namespace, blks: Sequence[Any], rulebook: Any,
-           accounts: Sequence[Any], inputs_hash: str,
-           lot_sizes: dict[str, int]) -> CrossingResult:
+           accounts: Sequence[Any], inputs_hash: str, lot_sizes: dict[str, int]
+           ) -> tuple[CrossingResult, dict[str, Any]]:
+    """The crossing, and what the run records of its prices (file, hash, --as-of)."""
     from gateway.reference_prices import MemoryPrices, load_price_file, quotes_for
 
     as_of = dt.datetime.now(dt.UTC)
@@ -283,17 +285,10 @@ def _cross(args: argparse.Namespace, blks: Sequence[Any], rulebook: Any,
             raise ValueError(f"--as-of: needs a UTC offset: {args.as_of!r}")
     prices = load_price_file(args.prices) if args.prices is not None else MemoryPrices()
     quotes = quotes_for(prices, crossable_symbols(blks))
-    args.as_of = as_of.isoformat()  # recorded with the run
+    version = {"file": args.prices.name if args.prices else None,
+               "sha256": prices.version or None, "as_of": as_of.isoformat()}
     return cross_blocks(blks, rulebook.crossing, accounts, quotes, now=as_of,
-                        inputs_hash=inputs_hash, lot_sizes=lot_sizes)
-
-
-def crossing_prices_version(args: argparse.Namespace) -> dict[str, Any]:
-    from gateway.reference_prices import load_price_file
-
-    return {"file": args.prices.name if args.prices else None,
-            "sha256": load_price_file(args.prices).version if args.prices else None,
-            "as_of": args.as_of}
+                        inputs_hash=inputs_hash, lot_sizes=lot_sizes), version
 
 
 def _send(args: argparse.Namespace, blks: Sequence[Any], book_of: dict[str, str],

@@ -20,6 +20,7 @@ The view is rebuilt at restart from the children's rows and reports.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -78,6 +79,13 @@ class SplitParent:
     def leaves(self) -> Decimal:
         return sum((leg.qty - leg.cum for leg in self.legs.values()
                     if leg.status not in TERMINAL), ZERO)
+
+    def totals(self, exec_type: str) -> dict[str, Any]:
+        """What an execution report to the OMS says of the block as a whole."""
+        return {"order_id": self.order_id, "exec_type": exec_type,
+                "ord_status": self.ord_status(exec_type), "order_qty": self.order_qty,
+                "cum_qty": self.cum, "avg_px": self.avg_px(),
+                "leaves_qty": ZERO if self.all_terminal() else self.leaves()}
 
     def ord_status(self, exec_type: str) -> str:
         """The block's OrdStatus(39) over its children."""
@@ -243,9 +251,7 @@ class SplitOrders:
             leg.status = child.status
         if not parent.all_terminal():
             return None
-        return {"order_id": parent.order_id, "ord_status": parent.ord_status(exec_type),
-                "order_qty": parent.order_qty, "cum_qty": parent.cum,
-                "avg_px": parent.avg_px()}
+        return parent.totals(exec_type)
 
     def view(self, child: Order, ev: BrokerReportReceived) -> dict[str, Any] | None:
         """The relay's fields for the block as a whole, or None when this report does not
@@ -277,10 +283,7 @@ class SplitOrders:
             parent.cancel_pending_sent = True
         elif et not in ("F", "G", "H"):
             return None
-        return {"order_id": parent.order_id, "exec_type": et,
-                "ord_status": parent.ord_status(et), "order_qty": parent.order_qty,
-                "cum_qty": parent.cum, "avg_px": parent.avg_px(),
-                "leaves_qty": ZERO if parent.all_terminal() else parent.leaves()}
+        return parent.totals(et)
 
     def on_cancel(self, ev: CancelRequested) -> bool:
         """The OMS cancels a split block: every child still working is cancelled at its
@@ -304,8 +307,6 @@ class SplitOrders:
 
 
 def child_row(child: Order, key: str, eligibility_json: str, now: datetime) -> dict[str, Any]:
-    import json
-
     return {
         "order_id": child.order_id, "oms_session": child.oms_session, "oms_cl_ord_id": key,
         "book": child.book, "symbol": child.symbol, "side": child.side,
