@@ -76,3 +76,16 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(f"web timing: {line}")
     for path in _GATHERED["web"]["screenshots"]:
         terminalreporter.write_line(f"web screenshot: {path}")
+
+
+# -- process-wide state a test may leave behind -----------------------------------------------
+# The sweep publishes the same-day affirmation ratio only for the newest trade date this
+# process has swept (gateway/posttrade/sweep_actions.py). A test that sweeps today (an
+# in-process node) would otherwise keep a later test's sweep of an earlier date from
+# publishing its ratio, and that test would read the first one's figure.
+@pytest.fixture(autouse=True)
+def _fresh_sweep_ratio_day() -> Iterator[None]:
+    from gateway.posttrade import sweep_actions
+
+    sweep_actions._latest_ratio_day.clear()
+    yield
