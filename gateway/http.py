@@ -28,6 +28,7 @@ from gateway.http_audit import add_audit_endpoints
 from gateway.http_auth import Guard, install_auth
 from gateway.http_lifecycle import Operate, add_lifecycle_endpoints
 from gateway.http_orders import Submit, add_order_endpoints
+from gateway.http_prices import add_price_endpoints
 from gateway.http_whatif import add_whatif_endpoints
 from gateway.metrics import METRICS
 from gateway.persistence.store import Database
@@ -40,7 +41,7 @@ def build_app(
     run_sweep: Callable[[str, date], dict[str, Any]] | None = None, clock: Clock | None = None,
     operate: Operate | None = None, alive: Callable[[], bool] | None = None,
     auth: AuthSettings | None = None, decide_approval: Decide | None = None,
-    submit_orders: Submit | None = None,
+    submit_orders: Submit | None = None, prices: Any = None,
 ) -> FastAPI:
     """`api_token`: the shared machine token (acting as `auth.machine_token_role`); users,
     their tokens and sessions live in `db` (gateway/http_auth.py)."""
@@ -120,6 +121,7 @@ def build_app(
     add_whatif_endpoints(app, db, rulebooks, guard)
     add_approval_endpoints(app, db, decide_approval, guard)
     add_order_endpoints(app, submit_orders, guard)
+    add_price_endpoints(app, prices, guard, (clock or SystemClock()).now)
     add_web_pages(app, db, guard, status=status)
     return app
 

@@ -20,6 +20,7 @@ ACTIONS: tuple[str, ...] = (
     "run_sweep",           # run the end-of-day sweep now
     "reload_rules",        # reload the rulebook; activate or discard a staged version
     "reload_refdata",      # reload accounts, positions and securities
+    "push_prices",         # push reference prices for crossing (POST /prices)
     "manage_users",        # add, change and disable users; issue their API tokens
 )
 
@@ -35,9 +36,10 @@ ROLE_ACTIONS: dict[str, frozenset[str]] = {
     "compliance": frozenset({"view", "whatif", "approve", "reject", "override",
                              "reload_rules"}),
     # Operations deploys the files (rules and reference data) and runs the post-trade day;
-    # it approves nothing. The shared machine token maps here by default.
+    # it approves nothing. The shared machine token maps here by default, which is why a
+    # price feed (running under it) pushes reference prices as operations, and nobody else.
     "operations": frozenset({"view", "whatif", "operate_allocation", "run_sweep",
-                             "reload_rules", "reload_refdata"}),
+                             "reload_rules", "reload_refdata", "push_prices"}),
     "admin": frozenset(ACTIONS),
 }
 

@@ -28,6 +28,7 @@ from gateway.auth.settings import AuthSettings
 from gateway.auth.users import UserStore
 from gateway.http import HttpServer, build_app
 from gateway.persistence.store import Database
+from gateway.reference_prices import MemoryPrices
 from tests.support.postgres import create_database
 
 PASSWORD = "correct horse battery"
@@ -174,6 +175,7 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
         app = build_app(status=lambda **_kw: {"status": "ok"}, ready=lambda: (True, []),
                         db=db, rulebooks=rulebooks, refdata=refdata, api_token=api_token,
                         run_sweep=run_sweep, operate=operate, submit_orders=submit,
+                        prices=MemoryPrices(),
                         auth=AuthSettings(**{"cookie_secure": False, **settings}))
         guard = app.state.guard
         # The approval gate's actions have no endpoint of their own yet: stand-ins that
@@ -212,6 +214,8 @@ ENDPOINTS: dict[str, tuple[str, str, dict[str, Any], int]] = {
     "run_sweep": ("POST", "/sweep/run", {"json": {"at": "19:00", "date": "2026-11-20"}}, 200),
     "reload_rules": ("POST", "/rulebook/reload", {}, 200),
     "reload_refdata": ("POST", "/refdata/reload", {}, 200),
+    "push_prices": ("POST", "/prices", {"json": {"quotes": [{
+        "symbol": "AAPL", "last": "190.25", "as_of": "2026-11-30T15:59:30Z"}]}}, 200),
     "manage_users": ("GET", "/users", {}, 200),
 }
 assert set(ENDPOINTS) == set(ACTIONS), "every action needs a request in the table"

@@ -42,7 +42,7 @@ def test_login_sets_a_strict_cookie_and_me_says_who_and_what(db: Database,
     body = resp.json()
     assert (body["user"], body["via"], body["roles"]) == ("olga", "session", ["operations"])
     assert body["actions"] == ["view", "whatif", "operate_allocation", "run_sweep",
-                               "reload_rules", "reload_refdata"]
+                               "reload_rules", "reload_refdata", "push_prices"]
     me = browser.get("/me").json()
     assert me["csrf_token"] == body["csrf_token"] and me["user"] == "olga"
     assert browser.get("/status").status_code == 200  # a GET needs no CSRF token

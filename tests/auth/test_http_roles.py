@@ -39,7 +39,7 @@ def test_every_role_against_every_action(db: Database, serve: Serve) -> None:
             if json.loads(e["detail_json"])["via"] == "token"]
     expected = {(f"u-{role}", action) for role in ROLES for action in ROLE_ACTIONS[role]
                 if action in ("operate_allocation", "run_sweep", "reload_rules",
-                              "reload_refdata", "submit_orders")}
+                              "reload_refdata", "submit_orders", "push_prices")}
     assert {(d["actor"], d["action"]) for d in done} == expected
     assert all(d["outcome"] == "done" and d["target"] for d in done)
     denied = {(json.loads(e["detail_json"])["actor"], json.loads(e["detail_json"])["action"])
