@@ -14,6 +14,7 @@ before crossing existed: the key enters the rulebook's canonical content only wh
       excluded_accounts:
         when: "account.vehicle == 'SMA-ERISA'"   # CEL, as a `kind: cel` restriction's
         accounts: [SMA0042]                      # and/or by id
+      live_window_seconds: 5          # live blocks wait this long for opposite interest
 
 `excluded_accounts.when` is CEL over the same `account` fields a custom restriction reads
 (`engine.custom_rules.ACCOUNT_FIELDS`) plus `order.side` and `order.symbol` (the side the
@@ -40,7 +41,7 @@ PRICE_RULES = ("last", "midpoint")
 SCHEMA: Mapping[str, Mapping[str, T]] = {"account": ACCOUNT_FIELDS, "order": ORDER_FIELDS}
 
 _KEYS = ("enabled", "description", "price_rule", "max_price_age_seconds",
-         "max_share_of_order", "excluded_accounts")
+         "max_share_of_order", "excluded_accounts", "live_window_seconds")
 _ONE = Decimal(1)
 
 
@@ -53,10 +54,17 @@ class CrossingPolicy:
     exclude_when: str | None = None     # CEL over SCHEMA; true keeps the account out
     exclude_accounts: frozenset[str] = frozenset()
     description: str = ""
+    live_window_seconds: int = 0
+    """How long a live block (an OMS's or the desk's) waits for opposite interest before
+    it is routed whole; 0: live blocks are never crossed (gateway/crossing_live.py)."""
 
     def to_json(self) -> dict[str, Any]:
         """The canonical form (also valid input to `parse`: it round-trips)."""
-        return {
+        # The live window enters the canonical form only when set, so a policy written
+        # before live crossing existed keeps the version it had.
+        live = {"live_window_seconds": self.live_window_seconds} \
+            if self.live_window_seconds else {}
+        return {**live,
             "enabled": self.enabled, "description": self.description,
             "price_rule": self.price_rule,
             "max_price_age_seconds": self.max_price_age_seconds,
@@ -95,10 +103,15 @@ def parse(raw: Any) -> CrossingPolicy | None:
     if not isinstance(description, str):
         raise RulebookError("crossing.description", "must be a string")
     when, ids = _exclusions(raw.get("excluded_accounts"))
+    window = raw.get("live_window_seconds", 0)
+    if not isinstance(window, int) or isinstance(window, bool) or not 0 <= window <= 3600:
+        raise RulebookError("crossing.live_window_seconds",
+                            f"must be a whole number of seconds from 0 to 3600, was {window!r}")
     return CrossingPolicy(
         enabled=enabled, price_rule=str(rule), max_price_age_seconds=age,
         max_share_of_order=_share(raw.get("max_share_of_order", 1)),
-        exclude_when=when, exclude_accounts=ids, description=description.strip())
+        exclude_when=when, exclude_accounts=ids, description=description.strip(),
+        live_window_seconds=window)
 
 
 def _share(v: Any) -> Decimal:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -24,7 +24,7 @@ from gateway import faults
 from gateway.alerts import Alerts
 from gateway.approvals.gate import ApprovalGate
 from gateway.clock import Clock, settlement_date
-from gateway.config import Config
+from gateway.config import CROSS_VENUE, Config
 from gateway.fix.allocation_codec import ALLOC_TYPE_TO_FIX, JBlock, JLine, block_totals
 from gateway.fix.outbound import FixOutbound
 from gateway.metrics import METRICS
@@ -313,6 +313,9 @@ class AllocationFlow:
             ref_alloc_id=alloc.get("ref_alloc_id"),
             canc_replace_reason="2" if alloc.get("alloc_trans_type") == "1" else "99",
             gross=gross, net_money=net,
+            text=(f"internal cross {order.broker_order_id}: every line crossed between the "
+                  "firm's own accounts; no commission")
+            if order.broker == CROSS_VENUE.name else None,
         )
 
     def send_pending(
@@ -391,7 +394,8 @@ class AllocationFlow:
                 with self.db.riding_on_wire(order.oms_session, self._marker(
                         "oms_j_stored", alloc_id, oms_sent_at=at)) as oms_ride:
                     self.out.allocation(order.oms_session,
-                                        self._j(order, alloc, rows, to_oms=True), j_lines,
+                                        self._j(order, alloc, rows, to_oms=True),
+                                        _crossed(order, j_lines),
                                         send_udfs=self.out.send_udfs(order.oms_session))
                 faults.point("oms_j_sent")
                 recorded = oms_ride.done
@@ -417,6 +421,13 @@ class AllocationFlow:
         if not most or len(lines) <= most:
             return [lines]
         return [lines[i:i + most] for i in range(0, len(lines), most)]
+
+
+def _crossed(order: Order, lines: list[JLine]) -> list[JLine]:
+    """The OMS's copy marks each line of a crossed part with the cross's id."""
+    if order.broker != CROSS_VENUE.name:
+        return lines
+    return [replace(ln, cross_id=order.broker_order_id) for ln in lines]
 
 
 def _j_lines(rows: Sequence[Mapping[str, Any]]) -> list[JLine]:

@@ -40,6 +40,8 @@ class OrderCancels:
                                 reason="1" if order is None else "0",
                                 text=f"cannot cancel {ev.orig_cl_ord_id}: {text}")
             return
+        if d.crossing.on_cancel(order, ev):
+            return
         self.cancel(order, ev)
 
     def cancel(self, order: Order, ev: CancelRequested) -> None:

@@ -222,6 +222,12 @@ class BrokerSession(SessionKeys):
     on a sell. Unset: no commission is expected, and any on an AK is a mismatch."""
 
 
+CROSS_VENUE = BrokerSession(name="cross", target_comp_id="CROSS", port=1,
+                            alloc_type="ready_to_book")
+"""The broker of a crossed part (gateway/crossing_live.py): the firm's own venue, booked
+in the gateway's record; its J carries no lines and no commission is charged."""
+
+
 class FixSettings(_Frozen):
     """Defaults for every session; each [[fix.oms]] / [[fix.brokers]] entry may override."""
 
@@ -282,13 +288,16 @@ class FixSettings(_Frozen):
         ports = [s.port for s in self.oms]
         if len(set(ports)) != len(ports):
             raise ValueError("each OMS acceptor session needs its own port")
-        if any(s.target_comp_id == "DESK" for s in self.all_sessions()):
-            # gateway/fix/desk.py: the session of the orders people hand over (POST /orders)
-            raise ValueError("target_comp_id DESK is the gateway's own desk session; "
-                             "choose another")
-        if any(s.name == "desk" for s in self.all_sessions()):
-            raise ValueError("session name desk is the gateway's own desk session; "
-                             "choose another")
+        # The gateway's own sessions without a socket: the desk (gateway/fix/desk.py, the
+        # orders people hand over) and the crossing venue (gateway/fix/cross_venue.py).
+        for name, comp_id, what in (("desk", "DESK", "desk session"),
+                                    ("cross", "CROSS", "internal crossing venue")):
+            if any(s.target_comp_id == comp_id for s in self.all_sessions()):
+                raise ValueError(f"target_comp_id {comp_id} is the gateway's own {what}; "
+                                 "choose another")
+            if any(s.name == name for s in self.all_sessions()):
+                raise ValueError(f"session name {name} is the gateway's own {what}; "
+                                 "choose another")
         return self
 
     @field_validator("time_zone")
@@ -410,6 +419,8 @@ class Config(_Frozen):
         for b in self.fix.brokers:
             if b.name == name:
                 return b
+        if name == CROSS_VENUE.name:
+            return CROSS_VENUE
         raise KeyError(name)
 
     def book(self, name: str) -> BookSettings | None:

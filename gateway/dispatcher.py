@@ -25,6 +25,7 @@ from gateway.approvals.desk import ApprovalDesk
 from gateway.cancels import OrderCancels
 from gateway.clock import Clock
 from gateway.config import Config
+from gateway.crossing_live import LiveCrossing
 from gateway.events import (
     AllocationAckReceived,
     AllocationReportReceived,
@@ -87,6 +88,7 @@ class Dispatcher:
         self.replaces = OrderReplaces(self)
         self.cancels = OrderCancels(self)
         self.splits = SplitOrders(self)
+        self.crossing = LiveCrossing(self)
         self.reports = ReportRelay(self)
         self.sessions = SessionWatch(self, loop_logons=config.fix.reconnect_alert_logons,
                                      loop_window_seconds=config.fix.reconnect_alert_seconds)
@@ -162,6 +164,9 @@ class Dispatcher:
             self._stale = True
         if not isinstance(event, Tick):
             self._publish_if_due()
+        # The crossing venue answers our Js at once; each answer is an event of its own.
+        for ack in self.out.venue_acks():
+            self._safely(ack)
 
     def _release(self, order_ids: set[str]) -> None:
         """Let the finished ones of these orders go from memory (gateway/order_book.py)."""
@@ -230,6 +235,7 @@ class Dispatcher:
             self._on_broker_report(event)
         elif isinstance(event, Tick):
             self.intake.on_tick(event.ts)
+            self.crossing.on_tick(event.ts)
             self.lifecycle.on_tick(event.ts)
             self.confirmations.on_tick(event.ts)
             self.approvals.on_tick(event.ts)

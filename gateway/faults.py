@@ -23,6 +23,8 @@ the writes and the sends whose order the crash-recovery promises depend on:
   recovery_redriving     recovery is re-driving stored work (after its first re-drive)
   confirmation_stored    an AK committed by the FIX callback; not yet on the inbox
   au_sent                an AU handed to quickfix; its confirmation not yet marked answered
+  cross_stored           a live cross committed (both splits and the venue's reports); no
+                         execution relayed to the OMS, nothing routed to the broker yet
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ _seen = [0]  # arrivals at the named step (a list: mutated without `global`)
 STEPS = ("decision_stored", "broker_j_stored", "broker_j_sent", "broker_j_recorded",
          "oms_j_stored", "oms_j_sent",
          "ack_received", "relay_stored", "relay_sent", "fill_stored", "recovery_redriving",
-         "confirmation_stored", "au_sent")
+         "confirmation_stored", "au_sent", "cross_stored")
 
 
 def point(step: str) -> None:

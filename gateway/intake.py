@@ -114,6 +114,8 @@ class OrderIntake:
                  side=order.side, qty=str(order.order_qty), broker=order.broker,
                  excluded=len(order.excluded))
         METRICS.orders.labels(outcome="accepted").inc()
+        if d.crossing.offer(order, now):
+            return  # crossed at once, or waiting for the other side (crossing_live.py)
         self.route(order, now)
 
     def route(self, order: Order, now: datetime, *, restarting: bool = False) -> None:

@@ -181,6 +181,7 @@ class Node:
                             run_sweep=self._run_sweep_now, clock=self.clock,
                             operate=self._operate, decide_approval=self._decide_approval,
                             submit_orders=self._submit_desk_orders,
+                            prices=self.dispatcher.crossing.prices,
                             rulebooks=self.rulebooks, refdata=self.refdata, api_token=token,
                             auth=cfg.auth)
             self.http = HttpServer(app, cfg.http.host, cfg.http.port)

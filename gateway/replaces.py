@@ -73,6 +73,11 @@ class OrderReplaces:
                          "the block is split across brokers; cancel it and send a new one")
             return
         order = d.orders.by_cl_ord_id(ev.session, f.orig_cl_ord_id, d.find_order_id)
+        if order is not None and d.crossing.waiting_for(order.order_id):
+            self._refuse(ev.session, order, f.cl_ord_id, f.orig_cl_ord_id, OTHER,
+                         "the block is waiting to cross internally; cancel it and send a "
+                         "new one")
+            return
         if order is not None and any(r["cl_ord_id"] == f.cl_ord_id
                                      for r in order.replaces.values()):
             log.info("order.replace_repeated", cl_ord_id=f.cl_ord_id, order_id=order.order_id)

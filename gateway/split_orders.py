@@ -164,14 +164,26 @@ class SplitOrders:
         d = self.d
         book = d.config.book(order.book)
         routing = book.routing if book else None
+        reasons: dict[str, str | None] = {
+            leg.broker: f"split by {routing.account_field}: the accounts {leg.broker} "
+                        "executes for, each with its share of the block under the book's "
+                        "scheme" for leg in legs
+        } if routing is not None and not order.preallocations else {}
+        children, rows = self.children(order, legs, now, reasons)
+        d.db.split_order(order.order_id, rows, now)
+        self.adopt(order, children, now)
+        for child in children:
+            d.intake.route(child, now)
+
+    def children(self, order: Order, legs: tuple[Leg, ...], now: datetime,
+                 reasons: dict[str, str | None]) -> tuple[list[Order], list[dict[str, Any]]]:
+        """The child orders of `legs` and their rows (`reasons`: per broker, the reason
+        its pre-allocation is stored with; the block's own by default)."""
+        d = self.d
         children, rows = [], []
         for leg in legs:
             key = f"{order.oms_cl_ord_id}/{leg.broker}"  # the child row's unique key
-            reason = order.preallocation_reason
-            if leg.preallocations and not order.preallocations and routing is not None:
-                reason = (f"split by {routing.account_field}: the accounts {leg.broker} "
-                          "executes for, each with its share of the block under the book's "
-                          "scheme")
+            reason = reasons.get(leg.broker) or order.preallocation_reason
             child = Order(
                 order_id=make_order_id(order.oms_session, key, order.trade_date),
                 oms_session=order.oms_session, oms_cl_ord_id=order.oms_cl_ord_id,
@@ -184,14 +196,19 @@ class SplitOrders:
                 parent_id=order.order_id)
             children.append(child)
             rows.append(child_row(child, key, d.flow.eligibility_json(order), now))
-        d.db.split_order(order.order_id, rows, now)
+        return children, rows
+
+    def adopt(self, order: Order, children: list[Order], now: datetime, *,
+              event: str = "order.split") -> None:
+        """The stored children taken into memory, under the block's one view."""
+        d = self.d
         parent = self._register(order.order_id, order.oms_session, order.oms_cl_ord_id,
                                 order.order_qty)
         for child in children:
             parent.legs[child.order_id] = LegState(child.order_id, child.broker, child.order_qty)
-        log.info("order.split", order_id=order.order_id, cl_ord_id=order.oms_cl_ord_id,
+        log.info(event, order_id=order.order_id, cl_ord_id=order.oms_cl_ord_id,
                  legs=[f"{c.broker}:{c.order_qty}" for c in children])
-        d.db.append_event("order.split", recorded_at=now, session_id=order.oms_session,
+        d.db.append_event(event, recorded_at=now, session_id=order.oms_session,
                           order_id=order.order_id,
                           detail={"children": [{"order_id": c.order_id, "broker": c.broker,
                                                 "qty": str(c.order_qty),
@@ -199,7 +216,6 @@ class SplitOrders:
                                                for c in children]})
         for child in children:
             d.orders[child.order_id] = child
-            d.intake.route(child, now)
 
     def _register(self, parent_id: str, session: str, cl: str, qty: Decimal) -> SplitParent:
         parent = self.parents.get(parent_id)

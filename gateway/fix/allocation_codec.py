@@ -79,6 +79,8 @@ class JLine:
     prime_broker: str | None
     strategy: str | None
     vehicle: str | None
+    cross_id: str | None = None
+    """Set on a line crossed internally (the OMS's copy marks it, AllocText CROSS=id)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,8 @@ class JBlock:
     gross: Decimal | None = None
     net_money: Decimal | None = None
     """Block totals over every line; given when the lines are sent in fragments."""
+    text: str | None = None
+    """Text(58): what the J is (an internal cross says so, with its id and price)."""
 
 
 def block_totals(lines: Sequence[JLine]) -> tuple[Decimal, Decimal]:
@@ -175,6 +179,8 @@ def j_fields(block: JBlock, lines: Sequence[JLine], *, send_udfs: bool = True,
     # whose accounts, and so their net money, are booked elsewhere.
     if block.alloc_type == "1" and block.alloc_trans_type != "2":
         out.append((T.NetMoney, fmt(net)))
+    if block.text:
+        out.append((T.Text, block.text))
     return out
 
 
@@ -193,24 +199,28 @@ def _line_fields(ln: JLine, send_udfs: bool) -> j_layout.Fields:
         fields.append((T.NoNestedPartyIDs, parties))
     fields += [(T.AllocAvgPx, fmt(ln.avg_px)), (T.AllocNetMoney, fmt(_cents(ln.qty * ln.avg_px))),
                (T.AllocSettlInstType, "0")]
+    text = [f"CROSS={ln.cross_id}"] if ln.cross_id else []
     if send_udfs:
         if ln.strategy:
             fields.append((T.AllocStrategy, ln.strategy))
         if ln.vehicle:
             fields.append((T.AllocVehicle, ln.vehicle))
     elif ln.strategy or ln.vehicle:
-        fields.append((T.AllocText, f"STRAT={ln.strategy or ''};VEH={ln.vehicle or ''}"))
+        text.append(f"STRAT={ln.strategy or ''};VEH={ln.vehicle or ''}")
+    if text:
+        fields.append((T.AllocText, ";".join(text)))
     return fields
 
 
 def sample_j() -> tuple[str, j_layout.Fields]:
     """A J with every part a J can have: the dictionary check of `j_layout.use_dictionary`."""
     lines = [JLine(f"S-J1-{i:05d}", f"ACC{i}", Decimal(100), Decimal("10.125"), "CUSTBIC",
-                   "PB1" if i else None, "GROWTH", "SMA") for i in range(2)]
+                   "PB1" if i else None, "GROWTH", "SMA", "XR-1" if i else None)
+             for i in range(2)]
     block = JBlock("S-J1", "1", "1", "CL1", "BO1", Decimal(200), "buy", "AAPL", Decimal(200),
                    Decimal("10.125"), "2026-11-30", "2026-12-01",
                    datetime(2026, 11, 30, 15, 0, tzinfo=UTC), secondary_alloc_id="S",
-                   ref_alloc_id="S-J0")
+                   ref_alloc_id="S-J0", text="internal cross XR-1")
     fields = j_fields(block, lines, fragment=(4, False))
     plain = j_fields(block, lines, send_udfs=False, fragment=(4, True))
     # Both placements of strategy/vehicle (UDFs, and AllocText) in one sample.
@@ -253,6 +263,7 @@ class JReceived:
     ref_alloc_id: str | None = None
     tot_no_allocs: int | None = None
     last_fragment: bool | None = None
+    text: str | None = None
 
 
 def parse_allocation_instruction(msg: fix.Message) -> JReceived:
@@ -301,4 +312,5 @@ def parse_allocation_instruction(msg: fix.Message) -> JReceived:
         ref_alloc_id=get_str(msg, T.RefAllocID),
         tot_no_allocs=int(v) if (v := get_str(msg, T.TotNoAllocs)) else None,
         last_fragment=None if (f := get_str(msg, T.LastFragment)) is None else f == "Y",
+        text=get_str(msg, T.Text),
     )

@@ -56,17 +56,25 @@ class DeskOrder:
     preallocation_reason: str | None = None
 
 
-class DeskSession:
-    def __init__(self, db: Database, clock: Clock, key: str, sender_comp_id: str) -> None:
+class RecordedSession:
+    """A session with no socket and no quickfix store: what crosses it is the wire log's
+    record alone, with sequence numbers that continue from that record."""
+
+    def __init__(self, db: Database, clock: Clock, key: str, sender_comp_id: str,
+                 peer_comp_id: str) -> None:
         self.key = key
         self._db = db
         self._clock = clock
         self._sender = sender_comp_id
+        self._peer = peer_comp_id
         # One lock for both directions: HTTP threads submit, the dispatcher answers.
         self._lock = threading.Lock()
         self._next = {d: (db.last_wire_seq(key, d) or 0) + 1 for d in ("in", "out")}
 
-    def _record(self, direction: str, msg: fix.Message, sender: str, target: str) -> None:
+    def _stamp(self, direction: str, msg: fix.Message) -> dict[str, Any]:
+        """Stamp the message as this session's next in `direction`: its wire-log fields."""
+        sender, target = ((self._sender, self._peer) if direction == "out"
+                          else (self._peer, self._sender))
         header = msg.getHeader()
         header.setField(T.SenderCompID, sender)
         header.setField(T.TargetCompID, target)
@@ -74,16 +82,28 @@ class DeskSession:
             header.setField(T.MsgSeqNum, str(self._next[direction]))
             header.setField(T.SendingTime, codec.utc_timestamp(self._clock.now()))
             data = wire_bytes(msg.toString())
-            mtype, seq, poss_dup, ref = describe(data)
-            self._db.append_wire(session_id=self.key, direction=direction, msg_type=mtype,
-                                 seq_num=seq, poss_dup=poss_dup, raw=data, ref_id=ref,
-                                 recorded_at=self._clock.now())
             self._next[direction] += 1
+        mtype, seq, poss_dup, ref = describe(data)
+        return {"session_id": self.key, "direction": direction, "msg_type": mtype,
+                "seq_num": seq, "poss_dup": poss_dup, "raw": data, "ref_id": ref,
+                "recorded_at": self._clock.now()}
+
+    def wire_row(self, direction: str, msg: fix.Message) -> dict[str, Any]:
+        """The message's wire-log row, for a caller that writes it in its own transaction."""
+        return self._db.wire_row(**self._stamp(direction, msg))
+
+    def _record(self, direction: str, msg: fix.Message) -> None:
+        self._db.append_wire(**self._stamp(direction, msg))
 
     def send(self, msg: fix.Message) -> bool:
-        """What the gateway tells the desk: recorded (any ride-along commits with it)."""
-        self._record("out", msg, self._sender, DESK_COMP_ID)
+        """What the gateway tells the peer: recorded (any ride-along commits with it)."""
+        self._record("out", msg)
         return True
+
+
+class DeskSession(RecordedSession):
+    def __init__(self, db: Database, clock: Clock, key: str, sender_comp_id: str) -> None:
+        super().__init__(db, clock, key, sender_comp_id, DESK_COMP_ID)
 
     def receive(self, order: DeskOrder, actor: str, now: datetime
                 ) -> BlockOrderReceived | BlockOrderInvalid | None:
@@ -102,7 +122,7 @@ class DeskSession:
             if order.preallocation_reason:
                 msg.setField(T.Text, order.preallocation_reason)
         msg.getHeader().setField(T.SenderSubID, actor)
-        self._record("in", msg, DESK_COMP_ID, self._sender)
+        self._record("in", msg)
         # The built message itself (a re-read without a dictionary would flatten its
         # groups): its bytes are the ones just recorded.
         event = block_order(msg, self.key, now, self._db, lambda _what, fn: fn())

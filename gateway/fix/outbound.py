@@ -19,6 +19,14 @@ class FixOutbound:
     def broker_key(self, broker_name: str) -> str:
         return self._sessions.key_of(broker_name)
 
+    def cross_venue(self) -> Any:
+        """The internal crossing venue's session (gateway/fix/cross_venue.py)."""
+        return self._sessions.cross
+
+    def venue_acks(self) -> list[Any]:
+        """The venue's Ps to our Js since the last call, for the dispatcher to take."""
+        return self._sessions.cross.take_acks()
+
     def session_status(self) -> list[dict[str, Any]]:
         return self._sessions.status()
 

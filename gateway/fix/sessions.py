@@ -22,7 +22,8 @@ from gateway.config import Config
 from gateway.fix import allocation_codec, j_layout
 from gateway.fix import settings as qf_settings
 from gateway.fix.application import GatewayApplication, SessionRole
-from gateway.fix.desk import DESK_NAME, DeskSession, desk_key
+from gateway.fix.cross_venue import CROSS_NAME, CrossVenue, cross_key
+from gateway.fix.desk import DESK_NAME, DeskSession, RecordedSession, desk_key
 from gateway.fix.logon_backoff import LogonBackoff
 from gateway.fix.store_index import stored_refs
 from gateway.fix.store_secrets import body_file
@@ -96,6 +97,12 @@ class FixSessions:
         # Orders handed over by people (gateway/fix/desk.py): a session with no socket.
         self.desk = DeskSession(db, clock, desk_key(begin, fx.sender_comp_id),
                                 fx.sender_comp_id)
+        # The internal crossing venue (gateway/fix/cross_venue.py): no socket either.
+        self.cross = CrossVenue(db, clock, cross_key(begin, fx.sender_comp_id),
+                                fx.sender_comp_id)
+        self._recorded: dict[str, RecordedSession] = {self.desk.key: self.desk,
+                                                      self.cross.key: self.cross}
+        self._recorded_names = {DESK_NAME: self.desk.key, CROSS_NAME: self.cross.key}
         refusals = Refusals()
         alerts = alerts or Alerts(db, clock)
         self.backoff = LogonBackoff(fx.logon_backoff_max_seconds)
@@ -156,31 +163,32 @@ class FixSessions:
     def handed_over_count(self, key: str, msg_type: str, ref_id: str) -> int:
         """How many messages about `ref_id` went to quickfix: on the wire or in its store."""
         on_wire = self._db.sent_count_with_ref(key, msg_type, ref_id)
-        if key == self.desk.key:
+        if key in self._recorded:
             return on_wire  # recorded as it is sent: the wire log is the whole truth
         if key not in self._stored:
             self._stored[key] = stored_refs(body_file(self.store_dirs[key], key))
         return max(on_wire, self._stored[key].get(msg_type, Counter()).get(ref_id, 0))
 
     def send_udfs(self, key: str) -> bool:
-        if key == self.desk.key:
+        if key in self._recorded:
             return True
         return self.application.role(key).send_udfs
 
     def key_of(self, name: str) -> str:
-        if name == DESK_NAME:
-            return self.desk.key
+        if name in self._recorded_names:
+            return self._recorded_names[name]
         return self.infos[name].key
 
     def name_of(self, key: str) -> str | None:
-        if key == self.desk.key:
-            return DESK_NAME
+        for name, recorded in self._recorded_names.items():
+            if key == recorded:
+                return name
         return next((i.name for i in self.infos.values() if i.key == key), None)
 
     def send(self, key: str, message: fix.Message) -> bool:
         """Hand a message to quickfix: it is stored for resend even if the session is down."""
-        if key == self.desk.key:
-            return self.desk.send(message)
+        if key in self._recorded:
+            return self._recorded[key].send(message)
         try:
             return bool(fix.Session.sendToTarget(message, self._ids[key]))
         except fix.SessionNotFound:
@@ -188,7 +196,7 @@ class FixSessions:
             return False
 
     def logged_on(self, key: str) -> bool:
-        if key == self.desk.key:
+        if key in self._recorded:
             return True
         session = fix.Session.lookupSession(self._ids[key])
         return bool(session is not None and session.isLoggedOn())

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, exists, func, select, update
+from sqlalchemy import Engine, and_, exists, func, insert, select, update
 
 from gateway.persistence import tables as t
 
@@ -47,6 +47,24 @@ class BlotterQueries:
             conn.execute(update(t.orders).where(t.orders.c.order_id == parent_id)
                          .values(status="split", updated_at=now, released_at=now))
             conn.execute(t.orders.insert(), children)
+
+    def record_cross(self, splits: list[tuple[str, list[dict[str, Any]]]],
+                     wires: list[dict[str, Any]], reports: list[dict[str, Any]],
+                     now: datetime) -> list[int]:
+        """A live cross (gateway/crossing_live.py) in one transaction: both blocks split
+        into their crossed and routed parts, and the venue's execution reports with their
+        wire rows. Returns the reports' ids, in order."""
+        ids = []
+        with self.engine.begin() as conn:
+            for parent_id, children in splits:
+                conn.execute(update(t.orders).where(t.orders.c.order_id == parent_id)
+                             .values(status="split", updated_at=now, released_at=now))
+                conn.execute(t.orders.insert(), children)
+            conn.execute(insert(t.fix_messages), wires)
+            for report in reports:
+                pk = conn.execute(insert(t.broker_reports), report).inserted_primary_key
+                ids.append(int(pk[0]) if pk else 0)
+        return ids
 
     def children_of(self, parent_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
