@@ -155,3 +155,19 @@ def test_a_policy_in_a_yaml_file_is_read_and_its_errors_name_the_line(tmp_path: 
     assert err.value.file.endswith("30-crossing.yaml")
     assert err.value.line == 3
     assert err.value.reason.startswith("crossing.price_rule: must be last or midpoint")
+
+
+def test_the_live_window_is_validated_and_versioned_only_when_set() -> None:
+    assert parse(policy()).live_window_seconds == 0  # type: ignore[union-attr]
+    live = parse(policy(live_window_seconds=5))
+    assert live is not None and live.live_window_seconds == 5
+    assert parse(live.to_json()) == live
+    # Unset (0), it is not in the canonical form: a policy written before live crossing
+    # keeps its version.
+    plain = parse(policy())
+    assert plain is not None and "live_window_seconds" not in plain.to_json()
+    assert _rb(crossing=policy()).version != _rb(crossing=policy(live_window_seconds=5)).version
+    for bad in (-1, 3601, "5", 1.5, True):
+        with pytest.raises(RulebookError, match=r"^crossing\.live_window_seconds: must be a "
+                                                r"whole number of seconds from 0 to 3600"):
+            parse(policy(live_window_seconds=bad))

@@ -129,3 +129,22 @@ def test_the_desk_sessions_name_and_comp_id_are_reserved(tmp_path: Path, session
     path = _write(tmp_path, f"[[fix.brokers]]\n{session}\nport = 9001\n")
     with pytest.raises(ConfigError, match="desk session"):
         load_config(path)
+
+
+@pytest.mark.parametrize("session", ['name = "cross"\ntarget_comp_id = "X"',
+                                     'name = "B2"\ntarget_comp_id = "CROSS"'])
+def test_the_crossing_venues_name_and_comp_id_are_reserved(tmp_path: Path,
+                                                           session: str) -> None:
+    path = _write(tmp_path, f"[[fix.brokers]]\n{session}\nport = 9001\n")
+    with pytest.raises(ConfigError, match="internal crossing venue"):
+        load_config(path)
+
+
+def test_the_crossing_venue_is_a_ready_to_book_broker(tmp_path: Path) -> None:
+    # The venue's J carries no lines (the split is in the gateway's record) and nothing
+    # waits for an AK from it; an unknown broker name is still an error.
+    config = load_config(_write(tmp_path, ""))
+    venue = config.broker("cross")
+    assert venue.alloc_type == "ready_to_book" and venue.commission_per_share is None
+    with pytest.raises(KeyError):
+        config.broker("NOPE")
