@@ -2,7 +2,8 @@
 gateway, routed to the broker, and allocated back to the accounts that asked.
 `--scenario cross`: the same with a crossing policy and a fresh reference price, so the
 opposite interest in one security is crossed between the accounts and only the net goes
-to the broker.
+to the broker; then two live OMS blocks are crossed inside the gateway
+(gateway/demo_livecross.py).
 
 Everything is real and on 127.0.0.1: the daemon, the broker and OMS simulators over FIX,
 a trader with an API token, and `fixalloc rebalance --send` run as a user would run it.
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.demo import CONFIG_DIR, DemoFailed, demo_config
+from gateway.demo_livecross import live_cross
 from gateway.demo_stack import demo_stack, demo_users
 from gateway.fix.sim.broker import FillPlan
 from gateway.fix.sim.common import wait_for
@@ -36,6 +38,9 @@ crossing:
   description: Cross opposite rebalance interest at the last sale (Rule 17a-7 style)
   price_rule: last
   max_price_age_seconds: 300
+  live_window_seconds: 5          # live blocks wait this long for the other side
+  excluded_accounts:
+    accounts: [SMA0042]           # e.g. an ERISA plan: never crossed
 """
 
 
@@ -67,8 +72,10 @@ def run_rebalance_demo(*, state: Path, say: Callable[[str], None], timeout: floa
     cfg = demo_config(state, oms_port=oms_port, broker_port=broker_port, http_port=http_port,
                       config_dir=config_dir)
     say(f"fixalloc demo --scenario {'cross' if cross else 'rebalance'}: state in {state}")
-    tokens = demo_users(f"sqlite:///{state / 'gateway' / 'fixalloc.db'}", [("tina", "trader")])
-    say("  user tina (role trader) with an API token")
+    people = [("tina", "trader")] + ([("fred", "operations")] if cross else [])
+    tokens = demo_users(f"sqlite:///{state / 'gateway' / 'fixalloc.db'}", people)
+    say("  user tina (role trader) with an API token"
+        + (", and fred (operations) for the price feed" if cross else ""))
     out: dict[str, Any] = {"state_dir": str(state), "http_port": http_port}
     with demo_stack(state, cfg, broker_port=broker_port, oms_port=oms_port,
                     http_port=http_port, plan=FillPlan(fills=3, interval_ms=5)) as stack:
@@ -112,7 +119,8 @@ def run_rebalance_demo(*, state: Path, say: Callable[[str], None], timeout: floa
                      and len(broker.allocations) == len(sent))
         if cross:
             out.update(_crossed(run_dir, broker, say))
-            out["ok"] = out["ok"] and out["crossed_ok"]
+            out["live"] = live_cross(stack, tokens["fred"], say)
+            out["ok"] = out["ok"] and out["crossed_ok"] and out["live"]["live_ok"]
     out["daemon_exit"] = stack.daemon.returncode
     out["ok"] = bool(out.get("ok")) and stack.daemon.returncode == 0
     return out
