@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,9 @@ log = structlog.get_logger("fixalloc.crossing")
 
 ZERO = Decimal(0)
 _CROSSABLE_TYPES = ("1", "2")  # market, limit
+# Day orders only: an IOC or FOK must not wait, and an at-the-open or at-the-close order
+# is not for a price in the middle of the day.
+_CROSSABLE_TIF = (None, "0")
 
 
 def _plain(value: Any) -> Any:
@@ -77,15 +81,25 @@ class LiveCrossing:
         once, or waiting for the other side; False: route it as usual."""
         policy = self.policy()
         if policy is None or order.side not in ("buy", "sell") \
-                or order.ord_type not in _CROSSABLE_TYPES or self.d.splits.routed(order.book):
+                or order.ord_type not in _CROSSABLE_TYPES \
+                or order.time_in_force not in _CROSSABLE_TIF or self.d.splits.routed(order.book):
             return False
         other = self._opposite(order)
         if other is None:
             self._wait(order, now, policy)
             return True
         del self.waiting[other.order_id]
-        if self._cross(other, order, now, policy):
+        try:
+            crossed = self._cross(other, order, now, policy)
+        except Exception:
+            # Nothing was stored: both go to their brokers whole rather than wait forever.
+            log.exception("cross.failed", buy_or_sell=other.order_id, other=order.order_id)
+            self.d.alerts.raise_("cross_failed", order_id=order.order_id,
+                                 detail={"other": other.order_id})
+            crossed = False
+        if crossed:
             return True
+        self.d.orders.dirty.add(other.order_id)
         self.d.intake.route(other, now)
         return False
 
@@ -147,7 +161,8 @@ class LiveCrossing:
         del self.waiting[order.order_id]
         now = d.clock.now()
         order.status = "canceled"
-        d.db.update_order(order.order_id, status="canceled", leaves_qty="0", updated_at=now)
+        d.db.update_order(order.order_id, status="canceled", leaves_qty="0", updated_at=now,
+                          released_at=now)
         d.db.append_event("order.canceled", recorded_at=now, session_id=ev.session,
                           order_id=order.order_id,
                           detail={"cl_ord_id": ev.cl_ord_id,
@@ -185,6 +200,12 @@ class LiveCrossing:
                   for o in (buy, sell) if (lines := interest[o.order_id])]
         accounts = {a.account_id: a for o in (buy, sell)
                     for a in d.refdata.accounts_for(o.book)}
+        # An account of a block that pre-trade compliance excluded from that block's side
+        # never crosses (an OMS's pre-allocation is its word, not a checked trade list).
+        kept_out = {x["account_id"] for o in (buy, sell) for x in o.excluded
+                    if x["account_id"] in dict(interest[o.order_id] or ())}
+        if kept_out:
+            policy = replace(policy, exclude_accounts=policy.exclude_accounts | kept_out)
         security = d.refdata.securities.get(buy.symbol)
         digest = hashlib.sha256(f"{buy.order_id}|{sell.order_id}".encode()).hexdigest()
         outcome: Cross | Refusal
@@ -245,21 +266,27 @@ class LiveCrossing:
             wires.append(wire)
             reports.append(report)
             plans.append((order, children))
-        report_ids = d.db.record_cross(splits, wires, reports, now)
-        faults.point("cross_stored")
+        # The cross's record commits with the splits and the venue's reports.
         detail = _plain(cross.to_json())
-        for (order, children), report_id in zip(plans, report_ids, strict=True):
+        events = [{"kind": "cross.executed", "session_id": o.oms_session,
+                   "order_id": o.order_id, "detail": {**detail, "exec_id": r["exec_id"]}}
+                  for (o, _c), r in zip(plans, reports, strict=True)]
+        report_ids = d.db.record_cross(splits, wires, reports, events, now)
+        faults.point("cross_stored")
+        for order, children in plans:
             if order.order_id in d.orders:
                 del d.orders[order.order_id]
-            d.splits.adopt(order, children, now, event="order.crossed")
-            d.db.append_event("cross.executed", recorded_at=now, session_id=order.oms_session,
-                              order_id=order.order_id, detail={**detail,
-                                                               "report_id": report_id})
+            d.splits.adopt(order, children, now, event="order.crossed", crossed=True)
         log.info("cross.executed", cross_id=cross.cross_id, qty=str(cross.qty),
                  price=str(cross.price), buy=buy.order_id, sell=sell.order_id)
         for (_order, children), report, report_id in zip(plans, reports, report_ids,
                                                           strict=True):
-            d.handle(_report_event(report, report_id, now))
+            # Stored: whatever fails from here is re-driven at restart, as for any fill;
+            # one side's failure must not keep the other side's part from its broker.
+            try:
+                d.handle(_report_event(report, report_id, now))
+            except Exception:
+                log.exception("cross.relay_failed", cross_id=cross.cross_id)
             for street in children[1:]:
                 d.intake.route(street, now)
 

@@ -25,6 +25,8 @@ the writes and the sends whose order the crash-recovery promises depend on:
   au_sent                an AU handed to quickfix; its confirmation not yet marked answered
   cross_stored           a live cross committed (both splits and the venue's reports); no
                          execution relayed to the OMS, nothing routed to the broker yet
+  venue_j_recorded       a crossed part's J recorded on the crossing venue's session; the
+                         venue's P accepting it not yet recorded
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ _seen = [0]  # arrivals at the named step (a list: mutated without `global`)
 STEPS = ("decision_stored", "broker_j_stored", "broker_j_sent", "broker_j_recorded",
          "oms_j_stored", "oms_j_sent",
          "ack_received", "relay_stored", "relay_sent", "fill_stored", "recovery_redriving",
-         "confirmation_stored", "au_sent", "cross_stored")
+         "confirmation_stored", "au_sent", "cross_stored",
+         "venue_j_recorded")
 
 
 def point(step: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 from gateway import faults
+from gateway.config import CROSS_VENUE
 from gateway.dispatcher import Dispatcher
 from gateway.events import (
     AllocationAckReceived,
@@ -193,9 +194,16 @@ def _recover_allocations(d: Dispatcher, order: Order, rows: list[dict[str, objec
             d.flow.send(order, alloc_id, check_wire=True)
             resent += 1
             faults.point("recovery_redriving")
+        venue = order.broker == CROSS_VENUE.name
+        if venue:
+            # The venue's P to a J just re-sent is in the wire log: applied below, once.
+            d.out.cross_venue().forget(alloc_id)
         # After sending: a J that reached the wire before its row said "sent" may already
         # have its P in the wire log, received but never applied.
         _replay_acks(d, order, alloc_id)
+        if venue and order.allocs.get(alloc_id) == "sent":
+            # The crash came between the venue's J and its P: the venue answers now.
+            d.out.cross_venue().accept(alloc_id)
     live = d.lifecycle.live(order)
     current = d.db.load_allocation(live) if live else None
     if current is not None and current["alloc_trans_type"] != "2" and (

@@ -199,11 +199,15 @@ class SplitOrders:
         return children, rows
 
     def adopt(self, order: Order, children: list[Order], now: datetime, *,
-              event: str = "order.split") -> None:
-        """The stored children taken into memory, under the block's one view."""
+              event: str = "order.split", crossed: bool = False) -> None:
+        """The stored children taken into memory, under the block's one view. `crossed`:
+        a part already executed (gateway/crossing_live.py), so the OMS is past "new" and
+        "pending new" for this block."""
         d = self.d
         parent = self._register(order.order_id, order.oms_session, order.oms_cl_ord_id,
                                 order.order_qty)
+        if crossed:
+            parent.acked = parent.pending_new_sent = True
         for child in children:
             parent.legs[child.order_id] = LegState(child.order_id, child.broker, child.order_qty)
         log.info(event, order_id=order.order_id, cl_ord_id=order.oms_cl_ord_id,

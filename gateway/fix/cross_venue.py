@@ -20,6 +20,7 @@ from typing import Any
 
 import quickfix as fix
 
+from gateway import faults
 from gateway.clock import Clock
 from gateway.events import AllocationAckReceived
 from gateway.fix import allocation_codec, codec
@@ -66,16 +67,25 @@ class CrossVenue(RecordedSession):
         """Recorded; a J is accepted at once (a P, recorded, for the dispatcher to take)."""
         super().send(msg)
         if msg.getHeader().getField(T.MsgType) == "J":
-            now = self._clock.now()
-            alloc_id = msg.getField(T.AllocID)
-            ack = allocation_codec.build_allocation_ack(
-                alloc_id=alloc_id, status="0", transact_time=now,
-                text="booked in the gateway's record: an internal cross")
-            self._record("in", ack)
-            self._acks.append(AllocationAckReceived(
-                session=self.key, alloc_id=alloc_id, alloc_status="0", rej_code=None,
-                text="booked in the gateway's record: an internal cross", ts_recv=now))
+            faults.point("venue_j_recorded")
+            self.accept(msg.getField(T.AllocID))
         return True
+
+    def accept(self, alloc_id: str) -> None:
+        """The venue's P accepting a J: recorded, and queued for the dispatcher."""
+        now = self._clock.now()
+        text = "booked in the gateway's record: an internal cross"
+        self._record("in", allocation_codec.build_allocation_ack(
+            alloc_id=alloc_id, status="0", transact_time=now, text=text))
+        self._acks.append(AllocationAckReceived(
+            session=self.key, alloc_id=alloc_id, alloc_status="0", rej_code=None, text=text,
+            ts_recv=now))
+
+    def forget(self, alloc_id: str) -> None:
+        """Drop queued answers to this J (recovery applies the recorded P itself)."""
+        kept = [a for a in self._acks if a.alloc_id != alloc_id]
+        self._acks.clear()
+        self._acks.extend(kept)
 
     def take_acks(self) -> list[AllocationAckReceived]:
         """The venue's answers since the last call (dispatcher thread only)."""

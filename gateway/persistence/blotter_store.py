@@ -7,6 +7,7 @@ finished order is served from here, so reading the blotter costs O(page), not O(
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, exists, func, insert, select, update
 
 from gateway.persistence import tables as t
+from gateway.persistence.retry import transient
 
 # `split`: a block split across brokers, which lives on in its children's rows.
 TERMINAL = ("filled", "done_for_day", "canceled", "expired", "rejected", "split")
@@ -48,12 +50,13 @@ class BlotterQueries:
                          .values(status="split", updated_at=now, released_at=now))
             conn.execute(t.orders.insert(), children)
 
+    @transient
     def record_cross(self, splits: list[tuple[str, list[dict[str, Any]]]],
                      wires: list[dict[str, Any]], reports: list[dict[str, Any]],
-                     now: datetime) -> list[int]:
+                     events: list[dict[str, Any]], now: datetime) -> list[int]:
         """A live cross (gateway/crossing_live.py) in one transaction: both blocks split
-        into their crossed and routed parts, and the venue's execution reports with their
-        wire rows. Returns the reports' ids, in order."""
+        into their crossed and routed parts, the venue's execution reports with their wire
+        rows, and the cross's record (audit events). Returns the reports' ids, in order."""
         ids = []
         with self.engine.begin() as conn:
             for parent_id, children in splits:
@@ -64,6 +67,12 @@ class BlotterQueries:
             for report in reports:
                 pk = conn.execute(insert(t.broker_reports), report).inserted_primary_key
                 ids.append(int(pk[0]) if pk else 0)
+            for event in events:
+                conn.execute(insert(t.audit_events).values(
+                    recorded_at=now, severity="info", alloc_id=None,
+                    kind=event["kind"], session_id=event["session_id"],
+                    order_id=event["order_id"],
+                    detail_json=json.dumps(event["detail"], sort_keys=True, default=str)))
         return ids
 
     def children_of(self, parent_id: str) -> list[dict[str, Any]]:

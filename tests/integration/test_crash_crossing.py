@@ -69,13 +69,14 @@ def _push(port: int, token: str, quote: dict[str, str]) -> tuple[int, Any] | Non
     return got if got[0] else None
 
 
-def test_kill_after_the_cross_is_stored(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fault", ["cross_stored", "venue_j_recorded"])
+def test_kill_after_the_cross_is_stored(tmp_path: Path, fault: str) -> None:
     ports, cfg, token = _setup(tmp_path)
     log = tmp_path / "daemon.log"
     buy, sell = _order("KX-B", "buy", BUY, "191.00"), _order("KX-S", "sell", SELL, "189.00")
     plan = FillPlan(fills=1, interval_ms=5, prices=(D("190.50"),))
     with broker_sim(tmp_path, ports, plan) as broker, oms_sim(tmp_path, ports) as oms:
-        daemon = start_daemon(cfg, log, fault="cross_stored")
+        daemon = start_daemon(cfg, log, fault=fault)
         try:
             assert oms.engine.wait_logged_on(60), log.read_text()[-3000:]
             quote = {"symbol": "AAPL", "last": "190.25", "as_of": datetime.now(UTC).isoformat()}
@@ -88,8 +89,9 @@ def test_kill_after_the_cross_is_stored(tmp_path: Path) -> None:
         finally:
             if daemon.poll() is None:
                 daemon.kill()
-        assert "fault injected at cross_stored" in log.read_text()
-        assert not broker.orders  # nothing was routed before the kill
+        assert f"fault injected at {fault}" in log.read_text()
+        if fault == "cross_stored":
+            assert not broker.orders  # nothing was routed before the kill
 
         daemon = start_daemon(cfg, log)  # no price now: the cross is already in the record
         try:
@@ -119,5 +121,18 @@ def test_kill_after_the_cross_is_stored(tmp_path: Path) -> None:
     try:
         parents = [db.find_order(OMS_KEY, cl) for cl in ("KX-B", "KX-S")]
         assert all(p is not None and p["status"] == "split" for p in parents)
+        # The record of the cross survived the kill with the splits it belongs to.
+        assert len(db.events("cross.executed")) == 2
+        # Each crossed part's J was answered exactly once by the venue, and accepted.
+        venue = [m for m in db.wire_messages(session_id="FIX.4.4:FIXALLOC->CROSS")]
+        js = [m for m in venue if m["msg_type"] == "J"]
+        ps = [m for m in venue if m["msg_type"] == "P"]
+        assert len(js) == 2 and len(ps) == 2
+        assert {m["ref_id"] for m in js} == {m["ref_id"] for m in ps}
+        for p in parents:
+            assert p is not None
+            [crossed] = [c for c in db.children_of(p["order_id"]) if c["broker"] == "cross"]
+            [alloc] = db.allocations_for_order(crossed["order_id"])
+            assert alloc["status"] == "accepted"
     finally:
         db.dispose()

@@ -103,6 +103,12 @@ def test_opposite_blocks_cross_and_only_the_net_is_routed(tmp_path: Path) -> Non
             assert "internal cross XR-" in (crossed[0].text or "")
             assert seen[-1].cum_qty == total and seen[-1].ord_status == "2"
             assert len({e.order_id for e in seen}) == 1
+            # Past "new" once the crossed part executed: the broker's own acknowledgement
+            # of the routed part is not relayed as a New after a fill.
+            after = seen[seen.index(crossed[0]):]
+            assert [e.exec_type for e in after if e.exec_type in ("0", "A")] == []
+            cums = [e.cum_qty for e in after]
+            assert cums == sorted(cums)
             js = oms.allocations_for(cl)
             marked = [j for j in js if j.text and "internal cross" in j.text]
             assert len(marked) == 1
@@ -195,3 +201,17 @@ def test_a_waiting_block_canceled_by_the_oms_never_reaches_the_broker(tmp_path: 
         assert not broker.orders
         assert gw.node is not None and gw.node.dispatcher is not None
         assert not gw.node.dispatcher.crossing.waiting
+
+
+def test_an_ioc_block_never_waits_to_cross(tmp_path: Path) -> None:
+    # Immediate-or-cancel must not sit in a window: it goes to the broker at once.
+    with crossing_stack(tmp_path) as (broker, gw, oms):
+        _push(gw, "190.25")
+        ioc = BlotterOrder(cl_ord_id="XB-6", book="SMA-CORE", symbol="AAPL", side="buy",
+                           qty=D(3000), price=D("191.00"), time_in_force="3",
+                           preallocations=BUY, text="the PM's split of the block")
+        oms.send_order(ioc)
+        eventually(lambda: len(broker.orders) == 1, timeout=15)
+        assert gw.node is not None and gw.node.dispatcher is not None
+        assert not gw.node.dispatcher.crossing.waiting
+        assert gw.node.db is not None and not _events(gw.node.db, "cross.waiting")
