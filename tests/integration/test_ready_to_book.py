@@ -244,7 +244,9 @@ def test_replace_after_a_bust_and_cancel_keep_the_ready_to_book_form(tmp_path: P
         [raw3] = _wire(gw, BROKER_KEY, "out", "J", j3)
         _assert_rtb_j(raw3, "2")
         assert _field(raw3, 72) == [j2.encode()]
-        assert {x["ticket_state"] for x in _db(gw).load_allocation_lines(j2)} == {"cancelled"}
+        # As with the Replace: the J is marked cancelled a moment before its tickets are.
+        eventually(lambda: {x["ticket_state"] for x in _db(gw).load_allocation_lines(j2)}
+                   == {"cancelled"}, timeout=10, description="J2's tickets cancelled")
         oms_j3 = eventually(lambda: next((j for j in oms.allocations if j.alloc_id == j3),
                                          None), timeout=10, description="the OMS's Cancel")
         assert (oms_j3.alloc_type, oms_j3.alloc_trans_type) == ("1", "2")
