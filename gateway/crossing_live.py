@@ -26,11 +26,10 @@ sale, a stop or pegged order, a book routed to several brokers.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -54,10 +53,6 @@ _CROSSABLE_TYPES = ("1", "2")  # market, limit
 # Day orders only: an IOC or FOK must not wait, and an at-the-open or at-the-close order
 # is not for a price in the middle of the day.
 _CROSSABLE_TIF = (None, "0")
-
-
-def _plain(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
 
 
 class LiveCrossing:
@@ -185,7 +180,7 @@ class LiveCrossing:
         if order.preallocations:
             return tuple(sorted(order.preallocations))
         try:
-            return tuple(sorted(self.d.splits._planned_lines(order)))
+            return tuple(sorted(self.d.splits.planned_lines(order)))
         except Exception as exc:
             log.warning("cross.no_interest", order_id=order.order_id, error=str(exc))
             return None
@@ -230,7 +225,7 @@ class LiveCrossing:
             for o in (buy, sell):
                 d.db.append_event("cross.refused", recorded_at=now, severity="info",
                                   session_id=o.oms_session, order_id=o.order_id,
-                                  detail=_plain(outcome.to_json()))
+                                  detail=outcome.to_json())
             return False
         self._execute(buy, sell, outcome, interest, now)
         return True
@@ -267,7 +262,7 @@ class LiveCrossing:
             reports.append(report)
             plans.append((order, children))
         # The cross's record commits with the splits and the venue's reports.
-        detail = _plain(cross.to_json())
+        detail = cross.to_json()
         events = [{"kind": "cross.executed", "session_id": o.oms_session,
                    "order_id": o.order_id, "detail": {**detail, "exec_id": r["exec_id"]}}
                   for (o, _c), r in zip(plans, reports, strict=True)]
@@ -284,7 +279,7 @@ class LiveCrossing:
             # Stored: whatever fails from here is re-driven at restart, as for any fill;
             # one side's failure must not keep the other side's part from its broker.
             try:
-                d.handle(_report_event(report, report_id, now))
+                d.handle(BrokerReportReceived.from_row({**report, "id": report_id}))
             except Exception:
                 log.exception("cross.relay_failed", cross_id=cross.cross_id)
             for street in children[1:]:
@@ -298,13 +293,3 @@ def _beyond_limit(buy: Order, sell: Order, price: Decimal) -> str | None:
     if sell.ord_type == "2" and sell.price is not None and price < sell.price:
         return f"the cross price {price} is below the sell block's limit {sell.price}"
     return None
-
-
-def _report_event(row: dict[str, Any], report_id: int, now: datetime) -> BrokerReportReceived:
-    return BrokerReportReceived(
-        session=row["session_id"], report_id=report_id, order_id=row["order_id"],
-        cl_ord_id=row["cl_ord_id"], broker_order_id=row["broker_order_id"],
-        exec_id=row["exec_id"], exec_type="F", ord_status="2",
-        last_qty=Decimal(row["last_qty"]), last_px=Decimal(row["last_px"]),
-        cum_qty=Decimal(row["cum_qty"]), avg_px=Decimal(row["avg_px"]), leaves_qty=ZERO,
-        text=row["text"], trade_date=row["trade_date"], poss_dup=False, ts_recv=now)

@@ -86,6 +86,23 @@ class BrokerReportReceived:
     exec_ref_id: str | None = None
     """For a bust (H) or correction (G): the ExecID of the fill it changes."""
 
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> BrokerReportReceived:
+        """A stored report (a `broker_reports` row) as the event its arrival made: for
+        startup recovery, and for the crossing venue's reports (gateway/crossing_live.py)."""
+        def dec(key: str) -> Decimal:
+            return Decimal(str(row[key]))
+
+        return cls(
+            session=str(row["session_id"]), report_id=int(row["id"]),
+            order_id=row["order_id"], cl_ord_id=str(row["cl_ord_id"]),
+            broker_order_id=str(row["broker_order_id"]), exec_id=str(row["exec_id"]),
+            exec_type=str(row["exec_type"]), ord_status=str(row["ord_status"]),
+            last_qty=dec("last_qty"), last_px=dec("last_px"), cum_qty=dec("cum_qty"),
+            avg_px=dec("avg_px"), leaves_qty=dec("leaves_qty"), text=row["text"],
+            trade_date=str(row["trade_date"]), poss_dup=bool(row["poss_dup"]),
+            ts_recv=row["received_at"], exec_ref_id=row.get("exec_ref_id"))
+
 
 @dataclass(frozen=True)
 class ConfirmationReceived:

@@ -32,24 +32,6 @@ log = structlog.get_logger("fixalloc.recovery")
 _ALLOC_STATUS = re.compile(rb"\x0187=(\d)\x01")
 
 
-def _report_event(row: dict[str, object]) -> BrokerReportReceived:
-    def dec(key: str) -> Decimal:
-        return Decimal(str(row[key]))
-
-    return BrokerReportReceived(
-        session=str(row["session_id"]), report_id=int(row["id"]),  # type: ignore[call-overload]
-        order_id=row["order_id"], cl_ord_id=str(row["cl_ord_id"]),  # type: ignore[arg-type]
-        broker_order_id=str(row["broker_order_id"]), exec_id=str(row["exec_id"]),
-        exec_type=str(row["exec_type"]), ord_status=str(row["ord_status"]),
-        last_qty=dec("last_qty"), last_px=dec("last_px"), cum_qty=dec("cum_qty"),
-        avg_px=dec("avg_px"), leaves_qty=dec("leaves_qty"),
-        text=row["text"],  # type: ignore[arg-type]
-        trade_date=str(row["trade_date"]), poss_dup=bool(row["poss_dup"]),
-        ts_recv=row["received_at"],  # type: ignore[arg-type]
-        exec_ref_id=row.get("exec_ref_id"),  # type: ignore[arg-type]
-    )
-
-
 def recover(d: Dispatcher) -> dict[str, int]:
     """Rebuild orders from the database; return counts of what was re-driven."""
     counts = {"orders": 0, "relayed": 0, "allocated": 0, "resent": 0, "routed": 0,
@@ -144,7 +126,7 @@ def restore(d: Dispatcher, row: dict[str, Any], counts: dict[str, int], *,
     for rep in reports:
         if rep.get("dk_reason"):
             continue  # answered with a DK when it arrived; never part of the ledger
-        ev = _report_event(rep)
+        ev = BrokerReportReceived.from_row(rep)
         if d.reports.refused(order, ev):
             continue
         d.apply_report(order, ev)

@@ -131,7 +131,7 @@ class SplitOrders:
                                  "accounts' quantities would not add up at each broker)")
             return by_wheel(order.order_qty, sorted(routing.wheel.items()),
                             security.lot_size if security else 1)
-        lines = list(order.preallocations) or self._planned_lines(order)
+        lines = list(order.preallocations) or self.planned_lines(order)
         field_name = routing.account_field or ""
         broker_of = {}
         for account in d.refdata.accounts_for(order.book):
@@ -140,7 +140,7 @@ class SplitOrders:
                 broker_of[account.account_id] = routing.brokers[value]
         return by_account(lines, broker_of)
 
-    def _planned_lines(self, order: Order) -> list[tuple[str, Decimal]]:
+    def planned_lines(self, order: Order) -> list[tuple[str, Decimal]]:
         """The book's scheme over the whole block, as if it filled: each account's share."""
         d = self.d
         security = d.refdata.securities.get(order.symbol)

@@ -89,6 +89,8 @@ class CrossVenue(RecordedSession):
 
     def take_acks(self) -> list[AllocationAckReceived]:
         """The venue's answers since the last call (dispatcher thread only)."""
+        if not self._acks:
+            return []  # the usual case, asked after every event
         out = list(self._acks)
         self._acks.clear()
         return out
